@@ -1,0 +1,176 @@
+//! `/tyk/apis`: API definitions. Writes go to files in `app_path` and take effect on the next
+//! reload, as in Tyk; reads show what is loaded now.
+
+// Handlers return the finished error response as `Err`; boxing it buys nothing off the data path.
+#![allow(clippy::result_large_err)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tollgate_definitions::ApiSpec;
+use tollgate_proxy::Gateway;
+
+use crate::reply::{json_reply, modified_reply, status_reply};
+
+/// Largest definition document accepted.
+const MAX_DEFINITION_BYTES: usize = 16 * 1024 * 1024;
+
+pub(crate) fn list(gateway: &Gateway) -> Response<Full<Bytes>> {
+    let routes = gateway.routes();
+    let all: Vec<serde_json::Value> = routes.apis().iter().map(|a| a.raw.clone()).collect();
+    json_reply(StatusCode::OK, &serde_json::Value::Array(all))
+}
+
+pub(crate) fn get(gateway: &Gateway, id: &str) -> Response<Full<Bytes>> {
+    match gateway.routes().api(id) {
+        Some(api) => json_reply(StatusCode::OK, &api.raw),
+        None => not_found(),
+    }
+}
+
+pub(crate) async fn create(
+    gateway: &Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let mut doc = match read_definition(req).await {
+        Ok(doc) => doc,
+        Err(resp) => return resp,
+    };
+    let id = match doc.get("api_id").and_then(|v| v.as_str()) {
+        Some(id) if !id.trim().is_empty() => id.to_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            doc["api_id"] = serde_json::Value::String(id.clone());
+            id
+        }
+    };
+    if let Err(resp) = validate(&doc) {
+        return resp;
+    }
+    let file = default_file(gateway, &id);
+    if gateway.routes().api(&id).is_some() || file.exists() {
+        return status_reply(StatusCode::CONFLICT, "error", "API already exists");
+    }
+    match write_atomically(&file, &doc).await {
+        Ok(()) => modified_reply(&id, "added"),
+        Err(e) => storage_error(&file, &e),
+    }
+}
+
+pub(crate) async fn update(
+    gateway: &Arc<Gateway>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let doc = match read_definition(req).await {
+        Ok(doc) => doc,
+        Err(resp) => return resp,
+    };
+    if doc.get("api_id").and_then(|v| v.as_str()) != Some(id) {
+        return status_reply(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "Request APIID does not match that in Definition! For Update operations these must match.",
+        );
+    }
+    if let Err(resp) = validate(&doc) {
+        return resp;
+    }
+    let Some(file) = existing_file(gateway, id) else {
+        return not_found();
+    };
+    match write_atomically(&file, &doc).await {
+        Ok(()) => modified_reply(id, "modified"),
+        Err(e) => storage_error(&file, &e),
+    }
+}
+
+pub(crate) async fn delete(gateway: &Arc<Gateway>, id: &str) -> Response<Full<Bytes>> {
+    let Some(file) = existing_file(gateway, id) else {
+        return not_found();
+    };
+    match tokio::fs::remove_file(&file).await {
+        Ok(()) => modified_reply(id, "deleted"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => not_found(),
+        Err(e) => storage_error(&file, &e),
+    }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    status_reply(StatusCode::NOT_FOUND, "error", "API not found")
+}
+
+async fn read_definition(
+    req: Request<Incoming>,
+) -> Result<serde_json::Value, Response<Full<Bytes>>> {
+    let malformed = || status_reply(StatusCode::BAD_REQUEST, "error", "Request malformed");
+    let body = Limited::new(req.into_body(), MAX_DEFINITION_BYTES)
+        .collect()
+        .await
+        .map_err(|_| malformed())?
+        .to_bytes();
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|_| malformed())?;
+    if !doc.is_object() {
+        return Err(malformed());
+    }
+    Ok(doc)
+}
+
+fn validate(doc: &serde_json::Value) -> Result<(), Response<Full<Bytes>>> {
+    ApiSpec::from_json(doc).map(|_| ()).map_err(|e| {
+        status_reply(
+            StatusCode::BAD_REQUEST,
+            "error",
+            &format!("Validation of API Definition failed. Reason: {e}."),
+        )
+    })
+}
+
+fn default_file(gateway: &Gateway, id: &str) -> PathBuf {
+    gateway.config.app_path.join(format!("{id}.json"))
+}
+
+/// The file an API lives in: the one it was loaded from, else `{app_path}/{id}.json` if that
+/// exists (added but not reloaded yet).
+fn existing_file(gateway: &Gateway, id: &str) -> Option<PathBuf> {
+    if let Some(api) = gateway.routes().api(id) {
+        return Some(api.file.clone());
+    }
+    let file = default_file(gateway, id);
+    file.exists().then_some(file)
+}
+
+/// Writes to a temporary file and renames it over the target, so a failed write never leaves
+/// a half-written definition behind.
+async fn write_atomically(file: &Path, doc: &serde_json::Value) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(doc)?;
+    text.push(b'\n');
+    let tmp = file.with_extension("json.tmp");
+    tokio::fs::write(&tmp, &text).await?;
+    let synced = async {
+        let f = tokio::fs::File::open(&tmp).await?;
+        f.sync_all().await
+    };
+    if let Err(e) = synced.await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    if let Err(e) = tokio::fs::rename(&tmp, file).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn storage_error(file: &Path, err: &std::io::Error) -> Response<Full<Bytes>> {
+    tracing::error!(file = %file.display(), error = %err, "writing an API definition failed");
+    status_reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "error",
+        "Unable to write the API definition",
+    )
+}

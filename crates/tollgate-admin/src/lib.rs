@@ -1,0 +1,151 @@
+//! The Gateway REST API: Tyk's admin endpoints under `/tyk/`, plus `/hello`.
+//!
+//! Served on the proxy port by the workers (see `tollgate_proxy::proxy`). Every `/tyk/` call
+//! needs the `x-tyk-authorization` header equal to the configured secret (compared in constant
+//! time); an empty secret keeps the admin API closed. Bodies and messages are Tyk's, so
+//! existing scripts and tools keep working.
+
+mod apis;
+mod reply;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+use tollgate_proxy::headers::X_TYK_AUTHORIZATION;
+use tollgate_proxy::{AdminApi, Gateway, ReloadHandle};
+
+use crate::reply::{json_reply, status_reply};
+
+/// The admin API.
+#[derive(Debug)]
+pub struct Admin {
+    reload: ReloadHandle,
+}
+
+impl Admin {
+    /// Creates the admin API; reload calls go to `reload`.
+    pub fn new(reload: ReloadHandle) -> Arc<Self> {
+        Arc::new(Self { reload })
+    }
+}
+
+impl AdminApi for Admin {
+    fn handle(
+        &self,
+        gateway: Arc<Gateway>,
+        req: Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'static>> {
+        let reload = self.reload.clone();
+        Box::pin(async move { route(&gateway, &reload, req).await })
+    }
+}
+
+async fn route(
+    gateway: &Arc<Gateway>,
+    reload: &ReloadHandle,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    if path == "/hello" {
+        return if req.method() == Method::GET || req.method() == Method::HEAD {
+            health()
+        } else {
+            method_not_allowed()
+        };
+    }
+    if !authorised(gateway, &req) {
+        return status_reply(
+            StatusCode::FORBIDDEN,
+            "error",
+            "Attempted administrative access with invalid or missing key!",
+        );
+    }
+    let segments: Vec<&str> = path
+        .trim_start_matches("/tyk")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let block = query_flag(&req, "block");
+    match segments.as_slice() {
+        ["reload"] | ["reload", "group"] => {
+            if req.method() != Method::GET {
+                return method_not_allowed();
+            }
+            // One node: a group reload is a local reload (the Redis backend makes it cluster-wide).
+            if block {
+                if let Err(e) = reload.request_and_wait("admin API").await {
+                    return status_reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "error",
+                        &format!("Reload failed: {e}"),
+                    );
+                }
+            } else {
+                reload.request("admin API");
+            }
+            status_reply(StatusCode::OK, "ok", "")
+        }
+        ["apis"] => match *req.method() {
+            Method::GET => apis::list(gateway),
+            Method::POST => apis::create(gateway, req).await,
+            _ => method_not_allowed(),
+        },
+        ["apis", id] => {
+            let id = (*id).to_owned();
+            match *req.method() {
+                Method::GET => apis::get(gateway, &id),
+                Method::PUT => apis::update(gateway, &id, req).await,
+                Method::DELETE => apis::delete(gateway, &id).await,
+                _ => method_not_allowed(),
+            }
+        }
+        _ => status_reply(StatusCode::NOT_FOUND, "error", "Not found"),
+    }
+}
+
+fn authorised(gateway: &Gateway, req: &Request<Incoming>) -> bool {
+    let secret = &gateway.config.secret;
+    if secret.is_empty() {
+        return false;
+    }
+    let Some(given) = req.headers().get(X_TYK_AUTHORIZATION) else {
+        return false;
+    };
+    // Lengths are compared first in `ct_eq` without leaking content.
+    given.as_bytes().ct_eq(secret.expose().as_bytes()).into()
+}
+
+fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
+    req.uri().query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            k == name && matches!(v, "true" | "1")
+        })
+    })
+}
+
+fn health() -> Response<Full<Bytes>> {
+    json_reply(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "pass",
+            "version": concat!("v", env!("CARGO_PKG_VERSION")),
+            "description": "Tollgate GW",
+            "details": {},
+        }),
+    )
+}
+
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    status_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "error",
+        "Method not supported",
+    )
+}

@@ -1,0 +1,109 @@
+//! The tyk.conf file model: Tyk's field names, every field optional, unknown fields ignored.
+
+use serde::Deserialize;
+
+use crate::Secret;
+
+/// tyk.conf as written by operators. Only the fields Tollgate reads are modelled; real
+/// files carry many more, which serde skips.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TykConf {
+    /// Bind address; empty = all interfaces.
+    pub listen_address: String,
+    /// Proxy and admin port (default 8080).
+    pub listen_port: Option<u16>,
+    /// Admin API secret.
+    pub secret: Secret,
+    /// Folder of API definitions, relative to the config file (default `apps`).
+    pub app_path: Option<String>,
+    /// Upstream response-header timeout in seconds (0 = 30).
+    pub proxy_default_timeout: Option<u64>,
+    /// Session storage.
+    pub storage: StorageConf,
+    /// Policy source.
+    pub policies: PoliciesConf,
+    /// Store keys hashed (default true in Tollgate).
+    pub hash_keys: Option<bool>,
+    /// Tyk's key hash algorithm name.
+    pub hash_key_function: String,
+    /// Write analytics records.
+    pub enable_analytics: bool,
+    /// Listener options.
+    pub http_server_options: HttpServerOptions,
+    /// Honour per-API `domain`; Tollgate defaults to true.
+    pub enable_custom_domains: Option<bool>,
+    /// `Connection: close` on every client response.
+    pub close_connections: bool,
+    /// No keep-alive towards upstreams.
+    pub proxy_close_connections: bool,
+    /// Idle upstream connections kept per host (per worker thread in Tollgate).
+    pub max_idle_connections_per_host: Option<usize>,
+    /// Seconds SIGTERM waits for in-flight requests (0 = 30).
+    pub graceful_shutdown_timeout_duration: Option<u64>,
+    /// Tollgate extension: worker threads (0 or absent = one per CPU).
+    pub worker_threads: Option<usize>,
+}
+
+/// `storage`: where sessions and counters live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StorageConf {
+    /// `embedded` (default when absent) or `redis`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Embedded store folder, relative to the config file.
+    pub path: Option<String>,
+    /// Redis host.
+    pub host: String,
+    /// Redis port.
+    pub port: Option<u16>,
+    /// Redis `host:port` list.
+    pub addrs: Vec<String>,
+    /// Redis ACL user.
+    pub username: String,
+    /// Redis password.
+    pub password: Secret,
+    /// Redis database number.
+    pub database: i64,
+    /// Redis Cluster mode.
+    pub enable_cluster: bool,
+    /// TLS to Redis.
+    pub use_ssl: bool,
+    /// Network timeout in seconds.
+    pub timeout: Option<u64>,
+}
+
+/// `policies`: where policies come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PoliciesConf {
+    /// `file` (or empty).
+    pub policy_source: String,
+    /// One JSON file holding every policy, keyed by id.
+    pub policy_record_name: String,
+    /// A folder of one-policy files.
+    pub policy_path: String,
+}
+
+/// `http_server_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpServerOptions {
+    /// Seconds to read a request head (and each idle gap in a body); 0 = 120.
+    pub read_timeout: Option<u64>,
+    /// Seconds a client may take to accept response bytes; 0 = 120.
+    pub write_timeout: Option<u64>,
+    /// Listen path `/app` does not match `/apple`.
+    pub enable_strict_routes: bool,
+    /// Gateway-wide request body cap in bytes (0 = off).
+    pub max_request_body_size: Option<u64>,
+    /// Tunnel Upgrade requests; Tollgate defaults to true.
+    pub enable_websockets: Option<bool>,
+    /// Tollgate extension: longest request line (default 8192).
+    pub max_request_line_bytes: Option<usize>,
+    /// Tollgate extension: longest request head (default 65536).
+    pub max_request_header_bytes: Option<usize>,
+    /// Tollgate extension: most request headers (default 100).
+    pub max_request_headers: Option<usize>,
+}

@@ -1,0 +1,265 @@
+//! The gateway process configuration.
+//!
+//! Operators hand us the `tyk.conf` they already run Tyk with, so the file model
+//! ([`TykConf`]) mirrors Tyk's field names and tolerates every field it does not know.
+//! [`GatewayConfig::load`] turns it into the typed settings the rest of the gateway uses:
+//! durations instead of seconds, paths resolved against the config file's folder, defaults
+//! applied in one place. Everything here runs once at start-up; nothing is on the request path.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod file;
+
+pub use file::{HttpServerOptions, PoliciesConf, StorageConf, TykConf};
+
+/// Why a configuration could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("config file {path}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON, or a field has the wrong type.
+    #[error("config file {path}: field `{field}`: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted path of the offending field (`.` when the document itself is broken).
+        field: String,
+        /// serde's description, with line and column.
+        message: String,
+    },
+    /// The values parse but cannot work together.
+    #[error("config file {path}: field `{field}`: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The admin API secret. Its `Debug` never prints the value.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value, for constant-time comparison only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no secret was configured (the admin API then stays closed).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "<empty>" } else { "***" })
+    }
+}
+
+/// Limits and timeouts the HTTP edge enforces before any API is looked at.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// Longest request line accepted (414 beyond).
+    pub max_request_line_bytes: usize,
+    /// Longest request head accepted (431 beyond).
+    pub max_request_head_bytes: usize,
+    /// Most request headers accepted (431 beyond).
+    pub max_request_headers: usize,
+    /// Gateway-wide cap on request bodies (413 beyond); `None` = unlimited.
+    pub max_request_body_bytes: Option<u64>,
+    /// Deadline for reading a whole request head, and for each idle gap while reading a body.
+    pub read_timeout: Duration,
+    /// Deadline for a client to accept response bytes.
+    pub write_timeout: Duration,
+}
+
+/// The typed gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    /// Where the proxy (and the admin API) listens.
+    pub listen: SocketAddr,
+    /// The admin API secret; empty = admin API closed.
+    pub secret: Secret,
+    /// Folder of API definition files.
+    pub app_path: PathBuf,
+    /// Response-header timeout towards upstreams (504 beyond).
+    pub proxy_default_timeout: Duration,
+    /// Edge limits and client timeouts.
+    pub edge: EdgeLimits,
+    /// Tyk's `enable_strict_routes`: `/app` no longer matches `/apple`.
+    pub strict_routes: bool,
+    /// Honour per-API `domain` (Tyk's `enable_custom_domains`; we default to true).
+    pub custom_domains: bool,
+    /// Tunnel `Upgrade` requests (Tyk's `enable_websockets`; we default to true).
+    pub websockets: bool,
+    /// Send `Connection: close` to clients after every response.
+    pub close_connections: bool,
+    /// Do not keep upstream connections alive.
+    pub proxy_close_connections: bool,
+    /// Idle upstream connections kept per upstream and per worker thread.
+    pub max_idle_upstream_per_host: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub graceful_shutdown_timeout: Duration,
+    /// How many worker threads serve traffic (each with its own listener and upstream pool).
+    pub worker_threads: usize,
+    /// Hash keys at rest (Tyk's `hash_keys`).
+    pub hash_keys: bool,
+    /// Tyk's `enable_analytics`.
+    pub enable_analytics: bool,
+    /// The raw file model, for settings later features read.
+    pub file: TykConf,
+}
+
+impl GatewayConfig {
+    /// Reads, parses and validates a tyk.conf.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and, where there is one, the field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(path, &text)
+    }
+
+    /// Parses and validates tyk.conf text; `path` names it in errors and anchors relative paths.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and field.
+    pub fn from_json(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: TykConf = parse_json(path, text)?;
+        Self::from_file(path, file)
+    }
+
+    fn from_file(path: &Path, file: TykConf) -> Result<Self, ConfigError> {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+
+        let ip: IpAddr = if file.listen_address.trim().is_empty() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            file.listen_address.trim().parse().map_err(|_| {
+                invalid(
+                    "listen_address",
+                    format!("`{}` is not an IP address", file.listen_address),
+                )
+            })?
+        };
+        let port = file.listen_port.unwrap_or(8080);
+
+        let app_path = base.join(file.app_path.as_deref().unwrap_or("apps"));
+        let opts = &file.http_server_options;
+        let secs = |v: Option<u64>, default: u64| {
+            Duration::from_secs(v.filter(|s| *s > 0).unwrap_or(default))
+        };
+        let read_timeout = secs(opts.read_timeout, 120);
+        let write_timeout = secs(opts.write_timeout, 120);
+        let proxy_default_timeout = secs(file.proxy_default_timeout, 30);
+
+        let positive = |v: Option<usize>, default: usize, field: &'static str| match v {
+            Some(0) => Err(invalid(field, "must be greater than 0".into())),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let edge = EdgeLimits {
+            max_request_line_bytes: positive(
+                opts.max_request_line_bytes,
+                8 * 1024,
+                "http_server_options.max_request_line_bytes",
+            )?,
+            max_request_head_bytes: positive(
+                opts.max_request_header_bytes,
+                64 * 1024,
+                "http_server_options.max_request_header_bytes",
+            )?,
+            max_request_headers: positive(
+                opts.max_request_headers,
+                100,
+                "http_server_options.max_request_headers",
+            )?,
+            max_request_body_bytes: opts.max_request_body_size.filter(|n| *n > 0),
+            read_timeout,
+            write_timeout,
+        };
+
+        let worker_threads = match file.worker_threads {
+            Some(0) | None => std::thread::available_parallelism().map_or(1, usize::from),
+            Some(n) => n,
+        };
+
+        Ok(Self {
+            source: path.to_path_buf(),
+            listen: SocketAddr::new(ip, port),
+            secret: file.secret.clone(),
+            app_path,
+            proxy_default_timeout,
+            edge,
+            strict_routes: opts.enable_strict_routes,
+            custom_domains: file.enable_custom_domains.unwrap_or(true),
+            websockets: opts.enable_websockets.unwrap_or(true),
+            close_connections: file.close_connections,
+            proxy_close_connections: file.proxy_close_connections,
+            max_idle_upstream_per_host: file
+                .max_idle_connections_per_host
+                .filter(|n| *n > 0)
+                .unwrap_or(256),
+            graceful_shutdown_timeout: secs(file.graceful_shutdown_timeout_duration, 30),
+            worker_threads,
+            hash_keys: file.hash_keys.unwrap_or(true),
+            enable_analytics: file.enable_analytics,
+            file,
+        })
+    }
+}
+
+/// Deserialises JSON and reports the failing field's dotted path with the file name.
+///
+/// # Errors
+/// [`ConfigError::Parse`].
+pub fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let field = err.path().to_string();
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            field,
+            message: err.into_inner().to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

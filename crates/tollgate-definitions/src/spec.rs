@@ -1,0 +1,265 @@
+//! The validated API definition the proxy compiles routes from.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use http::uri::{Authority, Uri};
+
+use crate::DefinitionError;
+use crate::model::ApiDefinition;
+
+/// Upstream scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// Where an API's traffic goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// `host:port`, port always explicit, used as the upstream pool key.
+    pub authority: Authority,
+    /// The Host header the upstream expects (port omitted when it is the scheme's default).
+    pub host_header: HeaderValue,
+    /// Path prefix of `target_url`, without query; may be empty.
+    pub base_path: String,
+    /// Query of `target_url`, prepended to the request's.
+    pub base_query: Option<String>,
+}
+
+/// A validated API definition.
+#[derive(Debug, Clone)]
+pub struct ApiSpec {
+    /// `api_id`.
+    pub api_id: Arc<str>,
+    /// `name`.
+    pub name: Arc<str>,
+    /// `org_id`.
+    pub org_id: Arc<str>,
+    /// `active` (absent = true).
+    pub active: bool,
+    /// `use_keyless`.
+    pub keyless: bool,
+    /// `proxy.listen_path`, normalised to start with `/`.
+    pub listen_path: String,
+    /// `domain`, lower-cased, without port; `None` = any host.
+    pub domain: Option<String>,
+    /// `proxy.target_url`.
+    pub target: Target,
+    /// `proxy.strip_listen_path`.
+    pub strip_listen_path: bool,
+    /// `proxy.preserve_host_header`.
+    pub preserve_host_header: bool,
+    /// `proxy.disable_strip_slash`.
+    pub disable_strip_slash: bool,
+    /// Per-API body cap.
+    pub max_request_body_size: Option<u64>,
+}
+
+impl ApiSpec {
+    /// Validates a definition document.
+    ///
+    /// # Errors
+    /// The first problem found, with its field path.
+    pub fn from_json(raw: &serde_json::Value) -> Result<Self, DefinitionError> {
+        let def: ApiDefinition = serde_path_to_error::deserialize(raw).map_err(|err| {
+            DefinitionError::new(err.path().to_string(), err.into_inner().to_string())
+        })?;
+        Self::from_definition(&def)
+    }
+
+    /// Validates a parsed definition.
+    ///
+    /// # Errors
+    /// The first problem found, with its field path.
+    pub fn from_definition(def: &ApiDefinition) -> Result<Self, DefinitionError> {
+        if def.api_id.trim().is_empty() {
+            return Err(DefinitionError::new("api_id", "must not be empty"));
+        }
+        if def.api_id.contains(['/', '\\']) || def.api_id.contains("..") {
+            return Err(DefinitionError::new(
+                "api_id",
+                "must not contain `/`, `\\` or `..`",
+            ));
+        }
+        let lp = def.proxy.listen_path.trim();
+        if lp.is_empty() {
+            return Err(DefinitionError::new(
+                "proxy.listen_path",
+                "must not be empty",
+            ));
+        }
+        if lp.contains(char::is_whitespace) {
+            return Err(DefinitionError::new(
+                "proxy.listen_path",
+                "must not contain spaces",
+            ));
+        }
+        let listen_path = if lp.starts_with('/') {
+            lp.to_owned()
+        } else {
+            format!("/{lp}")
+        };
+        let target = parse_target(&def.proxy.target_url)?;
+        let domain = match def.domain.trim() {
+            "" => None,
+            d => Some(strip_port(d).to_ascii_lowercase()),
+        };
+        Ok(Self {
+            api_id: def.api_id.as_str().into(),
+            name: def.name.as_str().into(),
+            org_id: def.org_id.as_str().into(),
+            active: def.active.unwrap_or(true),
+            keyless: def.use_keyless,
+            listen_path,
+            domain,
+            target,
+            strip_listen_path: def.proxy.strip_listen_path,
+            preserve_host_header: def.proxy.preserve_host_header,
+            disable_strip_slash: def.proxy.disable_strip_slash,
+            max_request_body_size: def.max_request_body_size.filter(|n| *n > 0),
+        })
+    }
+}
+
+/// `host` from `host:port` (IPv6 literals keep their brackets).
+pub(crate) fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+fn parse_target(url: &str) -> Result<Target, DefinitionError> {
+    let field = "proxy.target_url";
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(DefinitionError::new(field, "must not be empty"));
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| DefinitionError::new(field, format!("`{url}` is not a URL: {e}")))?;
+    let scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+        Some(s) => {
+            return Err(DefinitionError::new(
+                field,
+                format!("unsupported scheme `{s}`"),
+            ));
+        }
+        None => {
+            return Err(DefinitionError::new(
+                field,
+                format!("`{url}` has no http:// or https:// scheme"),
+            ));
+        }
+    };
+    let Some(authority) = uri.authority() else {
+        return Err(DefinitionError::new(field, format!("`{url}` has no host")));
+    };
+    if authority.as_str().contains('@') {
+        return Err(DefinitionError::new(
+            field,
+            "credentials in the URL are not supported",
+        ));
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(DefinitionError::new(field, format!("`{url}` has no host")));
+    }
+    let default_port = match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let authority: Authority = format!("{host}:{port}")
+        .parse()
+        .map_err(|e| DefinitionError::new(field, format!("bad host: {e}")))?;
+    let host_header = if port == default_port {
+        HeaderValue::from_str(host)
+    } else {
+        HeaderValue::from_str(&format!("{host}:{port}"))
+    }
+    .map_err(|e| DefinitionError::new(field, format!("bad host: {e}")))?;
+    let base_path = match uri.path() {
+        "/" => String::new(),
+        p => p.to_owned(),
+    };
+    Ok(Target {
+        scheme,
+        authority,
+        host_header,
+        base_path,
+        base_query: uri.query().filter(|q| !q.is_empty()).map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn def(proxy: serde_json::Value) -> serde_json::Value {
+        json!({"api_id": "a", "name": "A", "org_id": "o", "use_keyless": true, "proxy": proxy})
+    }
+
+    #[test]
+    fn target_parts() {
+        let s = ApiSpec::from_json(&def(
+            json!({"listen_path": "/a/", "target_url": "http://up:9000/base/?x=1"}),
+        ))
+        .unwrap();
+        assert_eq!(s.target.authority.as_str(), "up:9000");
+        assert_eq!(s.target.host_header, "up:9000");
+        assert_eq!(s.target.base_path, "/base/");
+        assert_eq!(s.target.base_query.as_deref(), Some("x=1"));
+        let s = ApiSpec::from_json(&def(json!({"listen_path": "a", "target_url": "http://up"})))
+            .unwrap();
+        assert_eq!(s.target.authority.as_str(), "up:80");
+        assert_eq!(s.target.host_header, "up");
+        assert_eq!(s.target.base_path, "");
+        assert_eq!(s.listen_path, "/a");
+        assert!(s.active);
+    }
+
+    #[test]
+    fn field_errors() {
+        let e = ApiSpec::from_json(&def(json!({"listen_path": 5, "target_url": "http://up"})))
+            .unwrap_err();
+        assert_eq!(e.field, "proxy.listen_path");
+        let e = ApiSpec::from_json(&def(json!({"listen_path": "/a", "target_url": "ftp://up"})))
+            .unwrap_err();
+        assert_eq!(e.field, "proxy.target_url");
+        let e = ApiSpec::from_json(&def(json!({"listen_path": "/a", "target_url": "up:80"})))
+            .unwrap_err();
+        assert_eq!(e.field, "proxy.target_url");
+        let e = ApiSpec::from_json(&def(json!({"listen_path": "", "target_url": "http://up"})))
+            .unwrap_err();
+        assert_eq!(e.field, "proxy.listen_path");
+        let e = ApiSpec::from_json(
+            &json!({"api_id": "", "proxy": {"listen_path": "/a", "target_url": "http://up"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "api_id");
+    }
+
+    #[test]
+    fn domain_is_lowercased_without_port() {
+        let mut d = def(json!({"listen_path": "/a", "target_url": "http://up"}));
+        d["domain"] = json!("API.Example.com:8080");
+        assert_eq!(
+            ApiSpec::from_json(&d).unwrap().domain.as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("host"), "host");
+    }
+}

@@ -1,0 +1,185 @@
+//! The per-API stage chain: every rule a request passes between routing and the upstream.
+//!
+//! The chain is compiled once per API when its definition loads; a feature the API does not
+//! use is simply absent from it, so it costs nothing per request. Stages run in the order of
+//! [`Chain::compile`], which follows Tyk's middleware order because the first stage to refuse
+//! decides which error a client sees. Later issues add stages here (authentication, access
+//! rights, rate limit, quota, path rules, transforms) in Tyk's order:
+//!
+//! ```text
+//! body size -> auth -> key expiry / access rights -> rate limit -> quota -> transforms
+//! ```
+
+use tollgate_config::GatewayConfig;
+use tollgate_definitions::ApiSpec;
+
+use crate::error::GatewayError;
+
+/// Per-request state the stages read and write.
+#[derive(Debug)]
+pub struct RequestCtx<'a> {
+    /// The request head (path already normalised).
+    pub head: &'a http::request::Parts,
+    /// The body cap the forwarding step enforces while streaming; stages may lower it.
+    pub body_limit: Option<u64>,
+}
+
+/// What a stage decided.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on to the next stage.
+    Continue,
+}
+
+/// One rule of the chain. An enum keeps dispatch static and the set of stages visible.
+#[derive(Debug)]
+pub(crate) enum Stage {
+    /// Request body cap (per API, else gateway-wide).
+    BodyLimit(BodyLimit),
+}
+
+impl Stage {
+    async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<Flow, GatewayError> {
+        match self {
+            Self::BodyLimit(s) => s.on_request(cx),
+        }
+    }
+}
+
+/// The compiled, ordered stages of one API.
+#[derive(Debug, Default)]
+pub(crate) struct Chain {
+    stages: Box<[Stage]>,
+}
+
+impl Chain {
+    /// Builds the chain for one API; order matters (see the module docs).
+    pub(crate) fn compile(spec: &ApiSpec, config: &GatewayConfig) -> Self {
+        let mut stages = Vec::new();
+        // First: refusing an oversized body needs nothing else and must happen before any
+        // work (or storage access) is spent on the request.
+        if let Some(limit) = spec
+            .max_request_body_size
+            .or(config.edge.max_request_body_bytes)
+        {
+            stages.push(Stage::BodyLimit(BodyLimit { limit }));
+        }
+        Self {
+            stages: stages.into_boxed_slice(),
+        }
+    }
+
+    /// Runs every stage in order; the first error ends the request.
+    ///
+    /// # Errors
+    /// The refusal of the first stage that refuses.
+    pub(crate) async fn run(&self, cx: &mut RequestCtx<'_>) -> Result<(), GatewayError> {
+        for stage in &self.stages {
+            match stage.on_request(cx).await? {
+                Flow::Continue => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+}
+
+/// Refuses bodies over the cap: at once when `Content-Length` says so (nothing is forwarded),
+/// else while streaming (the upstream request is aborted before its body completes).
+#[derive(Debug)]
+pub(crate) struct BodyLimit {
+    limit: u64,
+}
+
+impl BodyLimit {
+    fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<Flow, GatewayError> {
+        let declared = cx
+            .head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.limit) {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        cx.body_limit = Some(cx.body_limit.map_or(self.limit, |l| l.min(self.limit)));
+        Ok(Flow::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec(extra: serde_json::Value) -> ApiSpec {
+        let mut raw = serde_json::json!({"api_id": "a", "proxy": {"listen_path": "/a/", "target_url": "http://u"}});
+        if let (Some(o), Some(e)) = (raw.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        ApiSpec::from_json(&raw).unwrap()
+    }
+
+    fn config(text: &str) -> GatewayConfig {
+        GatewayConfig::from_json(Path::new("/t/tyk.conf"), text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keyless_api_without_limits_has_no_stages() {
+        assert!(Chain::compile(&spec(serde_json::json!({})), &config("{}")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn body_limit_refuses_declared_length_and_sets_streaming_cap() {
+        let chain = Chain::compile(
+            &spec(serde_json::json!({"max_request_body_size": 10})),
+            &config("{}"),
+        );
+        let (head, ()) = http::Request::post("/a/")
+            .header("content-length", "11")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut cx = RequestCtx {
+            head: &head,
+            body_limit: None,
+        };
+        assert!(matches!(
+            chain.run(&mut cx).await,
+            Err(GatewayError::BodyTooLarge)
+        ));
+
+        let (head, ()) = http::Request::post("/a/").body(()).unwrap().into_parts();
+        let mut cx = RequestCtx {
+            head: &head,
+            body_limit: None,
+        };
+        chain.run(&mut cx).await.unwrap();
+        assert_eq!(cx.body_limit, Some(10));
+    }
+
+    #[tokio::test]
+    async fn gateway_limit_applies_when_api_has_none() {
+        let chain = Chain::compile(
+            &spec(serde_json::json!({})),
+            &config(r#"{"http_server_options": {"max_request_body_size": 5}}"#),
+        );
+        let (head, ()) = http::Request::post("/a/")
+            .header("content-length", "6")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut cx = RequestCtx {
+            head: &head,
+            body_limit: None,
+        };
+        assert!(matches!(
+            chain.run(&mut cx).await,
+            Err(GatewayError::BodyTooLarge)
+        ));
+    }
+}

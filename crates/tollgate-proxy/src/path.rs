@@ -1,0 +1,187 @@
+//! Request path normalisation, done once per request before any rule sees the path.
+//!
+//! Rules match on the normalised form so that no encoding trick reaches another API:
+//! percent-encoded unreserved characters are decoded (`%2e` is `.`, so `%2e%2e` becomes a real
+//! dot segment), other escapes keep their encoding with upper-case hex (`%2F` stays a byte of a
+//! segment, never a separator), duplicate slashes collapse, and `.`/`..` segments are resolved
+//! (never above the root). The upstream receives the normalised path too, so it sees exactly
+//! what was matched.
+
+use std::borrow::Cow;
+
+/// The path cannot be normalised (a `%` not followed by two hex digits, or not absolute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed request path")]
+pub struct MalformedPath;
+
+/// Normalises an absolute request path (no query).
+///
+/// # Errors
+/// [`MalformedPath`] for a path not starting with `/` or with a bad percent escape.
+pub fn normalise(path: &str) -> Result<Cow<'_, str>, MalformedPath> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(MalformedPath);
+    }
+    if is_normal(bytes) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(bytes)?;
+    Ok(Cow::Owned(resolve_segments(&decoded)))
+}
+
+/// The fast path: nothing to decode, no empty or dot segment.
+fn is_normal(bytes: &[u8]) -> bool {
+    let mut prev_slash = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' => return false,
+            b'/' if prev_slash => return false,
+            b'.' if prev_slash => {
+                // `/.` starts a dot segment only when followed by `/`, end, or `./`/`.` end.
+                let rest = &bytes[i + 1..];
+                if rest.is_empty()
+                    || rest[0] == b'/'
+                    || (rest[0] == b'.' && (rest.len() == 1 || rest[1] == b'/'))
+                {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        prev_slash = b == b'/';
+    }
+    true
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn decode_unreserved(bytes: &[u8]) -> Result<String, MalformedPath> {
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+                return Err(MalformedPath);
+            };
+            let (Some(hv), Some(lv)) = (hex_val(h), hex_val(l)) else {
+                return Err(MalformedPath);
+            };
+            let v = hv * 16 + lv;
+            if is_unreserved(v) {
+                out.push(char::from(v));
+            } else {
+                out.push('%');
+                out.push(char::from(h.to_ascii_uppercase()));
+                out.push(char::from(l.to_ascii_uppercase()));
+            }
+            i += 3;
+        } else {
+            // hyper only hands us ASCII paths; anything else is kept byte-for-byte.
+            out.push(char::from(b));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Collapses empty segments and resolves dot segments, keeping a trailing slash.
+fn resolve_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in path.split('/').skip(1) {
+        trailing_slash = false;
+        match seg {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn n(p: &str) -> String {
+        normalise(p).unwrap().into_owned()
+    }
+
+    #[test]
+    fn table() {
+        let cases = [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("//a//b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/../../x", "/x"),
+            ("/public/%2e%2e/private/x", "/private/x"),
+            ("/public/%2E%2E/private", "/private"),
+            ("/public/..%2Fprivate/x", "/public/..%2Fprivate/x"),
+            ("/public/..%2fprivate", "/public/..%2Fprivate"),
+            ("/%7Euser/%61b", "/~user/ab"),
+            ("/a%20b", "/a%20b"),
+            ("/a.b/.c/..d", "/a.b/.c/..d"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/a/...", "/a/..."),
+        ];
+        for (input, want) in cases {
+            assert_eq!(n(input), want, "normalise({input})");
+        }
+    }
+
+    #[test]
+    fn already_normal_paths_are_borrowed() {
+        assert!(matches!(normalise("/a/b.c/d").unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn malformed() {
+        assert_eq!(normalise("/a%2"), Err(MalformedPath));
+        assert_eq!(normalise("/a%zz"), Err(MalformedPath));
+        assert_eq!(normalise("a/b"), Err(MalformedPath));
+        assert_eq!(normalise("*"), Err(MalformedPath));
+    }
+
+    proptest! {
+        #[test]
+        fn normalised_paths_are_fixed_points(p in "(/[a-z.%2eE/]{0,6}){1,6}") {
+            if let Ok(once) = normalise(&p) {
+                let twice = normalise(&once).unwrap().into_owned();
+                prop_assert_eq!(once.as_ref(), twice.as_str());
+                prop_assert!(!once.contains("//"));
+                prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+            }
+        }
+    }
+}

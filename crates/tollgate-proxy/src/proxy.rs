@@ -1,0 +1,332 @@
+//! One request's way through the gateway, top to bottom.
+//!
+//! [`handle`] is the whole flow; every branch that ends a request early returns a response
+//! from here, so the order below is the order a client experiences.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tollgate_definitions::ApiSpec;
+
+use crate::Gateway;
+use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::chain::RequestCtx;
+use crate::error::GatewayError;
+use crate::framing::FramingVerdict;
+use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::path;
+use crate::router::ApiRoute;
+use crate::upstream::{self, UpstreamPool};
+
+/// Per-connection state the request flow reads.
+pub(crate) struct ConnCtx {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) pool: Rc<UpstreamPool>,
+    /// The client's IP, ready to append to `X-Forwarded-For`.
+    pub(crate) peer_ip: HeaderValue,
+    pub(crate) scheme: &'static str,
+    pub(crate) verdict: Arc<FramingVerdict>,
+    pub(crate) next_index: Cell<u64>,
+}
+
+/// Serves one request.
+pub(crate) async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+    let index = conn.next_index.get();
+    conn.next_index.set(index + 1);
+    let close = conn.gateway.config.close_connections;
+    let mut resp = match serve(conn, index, req).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            log_error(&err);
+            err.into_response()
+        }
+    };
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn serve(
+    conn: &ConnCtx,
+    index: u64,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    // 1. A head the framing guard refused reaches us as a stand-in request, in order.
+    if let Some(rejection) = conn.verdict.rejection_for(index) {
+        return Err(GatewayError::Framing(rejection));
+    }
+
+    // 2. Normalise the path once; every rule after this sees only the normalised form.
+    let normalised = path::normalise(req.uri().path()).map_err(|_| GatewayError::BadPath)?;
+    if let Cow::Owned(p) = &normalised {
+        *req.uri_mut() = with_path(req.uri(), p)?;
+    }
+    let path = req.uri().path();
+
+    // 3. The admin API and health check share the port and come before any API, as in Tyk.
+    if path == "/hello" || path == "/tyk" || path.starts_with("/tyk/") {
+        let resp = conn.gateway.admin_handle(req).await;
+        return Ok(resp.map(|inner| ProxyBody::Full { inner }));
+    }
+
+    // 4. Route: one atomic load of the current table; the request keeps its route even if
+    //    a reload swaps the table meanwhile.
+    let route = {
+        let routes = conn.gateway.routes();
+        let host = request_host(&req);
+        Arc::clone(routes.lookup(host, path).ok_or(GatewayError::NoRoute)?)
+    };
+
+    let (parts, body) = req.into_parts();
+
+    // 5. The API's stages, in Tyk's order (see `chain`).
+    let mut cx = RequestCtx {
+        head: &parts,
+        body_limit: None,
+    };
+    route.chain.run(&mut cx).await?;
+    let body_limit = cx.body_limit;
+
+    // 6. Forward.
+    forward(conn, &route, parts, body, body_limit).await
+}
+
+/// The host a request is for: the Host header, else the authority of an absolute-form URI.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, GatewayError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| GatewayError::BadPath)?);
+    Uri::from_parts(parts).map_err(|_| GatewayError::BadPath)
+}
+
+async fn forward(
+    conn: &ConnCtx,
+    route: &ApiRoute,
+    mut parts: Parts,
+    body: Incoming,
+    body_limit: Option<u64>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let spec = &route.spec;
+    let config = &conn.gateway.config;
+    let upgrade = config.websockets && hdr::wants_upgrade(&parts.headers);
+    let on_client_upgrade = if upgrade {
+        // From here on the client's bytes are tunnel data, not HTTP.
+        conn.verdict.stop_inspecting();
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+
+    parts.uri = upstream_uri(spec, &parts.uri)?;
+    parts.version = Version::HTTP_11;
+    rewrite_request_headers(conn, spec, &mut parts.headers, upgrade);
+
+    let body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        UpstreamBody::Streaming(Box::pin(RequestBody::new(
+            body,
+            body_limit,
+            config.edge.read_timeout,
+        )))
+    };
+    let req = Request::from_parts(parts, body);
+    let authority = &spec.target.authority;
+    let timeout = config.proxy_default_timeout;
+
+    if let Some(on_client_upgrade) = on_client_upgrade {
+        let mut resp = upstream::send_upgrade(authority, req, timeout).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::task::spawn_local(tunnel(on_client_upgrade, on_upstream_upgrade));
+            hdr::remove_hop_by_hop(resp.headers_mut(), true);
+        } else {
+            // Not upgraded: the client may already be streaming tunnel bytes we no longer
+            // inspect, so this connection ends with this response.
+            hdr::remove_hop_by_hop(resp.headers_mut(), false);
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Ok(resp.map(ProxyBody::unpooled));
+    }
+
+    let (mut resp, pool_return) = conn.pool.send(authority, req, timeout).await?;
+    // We speak HTTP/1.1 to the client whatever the upstream spoke.
+    *resp.version_mut() = Version::HTTP_11;
+    hdr::remove_hop_by_hop(resp.headers_mut(), false);
+    Ok(resp.map(|b| ProxyBody::upstream(b, pool_return)))
+}
+
+/// The upstream URI: target path prefix + (listen-path-stripped) request path, target query
+/// then request query. Origin-form, since the connection already names the upstream.
+fn upstream_uri(spec: &ApiSpec, uri: &Uri) -> Result<Uri, GatewayError> {
+    let path = uri.path();
+    let rest = if spec.strip_listen_path {
+        path.strip_prefix(spec.listen_path.as_str()).unwrap_or(path)
+    } else {
+        path
+    };
+    let target = &spec.target;
+    let query = uri.query();
+    // Common case: nothing to prepend; the (already normalised) path and query pass as they are.
+    if target.base_path.is_empty() && target.base_query.is_none() && rest.len() == path.len() {
+        return Ok(uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())));
+    }
+    let mut out =
+        String::with_capacity(target.base_path.len() + rest.len() + query.map_or(0, str::len) + 2);
+    join_paths(&mut out, &target.base_path, rest, spec.disable_strip_slash);
+    match (target.base_query.as_deref(), query) {
+        (Some(b), Some(q)) => {
+            out.push('?');
+            out.push_str(b);
+            out.push('&');
+            out.push_str(q);
+        }
+        (Some(q), None) | (None, Some(q)) => {
+            out.push('?');
+            out.push_str(q);
+        }
+        (None, None) => {}
+    }
+    Uri::try_from(out).map_err(|_| GatewayError::BadPath)
+}
+
+/// Tyk's single-joining-slash rule: one `/` between the parts; an empty remainder yields the
+/// target path without its trailing slash (kept with `disable_strip_slash`).
+fn join_paths(out: &mut String, base: &str, rest: &str, keep_trailing_slash: bool) {
+    if rest.is_empty() || rest == "/" {
+        let base = if keep_trailing_slash {
+            base
+        } else {
+            base.trim_end_matches('/')
+        };
+        out.push_str(if base.is_empty() { "/" } else { base });
+        return;
+    }
+    let base = base.trim_end_matches('/');
+    let rest = rest.trim_start_matches('/');
+    if !base.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(base);
+    if !base.is_empty() {
+        out.push('/');
+    }
+    out.push_str(rest);
+}
+
+fn rewrite_request_headers(
+    conn: &ConnCtx,
+    spec: &ApiSpec,
+    headers: &mut http::HeaderMap,
+    upgrade: bool,
+) {
+    hdr::remove_hop_by_hop(headers, upgrade);
+    // hyper answers `100-continue` to the client itself when the body is first read.
+    headers.remove(header::EXPECT);
+    hdr::append_forwarded_for(headers, &conn.peer_ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
+    let client_host = headers.get(header::HOST).cloned();
+    if let Some(host) = client_host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    if !spec.preserve_host_header || !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, spec.target.host_header.clone());
+    }
+}
+
+/// Copies bytes both ways between client and upstream once both sides have switched protocols.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel closed");
+    }
+}
+
+fn log_error(err: &GatewayError) {
+    match err {
+        GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. } => {
+            tracing::warn!(error = %err, "upstream request failed");
+        }
+        _ => tracing::debug!(error = %err, "request refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(lp: &str, target: &str, strip: bool) -> ApiSpec {
+        ApiSpec::from_json(&serde_json::json!({"api_id": "a",
+            "proxy": {"listen_path": lp, "target_url": target, "strip_listen_path": strip}}))
+        .unwrap()
+    }
+
+    fn up(s: &ApiSpec, uri: &str) -> String {
+        upstream_uri(s, &uri.parse().unwrap()).unwrap().to_string()
+    }
+
+    #[test]
+    fn upstream_paths() {
+        let s = spec("/orders/", "http://u/base", true);
+        assert_eq!(up(&s, "/orders/items/1?x=1"), "/base/items/1?x=1");
+        assert_eq!(up(&s, "/orders/"), "/base");
+        let s = spec("/orders/", "http://u/base", false);
+        assert_eq!(up(&s, "/orders/items/1"), "/base/orders/items/1");
+        let s = spec("/orders/", "http://u", true);
+        assert_eq!(up(&s, "/orders/get"), "/get");
+        assert_eq!(up(&s, "/orders/"), "/");
+        let s = spec("/orders", "http://u/", true);
+        assert_eq!(up(&s, "/ordersfoo"), "/foo");
+        let s = spec("/a/", "http://u/t?k=v", false);
+        assert_eq!(up(&s, "/a/b?q=1"), "/t/a/b?k=v&q=1");
+        let s = spec("/a/", "http://u", false);
+        assert_eq!(up(&s, "/a/b?q=1"), "/a/b?q=1");
+    }
+
+    #[test]
+    fn single_joining_slash() {
+        let j = |b: &str, r: &str, keep: bool| {
+            let mut s = String::new();
+            join_paths(&mut s, b, r, keep);
+            s
+        };
+        assert_eq!(j("/foo", "", false), "/foo");
+        assert_eq!(j("/foo", "/", false), "/foo");
+        assert_eq!(j("/foo/", "/bar", false), "/foo/bar");
+        assert_eq!(j("/foo//", "//bar/", false), "/foo/bar/");
+        assert_eq!(j("/", "", true), "/");
+        assert_eq!(j("/foo/", "/", true), "/foo/");
+    }
+}

@@ -1,0 +1,208 @@
+//! The routing table: which API a request belongs to.
+//!
+//! A [`Routes`] value is an immutable snapshot built off the request path at start-up and on
+//! every reload, then swapped in whole (see [`crate::Gateway`]); a lookup takes no lock. APIs
+//! with a `domain` are tried first for requests to that host, then APIs without one; within a
+//! group the longest listen path wins (Tyk registers routes longest-first for the same effect).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tollgate_config::GatewayConfig;
+use tollgate_definitions::{ApiSpec, LoadedApi};
+
+use crate::chain::Chain;
+
+/// One servable API: its definition and its compiled stage chain.
+#[derive(Debug)]
+pub struct ApiRoute {
+    /// The validated definition.
+    pub spec: ApiSpec,
+    /// The stages every request to this API passes, in order.
+    pub(crate) chain: Chain,
+}
+
+/// An immutable routing snapshot.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_domain: HashMap<Box<str>, Vec<Arc<ApiRoute>>>,
+    any_domain: Vec<Arc<ApiRoute>>,
+    loaded: Vec<LoadedApi>,
+    strict: bool,
+}
+
+impl Routes {
+    /// Compiles a routing table from loaded definitions. Inactive APIs stay listed (the admin
+    /// API shows them) but are not routed.
+    pub fn build(loaded: Vec<LoadedApi>, config: &GatewayConfig) -> Self {
+        let mut by_domain: HashMap<Box<str>, Vec<Arc<ApiRoute>>> = HashMap::new();
+        let mut any_domain = Vec::new();
+        for api in loaded.iter().filter(|a| a.spec.active) {
+            let route = Arc::new(ApiRoute {
+                chain: Chain::compile(&api.spec, config),
+                spec: api.spec.clone(),
+            });
+            match route
+                .spec
+                .domain
+                .as_deref()
+                .filter(|_| config.custom_domains)
+            {
+                Some(domain) => by_domain.entry(domain.into()).or_default().push(route),
+                None => any_domain.push(route),
+            }
+        }
+        let longest_first = |v: &mut Vec<Arc<ApiRoute>>| {
+            v.sort_by_key(|r| std::cmp::Reverse(r.spec.listen_path.len()))
+        };
+        by_domain.values_mut().for_each(longest_first);
+        longest_first(&mut any_domain);
+        Self {
+            by_domain,
+            any_domain,
+            loaded,
+            strict: config.strict_routes,
+        }
+    }
+
+    /// Finds the API for a request. `host` is the Host header (any case, port allowed);
+    /// `path` must already be normalised.
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Arc<ApiRoute>> {
+        if !self.by_domain.is_empty()
+            && let Some(host) = host
+        {
+            let host = strip_port(host);
+            let hit = match self.by_domain.get(host) {
+                Some(v) => Some(v),
+                None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
+                    self.by_domain.get(host.to_ascii_lowercase().as_str())
+                }
+                None => None,
+            };
+            if let Some(route) = hit.and_then(|v| self.first_match(v, path)) {
+                return Some(route);
+            }
+        }
+        self.first_match(&self.any_domain, path)
+    }
+
+    fn first_match<'a>(
+        &self,
+        routes: &'a [Arc<ApiRoute>],
+        path: &str,
+    ) -> Option<&'a Arc<ApiRoute>> {
+        routes
+            .iter()
+            .find(|r| listen_path_matches(&r.spec.listen_path, path, self.strict))
+    }
+
+    /// Every loaded definition, active or not, in file-name order.
+    pub fn apis(&self) -> &[LoadedApi] {
+        &self.loaded
+    }
+
+    /// A loaded definition by `api_id`.
+    pub fn api(&self, api_id: &str) -> Option<&LoadedApi> {
+        self.loaded.iter().find(|a| &*a.spec.api_id == api_id)
+    }
+}
+
+/// Tyk's prefix rule: `/app` matches `/apple` unless strict routes are on, when a listen path
+/// not ending in `/` matches only itself or itself followed by `/`.
+pub(crate) fn listen_path_matches(listen_path: &str, path: &str, strict: bool) -> bool {
+    let Some(rest) = path.strip_prefix(listen_path) else {
+        return false;
+    };
+    !strict || listen_path.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::{Path, PathBuf};
+
+    fn config(extra: &str) -> GatewayConfig {
+        GatewayConfig::from_json(
+            Path::new("/t/tyk.conf"),
+            &format!(r#"{{"secret":"s"{extra}}}"#),
+        )
+        .unwrap()
+    }
+
+    fn api(id: &str, lp: &str, domain: &str) -> LoadedApi {
+        let raw = json!({"api_id": id, "domain": domain, "proxy": {"listen_path": lp, "target_url": "http://u"}});
+        LoadedApi {
+            spec: ApiSpec::from_json(&raw).unwrap(),
+            raw,
+            file: PathBuf::from(format!("{id}.json")),
+        }
+    }
+
+    fn id(routes: &Routes, host: Option<&str>, path: &str) -> Option<String> {
+        routes.lookup(host, path).map(|r| r.spec.api_id.to_string())
+    }
+
+    #[test]
+    fn longest_listen_path_wins() {
+        let r = Routes::build(
+            vec![
+                api("short", "/foo", ""),
+                api("long", "/foo-bar", ""),
+                api("root", "/", ""),
+            ],
+            &config(""),
+        );
+        assert_eq!(id(&r, None, "/foo-bar/x").as_deref(), Some("long"));
+        assert_eq!(id(&r, None, "/foo/x").as_deref(), Some("short"));
+        assert_eq!(id(&r, None, "/foox").as_deref(), Some("short"));
+        assert_eq!(id(&r, None, "/other").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn strict_routes() {
+        let r = Routes::build(
+            vec![api("a", "/sample", "")],
+            &config(r#","http_server_options":{"enable_strict_routes":true}"#),
+        );
+        assert!(id(&r, None, "/sample").is_some());
+        assert!(id(&r, None, "/sample/").is_some());
+        assert!(id(&r, None, "/sample/x").is_some());
+        assert!(id(&r, None, "/samplefoo").is_none());
+    }
+
+    #[test]
+    fn domains_first_then_any() {
+        let r = Routes::build(
+            vec![
+                api("d", "/x", "api.example.com"),
+                api("any", "/x", ""),
+                api("only", "/only", "api.example.com"),
+            ],
+            &config(""),
+        );
+        assert_eq!(
+            id(&r, Some("API.example.com:8080"), "/x").as_deref(),
+            Some("d")
+        );
+        assert_eq!(id(&r, Some("other"), "/x").as_deref(), Some("any"));
+        assert_eq!(id(&r, None, "/only").as_deref(), None);
+        assert_eq!(id(&r, Some("other"), "/only").as_deref(), None);
+    }
+
+    #[test]
+    fn custom_domains_off_ignores_domain() {
+        let r = Routes::build(
+            vec![api("d", "/x", "api.example.com")],
+            &config(r#","enable_custom_domains":false"#),
+        );
+        assert_eq!(id(&r, Some("other"), "/x").as_deref(), Some("d"));
+    }
+}

@@ -1,0 +1,242 @@
+//! Listeners and worker threads.
+//!
+//! One worker per core, each a single-threaded tokio runtime with its own `SO_REUSEPORT`
+//! listener and its own upstream pool: the kernel spreads connections over the listeners and a
+//! request is served start to finish on the thread that accepted it, with no cross-thread
+//! wake-ups and no shared pool to contend for. Only [`Gateway`] is shared, and it is read
+//! without locks.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::Gateway;
+use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
+use crate::proxy::{self, ConnCtx};
+use crate::upstream::UpstreamPool;
+
+/// Binds `count` listening sockets sharing `addr` through `SO_REUSEPORT`.
+///
+/// # Errors
+/// The address is in use (by anything, including another gateway) or cannot be bound.
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let us share a port with another process of the same user; a
+        // plain bind first makes "port in use" an error, as operators expect.
+        let probe = new_socket(addr, false)?;
+        probe.bind(&addr.into())?;
+        probe.listen(1)?;
+    }
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = new_socket(addr, true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        // With port 0 the first bind picks the port; the others join it.
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// The running worker threads.
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Starts one worker per listener.
+    ///
+    /// # Errors
+    /// A thread or runtime could not be created.
+    pub fn start(
+        gateway: &Arc<Gateway>,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> io::Result<Self> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut threads = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let gateway = Arc::clone(gateway);
+            let shutdown_rx = shutdown_rx.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("tollgate-worker-{i}"))
+                .spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&runtime, worker(gateway, listener, shutdown_rx));
+                })?;
+            threads.push(thread);
+        }
+        Ok(Self { threads, shutdown })
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, and waits for
+    /// every worker to end.
+    pub fn shutdown_and_join(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Counts a worker's open connections so shutdown can wait for them.
+#[derive(Default)]
+struct ConnTracker {
+    open: Cell<usize>,
+    drained: Notify,
+}
+
+struct ConnGuard(Rc<ConnTracker>);
+
+impl ConnGuard {
+    fn new(tracker: &Rc<ConnTracker>) -> Self {
+        tracker.open.set(tracker.open.get() + 1);
+        Self(Rc::clone(tracker))
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let open = self.0.open.get() - 1;
+        self.0.open.set(open);
+        if open == 0 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+async fn worker(
+    gateway: Arc<Gateway>,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "worker could not register its listener");
+            return;
+        }
+    };
+    let config = Arc::clone(&gateway.config);
+    let pool = UpstreamPool::new(
+        config.max_idle_upstream_per_host,
+        !config.proxy_close_connections,
+    );
+    let tracker = Rc::new(ConnTracker::default());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let guard = ConnGuard::new(&tracker);
+                    let task = serve_connection(Arc::clone(&gateway), Rc::clone(&pool), stream, peer, shutdown.clone());
+                    tokio::task::spawn_local(async move {
+                        task.await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tracker.open.get() > 0 {
+        let drained = tracker.drained.notified();
+        if tokio::time::timeout(config.graceful_shutdown_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.open.get(),
+                "grace period over; closing remaining connections"
+            );
+        }
+    }
+}
+
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    pool: Rc<UpstreamPool>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let config = Arc::clone(&gateway.config);
+    let limits = FramingLimits {
+        max_request_line: config.edge.max_request_line_bytes,
+        max_head_bytes: config.edge.max_request_head_bytes,
+        max_headers: config.edge.max_request_headers,
+    };
+    let verdict = Arc::new(FramingVerdict::default());
+    let io = TokioIo::new(FramingGuard::new(stream, limits, Arc::clone(&verdict)));
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let ctx = Rc::new(ConnCtx {
+        gateway,
+        pool,
+        peer_ip,
+        scheme: "http",
+        verdict,
+        next_index: Cell::new(0),
+    });
+    let service = service_fn(move |req| {
+        let ctx = Rc::clone(&ctx);
+        async move { Ok::<_, Infallible>(proxy::handle(&ctx, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.edge.read_timeout)
+        .max_headers(config.edge.max_request_headers)
+        .keep_alive(!config.close_connections);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_end(res),
+        _ = shutdown.changed() => {
+            // Finish the request in flight (if any), then close.
+            conn.as_mut().graceful_shutdown();
+            log_conn_end(conn.await);
+        }
+    }
+}
+
+fn log_conn_end(res: Result<(), hyper::Error>) {
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,127 @@
+//! The `tollgate` binary: command line, start-up, reload and shutdown wiring.
+//!
+//! Everything that needs every concrete type lives here; the crates below know only their own
+//! part. Start-up errors end the process with one line naming the file, field or address.
+
+mod reload;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tollgate_config::GatewayConfig;
+use tollgate_proxy::server::{self, Workers};
+use tollgate_proxy::{Gateway, ReloadHandle};
+
+/// An API gateway that speaks Tyk's formats.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+struct Cli {
+    /// The gateway config file (tyk.conf JSON).
+    #[arg(long, value_name = "FILE", default_value = "tyk.conf")]
+    conf: PathBuf,
+    /// Check the config and the API definitions, print what would load, and exit.
+    #[arg(long)]
+    validate: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("tollgate: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let config = Arc::new(GatewayConfig::load(&cli.conf)?);
+    if config.secret.is_empty() {
+        tracing::warn!(
+            file = %config.source.display(),
+            "`secret` is empty: the admin API (/tyk/) is closed; set a secret to use it"
+        );
+    }
+    let routes = reload::load_routes(&config)
+        .with_context(|| format!("loading API definitions from {}", config.app_path.display()))?;
+    if cli.validate {
+        eprintln!(
+            "config {} and {} API definition(s) are valid",
+            config.source.display(),
+            routes.apis().len()
+        );
+        return Ok(());
+    }
+
+    let listeners = server::bind(config.listen, config.worker_threads).with_context(|| {
+        format!(
+            "cannot listen on {} (listen_address/listen_port)",
+            config.listen
+        )
+    })?;
+    let local = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.listen);
+
+    let (reload_handle, reload_rx) = ReloadHandle::channel();
+    let admin = tollgate_admin::Admin::new(reload_handle.clone());
+    let gateway = Gateway::new(Arc::clone(&config), routes, admin);
+    let workers = Workers::start(&gateway, listeners).context("starting worker threads")?;
+    tracing::info!(
+        address = %local,
+        workers = config.worker_threads,
+        apis = gateway.routes().apis().len(),
+        "tollgate listening"
+    );
+
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    control.block_on(async {
+        tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
+        wait_for_shutdown(&reload_handle).await
+    })?;
+
+    tracing::info!(grace = ?config.graceful_shutdown_timeout, "shutting down: draining in-flight requests");
+    workers.shutdown_and_join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves SIGHUP as a reload until SIGTERM or SIGINT arrives.
+async fn wait_for_shutdown(reload: &ReloadHandle) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload.request("SIGHUP"),
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
