@@ -13,8 +13,6 @@ use crate::model::ApiDefinition;
 pub enum Scheme {
     /// Plain HTTP.
     Http,
-    /// HTTP over TLS.
-    Https,
 }
 
 /// Where an API's traffic goes.
@@ -148,7 +146,13 @@ fn parse_target(url: &str) -> Result<Target, DefinitionError> {
         .map_err(|e| DefinitionError::new(field, format!("`{url}` is not a URL: {e}")))?;
     let scheme = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
-        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+        Some(s) if s.eq_ignore_ascii_case("https") => {
+            // Refused rather than half-served: TLS to upstreams is not built yet.
+            return Err(DefinitionError::new(
+                field,
+                "https upstreams are not supported yet; use an http:// target",
+            ));
+        }
         Some(s) => {
             return Err(DefinitionError::new(
                 field,
@@ -177,7 +181,6 @@ fn parse_target(url: &str) -> Result<Target, DefinitionError> {
     }
     let default_port = match scheme {
         Scheme::Http => 80,
-        Scheme::Https => 443,
     };
     let port = authority.port_u16().unwrap_or(default_port);
     let authority: Authority = format!("{host}:{port}")

@@ -35,7 +35,6 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("tollgate: {err:#}");
             ExitCode::from(2)
         }
