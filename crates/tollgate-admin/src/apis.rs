@@ -9,15 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tollgate_definitions::ApiSpec;
 use tollgate_proxy::Gateway;
 
 use crate::reply::{json_reply, modified_reply, status_reply};
-
-/// Largest definition document accepted.
-const MAX_DEFINITION_BYTES: usize = 16 * 1024 * 1024;
 
 pub(crate) fn list(gateway: &Gateway) -> Response<Full<Bytes>> {
     let routes = gateway.routes();
@@ -107,17 +104,9 @@ fn not_found() -> Response<Full<Bytes>> {
 async fn read_definition(
     req: Request<Incoming>,
 ) -> Result<serde_json::Value, Response<Full<Bytes>>> {
-    let malformed = || status_reply(StatusCode::BAD_REQUEST, "error", "Request malformed");
-    let body = Limited::new(req.into_body(), MAX_DEFINITION_BYTES)
-        .collect()
+    crate::read_json(req)
         .await
-        .map_err(|_| malformed())?
-        .to_bytes();
-    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|_| malformed())?;
-    if !doc.is_object() {
-        return Err(malformed());
-    }
-    Ok(doc)
+        .ok_or_else(|| status_reply(StatusCode::BAD_REQUEST, "error", "Request malformed"))
 }
 
 fn validate(doc: &serde_json::Value) -> Result<(), Response<Full<Bytes>>> {

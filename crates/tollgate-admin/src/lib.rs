@@ -6,6 +6,8 @@
 //! existing scripts and tools keep working.
 
 mod apis;
+mod keys;
+mod policies;
 mod reply;
 
 use std::future::Future;
@@ -105,6 +107,32 @@ async fn route(
                 _ => method_not_allowed(),
             }
         }
+        ["keys"] => match *req.method() {
+            Method::GET => keys::list(gateway, &req),
+            Method::POST => keys::create_generated(gateway, req).await,
+            _ => method_not_allowed(),
+        },
+        ["keys", "create"] if req.method() == Method::POST => {
+            keys::create_generated(gateway, req).await
+        }
+        ["keys", key] => {
+            let key = (*key).to_owned();
+            match *req.method() {
+                Method::GET => keys::get(gateway, &key, &req),
+                Method::POST => keys::create_custom(gateway, &key, req).await,
+                Method::PUT => keys::update(gateway, &key, req).await,
+                Method::DELETE => keys::delete(gateway, &key, &req).await,
+                _ => method_not_allowed(),
+            }
+        }
+        ["policies"] => match *req.method() {
+            Method::GET => policies::list(gateway),
+            _ => method_not_allowed(),
+        },
+        ["policies", id] => match *req.method() {
+            Method::GET => policies::get(gateway, id),
+            _ => method_not_allowed(),
+        },
         _ => status_reply(StatusCode::NOT_FOUND, "error", "Not found"),
     }
 }
@@ -121,13 +149,32 @@ fn authorised(gateway: &Gateway, req: &Request<Incoming>) -> bool {
     given.as_bytes().ct_eq(secret.expose().as_bytes()).into()
 }
 
-fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
-    req.uri().query().is_some_and(|q| {
-        q.split('&').any(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            k == name && matches!(v, "true" | "1")
-        })
+/// A query parameter's value (raw; admin parameters are ids and flags).
+pub(crate) fn query_value(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| v.to_owned())
     })
+}
+
+/// A boolean query flag (`true` or `1`).
+pub(crate) fn query_flag(req: &Request<Incoming>, name: &str) -> bool {
+    query_value(req, name).is_some_and(|v| matches!(v.as_str(), "true" | "1"))
+}
+
+/// Largest admin request body accepted.
+const MAX_ADMIN_BODY: usize = 16 * 1024 * 1024;
+
+/// Reads a JSON object body; `None` when it is not one.
+pub(crate) async fn read_json(req: Request<Incoming>) -> Option<serde_json::Value> {
+    use http_body_util::{BodyExt as _, Limited};
+    let body = Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let doc: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    doc.is_object().then_some(doc)
 }
 
 fn health() -> Response<Full<Bytes>> {

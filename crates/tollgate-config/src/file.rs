@@ -25,8 +25,16 @@ pub struct TykConf {
     pub policies: PoliciesConf,
     /// Store keys hashed (default true in Tollgate).
     pub hash_keys: Option<bool>,
-    /// Tyk's key hash algorithm name.
+    /// Tyk's key hash algorithm name ("" = sha256 in Tollgate).
     pub hash_key_function: String,
+    /// Allow `GET /tyk/keys` to list hashes when `hash_keys` is on.
+    pub enable_hashed_keys_listing: bool,
+    /// Allow keys with empty `access_rights` (access to every API).
+    pub allow_master_keys: bool,
+    /// Shortest key accepted (0 = 3).
+    pub min_token_length: Option<usize>,
+    /// How basic-auth passwords are stored (default bcrypt).
+    pub basic_auth_hash_key_function: String,
     /// Write analytics records.
     pub enable_analytics: bool,
     /// Listener options.
@@ -46,7 +54,7 @@ pub struct TykConf {
 }
 
 /// `storage`: where sessions and counters live.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct StorageConf {
     /// `embedded` (default when absent) or `redis`.

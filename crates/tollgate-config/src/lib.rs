@@ -96,6 +96,35 @@ pub struct EdgeLimits {
     pub write_timeout: Duration,
 }
 
+/// Where sessions and counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSettings {
+    /// The embedded store in this folder (default `data` next to the config file).
+    Embedded {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// Redis (Tyk's `storage` fields).
+    Redis(StorageConf),
+}
+
+/// Key handling settings (Tyk's names).
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// Store and list keys by hash only.
+    pub hash_keys: bool,
+    /// `hash_key_function` ("" = Tollgate's default, sha256).
+    pub hash_key_function: String,
+    /// `GET /tyk/keys` allowed with `hash_keys`.
+    pub enable_hashed_keys_listing: bool,
+    /// Keys without access rights allowed.
+    pub allow_master_keys: bool,
+    /// Shorter keys are never found; shorter custom ids are refused.
+    pub min_token_length: usize,
+    /// Basic-auth password hashing.
+    pub basic_auth_hash_key_function: String,
+}
+
 /// The typed gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -127,8 +156,12 @@ pub struct GatewayConfig {
     pub graceful_shutdown_timeout: Duration,
     /// How many worker threads serve traffic (each with its own listener and upstream pool).
     pub worker_threads: usize,
-    /// Hash keys at rest (Tyk's `hash_keys`).
-    pub hash_keys: bool,
+    /// Key handling.
+    pub keys: KeySettings,
+    /// Session storage.
+    pub storage: StorageSettings,
+    /// `policies.policy_record_name`, resolved; `None` = no policies.
+    pub policy_file: Option<PathBuf>,
     /// Tyk's `enable_analytics`.
     pub enable_analytics: bool,
     /// The raw file model, for settings later features read.
@@ -215,6 +248,30 @@ impl GatewayConfig {
             write_timeout,
         };
 
+        let storage = match file.storage.kind.as_deref().unwrap_or("embedded") {
+            "embedded" | "" => StorageSettings::Embedded {
+                path: base.join(file.storage.path.as_deref().unwrap_or("data")),
+            },
+            "redis" => StorageSettings::Redis(file.storage.clone()),
+            other => {
+                return Err(invalid(
+                    "storage.type",
+                    format!("`{other}` is not a storage type (use \"embedded\" or \"redis\")"),
+                ));
+            }
+        };
+        let policy_file = match file.policies.policy_source.as_str() {
+            "" | "file" => Some(file.policies.policy_record_name.trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| base.join(p)),
+            other => {
+                return Err(invalid(
+                    "policies.policy_source",
+                    format!("`{other}` is not supported (use \"file\")"),
+                ));
+            }
+        };
+
         let worker_threads = match file.worker_threads {
             Some(0) | None => std::thread::available_parallelism().map_or(1, usize::from),
             Some(n) => n,
@@ -238,7 +295,16 @@ impl GatewayConfig {
                 .unwrap_or(256),
             graceful_shutdown_timeout: secs(file.graceful_shutdown_timeout_duration, 30),
             worker_threads,
-            hash_keys: file.hash_keys.unwrap_or(true),
+            keys: KeySettings {
+                hash_keys: file.hash_keys.unwrap_or(true),
+                hash_key_function: file.hash_key_function.clone(),
+                enable_hashed_keys_listing: file.enable_hashed_keys_listing,
+                allow_master_keys: file.allow_master_keys,
+                min_token_length: file.min_token_length.filter(|n| *n > 0).unwrap_or(3),
+                basic_auth_hash_key_function: file.basic_auth_hash_key_function.clone(),
+            },
+            storage,
+            policy_file,
             enable_analytics: file.enable_analytics,
             file,
         })

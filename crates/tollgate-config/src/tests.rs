@@ -14,7 +14,14 @@ fn defaults_and_relative_paths() {
     assert_eq!(cfg.edge.max_request_head_bytes, 65536);
     assert_eq!(cfg.edge.max_request_headers, 100);
     assert_eq!(cfg.edge.max_request_body_bytes, None);
-    assert!(cfg.hash_keys);
+    assert!(cfg.keys.hash_keys);
+    assert_eq!(cfg.keys.min_token_length, 3);
+    assert_eq!(
+        cfg.storage,
+        StorageSettings::Embedded {
+            path: PathBuf::from("/etc/tollgate/data")
+        }
+    );
     assert!(cfg.websockets);
 }
 
@@ -32,7 +39,7 @@ fn explicit_values() {
     assert_eq!(cfg.edge.read_timeout, Duration::from_secs(3));
     assert_eq!(cfg.edge.max_request_body_bytes, Some(10));
     assert!(cfg.strict_routes);
-    assert!(!cfg.hash_keys);
+    assert!(!cfg.keys.hash_keys);
 }
 
 #[test]

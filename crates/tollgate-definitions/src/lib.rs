@@ -11,7 +11,7 @@ pub mod model;
 mod spec;
 
 pub use load::{LoadOutcome, LoadedApi, load_dir};
-pub use spec::{ApiSpec, Scheme, Target};
+pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
 
 use std::path::PathBuf;
 

@@ -25,6 +25,50 @@ pub struct ApiDefinition {
     pub version_data: VersionData,
     /// Tollgate extension: request body cap for this API in bytes (0 = the gateway's).
     pub max_request_body_size: Option<u64>,
+    /// Auth-token mode (also the default when no other method is on).
+    pub use_standard_auth: bool,
+    /// Basic auth.
+    pub use_basic_auth: bool,
+    /// Where the credential is read from (deprecated in Tyk but still the common form).
+    pub auth: AuthConf,
+    /// Per-method credential settings (`authToken`, `basic`, ...); falls back to `auth`.
+    pub auth_configs: std::collections::BTreeMap<String, AuthConf>,
+    /// Remove the credential before proxying.
+    pub strip_auth_data: bool,
+    /// JWT (not supported yet).
+    pub enable_jwt: bool,
+    /// OAuth 2 (not supported yet).
+    pub use_oauth2: bool,
+    /// HMAC signatures (not supported yet).
+    pub enable_signature_checking: bool,
+    /// OpenID Connect (not supported yet).
+    pub use_openid: bool,
+    /// Mutual TLS (not supported yet).
+    pub use_mutual_tls_auth: bool,
+    /// Custom auth plugins (not supported).
+    pub custom_plugin_auth_enabled: bool,
+    /// Go plugin auth (not supported).
+    pub use_go_plugin_auth: bool,
+    /// Coprocess auth (not supported).
+    pub enable_coprocess_auth: bool,
+}
+
+/// `auth` / `auth_configs.<method>`: where a credential is found.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthConf {
+    /// Header name (default `Authorization`).
+    pub auth_header_name: String,
+    /// Also read the query parameter.
+    pub use_param: bool,
+    /// Query parameter name (default: the header name).
+    pub param_name: String,
+    /// Also read a cookie.
+    pub use_cookie: bool,
+    /// Cookie name (default: the header name).
+    pub cookie_name: String,
+    /// Do not read the header.
+    pub disable_header: bool,
 }
 
 /// `proxy`.

@@ -3,10 +3,34 @@
 use std::sync::Arc;
 
 use http::HeaderValue;
+use http::header::HeaderName;
 use http::uri::{Authority, Uri};
 
 use crate::DefinitionError;
-use crate::model::ApiDefinition;
+use crate::model::{ApiDefinition, AuthConf};
+
+/// Where a request's credential is read from, in Tyk's order: header, then query parameter,
+/// then cookie (each later source overrides when present and non-empty).
+#[derive(Debug, Clone)]
+pub struct CredentialSource {
+    /// Header to read (`None` when `disable_header`).
+    pub header: Option<HeaderName>,
+    /// Query parameter to read.
+    pub param: Option<String>,
+    /// Cookie to read.
+    pub cookie: Option<String>,
+}
+
+/// How an API authenticates requests.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// No authentication.
+    Keyless,
+    /// Auth token (Tyk's standard auth).
+    Token(CredentialSource),
+    /// Basic auth; the realm is the API name.
+    Basic(CredentialSource),
+}
 
 /// Upstream scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,8 +65,6 @@ pub struct ApiSpec {
     pub org_id: Arc<str>,
     /// `active` (absent = true).
     pub active: bool,
-    /// `use_keyless`.
-    pub keyless: bool,
     /// `proxy.listen_path`, normalised to start with `/`.
     pub listen_path: String,
     /// `domain`, lower-cased, without port; `None` = any host.
@@ -57,6 +79,10 @@ pub struct ApiSpec {
     pub disable_strip_slash: bool,
     /// Per-API body cap.
     pub max_request_body_size: Option<u64>,
+    /// Authentication.
+    pub auth: AuthMode,
+    /// Remove the credential before proxying.
+    pub strip_auth_data: bool,
 }
 
 impl ApiSpec {
@@ -108,12 +134,14 @@ impl ApiSpec {
             "" => None,
             d => Some(strip_port(d).to_ascii_lowercase()),
         };
+        let auth = auth_mode(def)?;
         Ok(Self {
+            auth,
+            strip_auth_data: def.strip_auth_data,
             api_id: def.api_id.as_str().into(),
             name: def.name.as_str().into(),
             org_id: def.org_id.as_str().into(),
             active: def.active.unwrap_or(true),
-            keyless: def.use_keyless,
             listen_path,
             domain,
             target,
@@ -123,6 +151,81 @@ impl ApiSpec {
             max_request_body_size: def.max_request_body_size.filter(|n| *n > 0),
         })
     }
+}
+
+fn auth_mode(def: &ApiDefinition) -> Result<AuthMode, DefinitionError> {
+    if def.use_keyless {
+        return Ok(AuthMode::Keyless);
+    }
+    let unsupported = [
+        (def.enable_jwt, "enable_jwt", "JWT"),
+        (def.use_oauth2, "use_oauth2", "OAuth 2"),
+        (
+            def.enable_signature_checking,
+            "enable_signature_checking",
+            "HMAC signatures",
+        ),
+        (def.use_openid, "use_openid", "OpenID Connect"),
+        (def.use_mutual_tls_auth, "use_mutual_tls_auth", "mutual TLS"),
+        (
+            def.custom_plugin_auth_enabled,
+            "custom_plugin_auth_enabled",
+            "custom auth plugins",
+        ),
+        (
+            def.use_go_plugin_auth,
+            "use_go_plugin_auth",
+            "Go plugin auth",
+        ),
+        (
+            def.enable_coprocess_auth,
+            "enable_coprocess_auth",
+            "coprocess auth",
+        ),
+    ];
+    // Serving such an API with another method would change who gets in: refuse it instead.
+    if let Some((_, field, what)) = unsupported.iter().find(|(on, _, _)| *on) {
+        return Err(DefinitionError::new(
+            *field,
+            format!("{what} is not supported yet"),
+        ));
+    }
+    let conf = |method: &str| def.auth_configs.get(method).unwrap_or(&def.auth);
+    if def.use_basic_auth {
+        if def.use_standard_auth {
+            return Err(DefinitionError::new(
+                "use_standard_auth",
+                "combining basic auth with auth tokens is not supported yet",
+            ));
+        }
+        return Ok(AuthMode::Basic(source(
+            conf("basic"),
+            "auth_configs.basic",
+        )?));
+    }
+    Ok(AuthMode::Token(source(conf("authToken"), "auth")?))
+}
+
+fn source(conf: &AuthConf, field: &str) -> Result<CredentialSource, DefinitionError> {
+    let header_name = match conf.auth_header_name.trim() {
+        "" => "Authorization",
+        h => h,
+    };
+    let header = HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
+        DefinitionError::new(
+            format!("{field}.auth_header_name"),
+            format!("`{header_name}` is not a header name"),
+        )
+    })?;
+    let or_header = |name: &str| match name.trim() {
+        "" => header_name.to_owned(),
+        n => n.to_owned(),
+    };
+    Ok(CredentialSource {
+        header: (!conf.disable_header).then_some(header),
+        param: conf.use_param.then(|| or_header(&conf.param_name)),
+        cookie: conf.use_cookie.then(|| or_header(&conf.cookie_name)),
+    })
 }
 
 /// `host` from `host:port` (IPv6 literals keep their brackets).

@@ -10,18 +10,32 @@
 //! body size -> auth -> key expiry / access rights -> rate limit -> quota -> transforms
 //! ```
 
-use tollgate_config::GatewayConfig;
-use tollgate_definitions::ApiSpec;
+use std::sync::Arc;
 
+use http::HeaderValue;
+use tollgate_config::GatewayConfig;
+use tollgate_definitions::{ApiSpec, AuthMode};
+use tollgate_session::ActiveKey;
+use tollgate_storage::Sessions;
+
+use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
 use crate::error::GatewayError;
 
 /// Per-request state the stages read and write.
 #[derive(Debug)]
 pub struct RequestCtx<'a> {
-    /// The request head (path already normalised).
-    pub head: &'a http::request::Parts,
+    /// The request head (path already normalised); stages may rewrite it.
+    pub head: &'a mut http::request::Parts,
+    /// The API being served.
+    pub api: &'a ApiSpec,
+    /// Where keys are looked up.
+    pub sessions: &'a Sessions,
     /// The body cap the forwarding step enforces while streaming; stages may lower it.
     pub body_limit: Option<u64>,
+    /// The key, once authentication found one.
+    pub key: Option<Arc<ActiveKey>>,
+    /// The id that key is stored under.
+    pub key_id: Option<Box<str>>,
 }
 
 /// What a stage decided.
@@ -36,12 +50,30 @@ pub enum Flow {
 pub(crate) enum Stage {
     /// Request body cap (per API, else gateway-wide).
     BodyLimit(BodyLimit),
+    /// Auth token → key.
+    TokenAuth(TokenAuth),
+    /// Basic auth → key.
+    BasicAuth(BasicAuth),
+    /// Inactive, expired, access rights, allowed URLs.
+    KeyChecks,
 }
 
 impl Stage {
     async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<Flow, GatewayError> {
         match self {
             Self::BodyLimit(s) => s.on_request(cx),
+            Self::TokenAuth(s) => s
+                .on_request(cx)
+                .map(|()| Flow::Continue)
+                .map_err(Into::into),
+            Self::BasicAuth(s) => s
+                .on_request(cx)
+                .await
+                .map(|()| Flow::Continue)
+                .map_err(Into::into),
+            Self::KeyChecks => KeyChecks::on_request(cx)
+                .map(|()| Flow::Continue)
+                .map_err(Into::into),
         }
     }
 }
@@ -63,6 +95,34 @@ impl Chain {
             .or(config.edge.max_request_body_bytes)
         {
             stages.push(Stage::BodyLimit(BodyLimit { limit }));
+        }
+        // Then exactly one auth method (Tyk runs auth before any key-based rule).
+        let authenticated = match &spec.auth {
+            AuthMode::Keyless => false,
+            AuthMode::Token(source) => {
+                stages.push(Stage::TokenAuth(TokenAuth {
+                    source: source.clone(),
+                    strip: spec.strip_auth_data,
+                    min_token_length: config.keys.min_token_length,
+                }));
+                true
+            }
+            AuthMode::Basic(source) => {
+                let realm = format!("Basic realm=\"{}\"", spec.name.replace('"', "'"));
+                stages.push(Stage::BasicAuth(BasicAuth {
+                    source: source.clone(),
+                    challenge: HeaderValue::from_str(&realm)
+                        .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"tollgate\"")),
+                    strip: spec.strip_auth_data,
+                    verified: papaya::HashMap::new(),
+                }));
+                true
+            }
+        };
+        // Key state before rights: an inactive or expired key is told so even where it has
+        // no rights (Tyk's KeyExpired runs before AccessRights).
+        if authenticated {
+            stages.push(Stage::KeyChecks);
         }
         Self {
             stages: stages.into_boxed_slice(),
@@ -115,9 +175,11 @@ impl BodyLimit {
 mod tests {
     use super::*;
     use std::path::Path;
+    use tollgate_session::{HashAlgorithm, KeyHashing};
 
     fn spec(extra: serde_json::Value) -> ApiSpec {
-        let mut raw = serde_json::json!({"api_id": "a", "proxy": {"listen_path": "/a/", "target_url": "http://u"}});
+        let mut raw = serde_json::json!({"api_id": "a", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://u"}});
         if let (Some(o), Some(e)) = (raw.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
         }
@@ -128,6 +190,32 @@ mod tests {
         GatewayConfig::from_json(Path::new("/t/tyk.conf"), text).unwrap()
     }
 
+    fn sessions() -> Arc<Sessions> {
+        Sessions::in_memory(KeyHashing {
+            hash_keys: true,
+            algorithm: HashAlgorithm::Sha256,
+        })
+    }
+
+    async fn run(
+        chain: &Chain,
+        spec: &ApiSpec,
+        req: http::Request<()>,
+    ) -> (Result<(), GatewayError>, Option<u64>) {
+        let (mut head, ()) = req.into_parts();
+        let sessions = sessions();
+        let mut cx = RequestCtx {
+            head: &mut head,
+            api: spec,
+            sessions: &sessions,
+            body_limit: None,
+            key: None,
+            key_id: None,
+        };
+        let r = chain.run(&mut cx).await;
+        (r, cx.body_limit)
+    }
+
     #[tokio::test]
     async fn keyless_api_without_limits_has_no_stages() {
         assert!(Chain::compile(&spec(serde_json::json!({})), &config("{}")).is_empty());
@@ -135,51 +223,47 @@ mod tests {
 
     #[tokio::test]
     async fn body_limit_refuses_declared_length_and_sets_streaming_cap() {
-        let chain = Chain::compile(
-            &spec(serde_json::json!({"max_request_body_size": 10})),
-            &config("{}"),
-        );
-        let (head, ()) = http::Request::post("/a/")
+        let s = spec(serde_json::json!({"max_request_body_size": 10}));
+        let chain = Chain::compile(&s, &config("{}"));
+        let req = http::Request::post("/a/")
             .header("content-length", "11")
             .body(())
-            .unwrap()
-            .into_parts();
-        let mut cx = RequestCtx {
-            head: &head,
-            body_limit: None,
-        };
+            .unwrap();
         assert!(matches!(
-            chain.run(&mut cx).await,
+            run(&chain, &s, req).await.0,
             Err(GatewayError::BodyTooLarge)
         ));
-
-        let (head, ()) = http::Request::post("/a/").body(()).unwrap().into_parts();
-        let mut cx = RequestCtx {
-            head: &head,
-            body_limit: None,
-        };
-        chain.run(&mut cx).await.unwrap();
-        assert_eq!(cx.body_limit, Some(10));
+        let (r, limit) = run(&chain, &s, http::Request::post("/a/").body(()).unwrap()).await;
+        r.unwrap();
+        assert_eq!(limit, Some(10));
     }
 
     #[tokio::test]
     async fn gateway_limit_applies_when_api_has_none() {
+        let s = spec(serde_json::json!({}));
         let chain = Chain::compile(
-            &spec(serde_json::json!({})),
+            &s,
             &config(r#"{"http_server_options": {"max_request_body_size": 5}}"#),
         );
-        let (head, ()) = http::Request::post("/a/")
+        let req = http::Request::post("/a/")
             .header("content-length", "6")
             .body(())
-            .unwrap()
-            .into_parts();
-        let mut cx = RequestCtx {
-            head: &head,
-            body_limit: None,
-        };
+            .unwrap();
         assert!(matches!(
-            chain.run(&mut cx).await,
+            run(&chain, &s, req).await.0,
             Err(GatewayError::BodyTooLarge)
         ));
+    }
+
+    #[tokio::test]
+    async fn keyed_api_needs_a_key() {
+        let s = spec(serde_json::json!({"use_keyless": false}));
+        let chain = Chain::compile(&s, &config("{}"));
+        assert_eq!(chain.stages.len(), 2);
+        let (r, _) = run(&chain, &s, http::Request::get("/a/").body(()).unwrap()).await;
+        match r {
+            Err(GatewayError::Refused(r)) => assert_eq!(r.message, "Authorization field missing"),
+            other => panic!("{other:?}"),
+        }
     }
 }

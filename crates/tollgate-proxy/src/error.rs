@@ -17,6 +17,9 @@ pub enum GatewayError {
     /// No API matches the host and path.
     #[error("no API matches the request")]
     NoRoute,
+    /// A stage refused the request (auth, access rights, limits).
+    #[error("refused: {0}")]
+    Refused(Refusal),
     /// The request path cannot be normalised.
     #[error("malformed request path")]
     BadPath,
@@ -54,6 +57,7 @@ impl GatewayError {
     pub fn status_and_message(&self) -> (StatusCode, &'static str) {
         match self {
             Self::NoRoute => (StatusCode::NOT_FOUND, "Not Found"),
+            Self::Refused(r) => (r.status, r.message),
             Self::BadPath => (StatusCode::BAD_REQUEST, "Bad Request"),
             Self::Framing(r) => (r.status(), r.message()),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
@@ -78,6 +82,14 @@ impl GatewayError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let (status, message) = self.status_and_message();
         let mut resp = error_response(status, message);
+        if let Self::Refused(Refusal {
+            www_authenticate: Some(challenge),
+            ..
+        }) = &self
+        {
+            resp.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
         if matches!(
             self,
             Self::Framing(_)
@@ -91,6 +103,40 @@ impl GatewayError {
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+/// A refusal by a stage: Tyk's status and message, and for basic auth the challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Status.
+    pub status: StatusCode,
+    /// Tyk's message.
+    pub message: &'static str,
+    /// `WWW-Authenticate` value, for basic auth.
+    pub www_authenticate: Option<HeaderValue>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl Refusal {
+    /// A refusal without a challenge.
+    pub const fn new(status: StatusCode, message: &'static str) -> Self {
+        Self {
+            status,
+            message,
+            www_authenticate: None,
+        }
+    }
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
     }
 }
 

@@ -12,6 +12,7 @@
 //! [`Gateway`] is the state every worker shares: the config and the current routing table,
 //! swapped whole on reload.
 
+mod auth;
 pub mod body;
 pub mod chain;
 pub mod error;
@@ -54,15 +55,23 @@ pub struct Gateway {
     pub config: Arc<GatewayConfig>,
     routes: ArcSwap<Routes>,
     admin: Arc<dyn AdminApi>,
+    /// Keys and policies.
+    pub sessions: Arc<tollgate_storage::Sessions>,
 }
 
 impl Gateway {
     /// Creates the shared state with an initial routing table.
-    pub fn new(config: Arc<GatewayConfig>, routes: Routes, admin: Arc<dyn AdminApi>) -> Arc<Self> {
+    pub fn new(
+        config: Arc<GatewayConfig>,
+        routes: Routes,
+        admin: Arc<dyn AdminApi>,
+        sessions: Arc<tollgate_storage::Sessions>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             routes: ArcSwap::from_pointee(routes),
             admin,
+            sessions,
         })
     }
 

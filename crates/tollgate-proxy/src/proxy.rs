@@ -88,12 +88,16 @@ async fn serve(
         Arc::clone(routes.lookup(host, path).ok_or(GatewayError::NoRoute)?)
     };
 
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
 
     // 5. The API's stages, in Tyk's order (see `chain`).
     let mut cx = RequestCtx {
-        head: &parts,
+        head: &mut parts,
+        api: &route.spec,
+        sessions: &conn.gateway.sessions,
         body_limit: None,
+        key: None,
+        key_id: None,
     };
     route.chain.run(&mut cx).await?;
     let body_limit = cx.body_limit;

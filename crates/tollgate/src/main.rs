@@ -13,9 +13,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
-use tollgate_config::GatewayConfig;
+use tollgate_config::{GatewayConfig, StorageSettings};
 use tollgate_proxy::server::{self, Workers};
 use tollgate_proxy::{Gateway, ReloadHandle};
+use tollgate_session::{HashAlgorithm, KeyHashing};
+use tollgate_storage::Sessions;
 
 /// An API gateway that speaks Tyk's formats.
 #[derive(Debug, Parser)]
@@ -85,21 +87,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.listen);
 
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    let policies = reload::load_policies(&config)?;
+    let sessions = control.block_on(open_sessions(&config))?;
+    let policy_count = policies.len();
+    control.block_on(sessions.set_policies(policies));
+
     let (reload_handle, reload_rx) = ReloadHandle::channel();
     let admin = tollgate_admin::Admin::new(reload_handle.clone());
-    let gateway = Gateway::new(Arc::clone(&config), routes, admin);
+    let gateway = Gateway::new(Arc::clone(&config), routes, admin, sessions);
     let workers = Workers::start(&gateway, listeners).context("starting worker threads")?;
     tracing::info!(
         address = %local,
         workers = config.worker_threads,
         apis = gateway.routes().apis().len(),
+        policies = policy_count,
+        keys = gateway.sessions.ids().len(),
         "tollgate listening"
     );
 
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the control runtime")?;
     control.block_on(async {
         tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
         wait_for_shutdown(&reload_handle).await
@@ -109,6 +118,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     workers.shutdown_and_join();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the configured session store.
+async fn open_sessions(config: &GatewayConfig) -> anyhow::Result<Arc<Sessions>> {
+    let hashing = KeyHashing {
+        hash_keys: config.keys.hash_keys,
+        algorithm: HashAlgorithm::from_config(&config.keys.hash_key_function),
+    };
+    match &config.storage {
+        StorageSettings::Embedded { path } => Sessions::open_embedded(path, hashing)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the embedded store (storage.path = {})",
+                    path.display()
+                )
+            }),
+        StorageSettings::Redis(_) => anyhow::bail!(
+            "config file {}: field `storage.type`: \"redis\" is not supported yet; use \"embedded\"",
+            config.source.display()
+        ),
+    }
 }
 
 /// Serves SIGHUP as a reload until SIGTERM or SIGINT arrives.

@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::load_dir;
 use tollgate_proxy::{Gateway, ReloadRequest, Routes};
+use tollgate_session::PolicySet;
 
 /// Loads every definition in `app_path` and compiles a routing table. Broken files are logged
 /// with their name and reason and left out.
@@ -26,6 +28,28 @@ pub(crate) fn load_routes(config: &GatewayConfig) -> std::io::Result<Routes> {
     Ok(Routes::build(outcome.apis, config))
 }
 
+/// Reads `policies.policy_record_name` (no file configured = no policies).
+///
+/// # Errors
+/// The file cannot be read or is not an object of policies keyed by id.
+pub(crate) fn load_policies(config: &GatewayConfig) -> anyhow::Result<PolicySet> {
+    let Some(file) = &config.policy_file else {
+        return Ok(PolicySet::default());
+    };
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "policies file {} (policies.policy_record_name)",
+            file.display()
+        )
+    })?;
+    PolicySet::from_record_json(&text).with_context(|| {
+        format!(
+            "policies file {}: not an object of policies keyed by id",
+            file.display()
+        )
+    })
+}
+
 /// Drains reload requests until the gateway stops.
 pub(crate) async fn reloader(
     gateway: Arc<Gateway>,
@@ -36,32 +60,46 @@ pub(crate) async fn reloader(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let config = Arc::clone(&gateway.config);
-        let result = match tokio::task::spawn_blocking(move || load_routes(&config)).await {
-            Ok(Ok(routes)) => {
-                let count = routes.apis().len();
-                gateway.swap_routes(routes);
-                tracing::info!(
-                    apis = count,
-                    reason = batch[0].reason,
-                    coalesced = batch.len(),
-                    "reloaded"
-                );
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, dir = %gateway.config.app_path.display(), "reload failed; keeping the current APIs");
-                Err(format!(
-                    "cannot read {}: {e}",
-                    gateway.config.app_path.display()
-                ))
-            }
-            Err(e) => Err(format!("reload task failed: {e}")),
-        };
+        let result = reload_once(&gateway, batch[0].reason, batch.len()).await;
         for req in batch {
             if let Some(done) = req.done {
                 let _ = done.send(result.clone());
             }
+        }
+    }
+}
+
+/// One reload: policies, then API definitions. A part that fails to load keeps its current
+/// version; the reload reports failure only when the API folder cannot be read.
+async fn reload_once(
+    gateway: &Gateway,
+    reason: &'static str,
+    coalesced: usize,
+) -> Result<(), String> {
+    let config = Arc::clone(&gateway.config);
+    let (routes, policies) =
+        tokio::task::spawn_blocking(move || (load_routes(&config), load_policies(&config)))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?;
+    match policies {
+        Ok(set) => {
+            let count = set.len();
+            gateway.sessions.set_policies(set).await;
+            tracing::info!(policies = count, "policies loaded");
+        }
+        Err(e) => tracing::error!("{e:#}; keeping the current policies"),
+    }
+    match routes {
+        Ok(routes) => {
+            let count = routes.apis().len();
+            gateway.swap_routes(routes);
+            tracing::info!(apis = count, reason, coalesced, "reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            let dir = gateway.config.app_path.display();
+            tracing::error!(error = %e, %dir, "reload failed; keeping the current APIs");
+            Err(format!("cannot read {dir}: {e}"))
         }
     }
 }

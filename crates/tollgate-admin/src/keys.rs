@@ -1,0 +1,320 @@
+//! `/tyk/keys`: create, read, update, delete and list keys, with Tyk's bodies and messages.
+//!
+//! Writes are acknowledged only once the store has them durably. A request that fails
+//! validation stores nothing.
+
+// Handlers return the finished error response as `Err`; boxing it buys nothing off the data path.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tollgate_proxy::Gateway;
+use tollgate_session::time::{rfc3339_utc, unix_now};
+use tollgate_session::{KeyToken, SessionState, custom_key, generate_key, hash_password};
+use tollgate_storage::KeyEntry;
+
+use crate::reply::{json_reply, status_reply};
+use crate::{query_flag, query_value, read_json};
+
+type Reply = Response<Full<Bytes>>;
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    status_reply(status, "error", message)
+}
+
+fn modified(key: &str, action: &str, key_hash: Option<&str>) -> Reply {
+    let mut body = serde_json::json!({"key": key, "status": "ok", "action": action});
+    if let Some(h) = key_hash {
+        body["key_hash"] = serde_json::Value::String(h.to_owned());
+    }
+    json_reply(StatusCode::OK, &body)
+}
+
+async fn read_session(req: Request<Incoming>) -> Result<SessionState, Reply> {
+    let doc = read_json(req)
+        .await
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "Request malformed"))?;
+    serde_json::from_value(doc).map_err(|_| error(StatusCode::BAD_REQUEST, "Request malformed"))
+}
+
+/// Fills the fields a new or updated key carries and checks it can be used.
+fn prepare(
+    gateway: &Gateway,
+    session: &mut SessionState,
+    created: Option<&SessionState>,
+) -> Result<(), Reply> {
+    let now = unix_now();
+    match created {
+        Some(old) if !old.date_created.is_empty() => {
+            session.date_created.clone_from(&old.date_created)
+        }
+        _ if session.date_created.is_empty() => session.date_created = rfc3339_utc(now),
+        _ => {}
+    }
+    session.last_updated = now.to_string();
+    if session.quota_renewal_rate > 0 {
+        session.quota_renews = now + session.quota_renewal_rate;
+    }
+    session.quota_remaining = session.quota_max;
+
+    // An update that sends no password keeps the stored one.
+    if let Some(old) = created
+        && session.basic_auth_data.password.is_empty()
+    {
+        session.basic_auth_data = old.basic_auth_data.clone();
+    }
+    let keys = &gateway.config.keys;
+    hash_password(
+        &mut session.basic_auth_data,
+        &keys.basic_auth_hash_key_function,
+    )
+    .map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Failed to create key - {e}"),
+        )
+    })?;
+
+    let policies = gateway.sessions.policy_set();
+    if created.is_none() {
+        let lifetime = policies.key_expires_in(session);
+        if lifetime > 0 {
+            session.expires = now + lifetime;
+        }
+    }
+    if session.policy_ids().is_empty() {
+        if session.access_rights.is_empty() && !keys.allow_master_keys {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Failed to create key, keys must have at least one Access Rights record set.",
+            ));
+        }
+    } else {
+        policies.apply(session).map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Failed to create key - {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+async fn store(gateway: &Gateway, id: &str, session: SessionState) -> Result<Arc<KeyEntry>, Reply> {
+    gateway.sessions.put(id, session).await.map_err(|e| {
+        tracing::error!(error = %e, "storing a key failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Failed to create key, ensure security settings are correct.",
+        )
+    })
+}
+
+fn key_hash(gateway: &Gateway, storage_id: &str) -> Option<String> {
+    gateway.config.keys.hash_keys.then(|| storage_id.to_owned())
+}
+
+/// `POST /tyk/keys/create`, `POST /tyk/keys`: a generated key.
+pub(crate) async fn create_generated(gateway: &Arc<Gateway>, req: Request<Incoming>) -> Reply {
+    let mut session = match read_session(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = prepare(gateway, &mut session, None) {
+        return r;
+    }
+    let hashing = gateway.sessions.hashing();
+    let key = match generate_key(&session.org_id, hashing.algorithm) {
+        Ok(k) => k,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Failed to create key - {e}"),
+            );
+        }
+    };
+    let id = hashing.storage_id(&key);
+    match store(gateway, &id, session).await {
+        Ok(_) => modified(&key, "added", key_hash(gateway, &id).as_deref()),
+        Err(r) => r,
+    }
+}
+
+/// `POST /tyk/keys/{key}`: a key with a chosen id.
+pub(crate) async fn create_custom(
+    gateway: &Arc<Gateway>,
+    key: &str,
+    req: Request<Incoming>,
+) -> Reply {
+    let min = gateway.config.keys.min_token_length;
+    if key.len() < min {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "custom key ID length {} is less than min_token_length ({min}); the key would be unreachable at auth time. Use an ID of at least min_token_length characters, or lower min_token_length in the gateway configuration.",
+                key.len()
+            ),
+        );
+    }
+    let mut session = match read_session(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let hashing = gateway.sessions.hashing();
+    let token = custom_key(&session.org_id, key, hashing.algorithm);
+    let id = hashing.storage_id(&token);
+    let existing = gateway.sessions.get(&id);
+    if let Err(r) = prepare(
+        gateway,
+        &mut session,
+        existing.as_deref().map(|e| &e.stored),
+    ) {
+        return r;
+    }
+    match store(gateway, &id, session).await {
+        Ok(_) => modified(key, "added", key_hash(gateway, &id).as_deref()),
+        Err(r) => r,
+    }
+}
+
+/// Finds the key an admin URL names: by hash with `?hashed=true`, else as presented, else as
+/// a custom id of one of the orgs the gateway serves.
+fn resolve(
+    gateway: &Gateway,
+    key: &str,
+    req: &Request<Incoming>,
+) -> Result<Option<Arc<KeyEntry>>, Reply> {
+    let sessions = &gateway.sessions;
+    let hashing = sessions.hashing();
+    if query_flag(req, "hashed") {
+        if !hashing.hash_keys {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Key requested by hash but key hashing is not enabled",
+            ));
+        }
+        return Ok(sessions.get(key));
+    }
+    if let Some(e) = sessions.get(&hashing.storage_id(key)) {
+        return Ok(Some(e));
+    }
+    if KeyToken::decode(key).is_some() {
+        return Ok(None);
+    }
+    let routes = gateway.routes();
+    let mut orgs: Vec<String> = Vec::new();
+    if let Some(org) = query_value(req, "org_id") {
+        orgs.push(org);
+    }
+    if let Some(api) =
+        query_value(req, "api_id").and_then(|id| routes.api(&id).map(|a| a.spec.org_id.to_string()))
+    {
+        orgs.push(api);
+    }
+    orgs.extend(routes.apis().iter().map(|a| a.spec.org_id.to_string()));
+    orgs.push(String::new());
+    orgs.dedup();
+    Ok(orgs.iter().find_map(|org| {
+        sessions.get(&hashing.storage_id(&custom_key(org, key, hashing.algorithm)))
+    }))
+}
+
+/// `GET /tyk/keys/{key}`.
+pub(crate) fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
+    let entry = match resolve(gateway, key, req) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "Key not found"),
+        Err(r) => return r,
+    };
+    // Shown with policies applied, as Tyk does; the stored password never leaves.
+    let mut shown = match gateway.sessions.active(&entry) {
+        Ok(active) => active.session.clone(),
+        Err(_) => entry.stored.clone(),
+    };
+    shown.basic_auth_data.password = String::new();
+    match serde_json::to_value(&shown) {
+        Ok(v) => json_reply(StatusCode::OK, &v),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Failed to encode the key",
+        ),
+    }
+}
+
+/// `PUT /tyk/keys/{key}`.
+pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incoming>) -> Reply {
+    let entry = match resolve(gateway, key, &req) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "Key is not found"),
+        Err(r) => return r,
+    };
+    let mut session = match read_session(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = prepare(gateway, &mut session, Some(&entry.stored)) {
+        return r;
+    }
+    match store(gateway, &entry.storage_id, session).await {
+        Ok(_) => modified(
+            key,
+            "modified",
+            key_hash(gateway, &entry.storage_id).as_deref(),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /tyk/keys/{key}`.
+pub(crate) async fn delete(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
+    let entry = match resolve(gateway, key, req) {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "There is no such key found"),
+        Err(r) => return r,
+    };
+    match gateway.sessions.delete(&entry.storage_id).await {
+        Ok(_) => modified(key, "deleted", None),
+        Err(e) => {
+            tracing::error!(error = %e, "deleting a key failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "Delete failed")
+        }
+    }
+}
+
+/// `GET /tyk/keys`.
+pub(crate) fn list(gateway: &Arc<Gateway>, req: &Request<Incoming>) -> Reply {
+    let keys = &gateway.config.keys;
+    if keys.hash_keys && !keys.enable_hashed_keys_listing {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Hashed key listing is disabled in config (enable_hashed_keys_listing)",
+        );
+    }
+    let api = query_value(req, "api_id");
+    let org = query_value(req, "filter");
+    let mut ids: Vec<String> = gateway
+        .sessions
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            org.as_deref()
+                .is_none_or(|o| e.stored.org_id.starts_with(o))
+        })
+        .filter(|e| {
+            api.as_deref().is_none_or(|api| {
+                e.stored.access_rights.contains_key(api)
+                    || gateway
+                        .sessions
+                        .active(e)
+                        .is_ok_and(|a| a.session.access_rights.contains_key(api))
+            })
+        })
+        .map(|e| e.storage_id.to_string())
+        .collect();
+    ids.sort();
+    json_reply(StatusCode::OK, &serde_json::json!({ "keys": ids }))
+}

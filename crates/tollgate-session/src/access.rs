@@ -1,0 +1,161 @@
+//! A key's effective session, compiled for request-time checks.
+//!
+//! Built once when a key is stored or its policies change, never per request: `allowed_urls`
+//! patterns become regexes here so the request path only runs them.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+
+use crate::session::SessionState;
+
+/// A key ready for request-time checks.
+#[derive(Debug, Clone)]
+pub struct ActiveKey {
+    /// The session after policies.
+    pub session: SessionState,
+    access: HashMap<String, ApiAccess>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ApiAccess {
+    versions: Vec<String>,
+    urls: Vec<(Regex, Vec<String>)>,
+}
+
+/// Outcome of the access-rights check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Allowed.
+    Granted,
+    /// The API (or version) is not in the key's rights.
+    ApiDenied,
+    /// The API is, but not this path/method (`allowed_urls`).
+    ResourceDenied,
+}
+
+/// Tyk's endpoint pattern rules: `{name}` matches one segment, `/*` anything below; the
+/// result is a regex matched anywhere in the path unless it anchors itself.
+pub fn compile_pattern(pattern: &str) -> Result<Regex, regex::Error> {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' => {
+                for n in chars.by_ref() {
+                    if n == '}' {
+                        break;
+                    }
+                }
+                out.push_str("([^/]+)");
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                out.push_str("/.*");
+            }
+            c => out.push(c),
+        }
+    }
+    Regex::new(&out)
+}
+
+impl ActiveKey {
+    /// Compiles the checks of an effective session. A pattern that is not a valid regex never
+    /// matches (and so never grants access).
+    pub fn new(session: SessionState) -> Self {
+        let access = session
+            .access_rights
+            .iter()
+            .map(|(api_id, ar)| {
+                let urls = ar
+                    .allowed_urls
+                    .iter()
+                    .filter_map(|u| {
+                        compile_pattern(&u.url)
+                            .ok()
+                            .map(|re| (re, u.methods.clone()))
+                    })
+                    .collect();
+                (
+                    api_id.clone(),
+                    ApiAccess {
+                        versions: ar.versions.clone(),
+                        urls,
+                    },
+                )
+            })
+            .collect();
+        Self { session, access }
+    }
+
+    /// Checks the API, the version (`None` for non-versioned APIs) and the path/method.
+    pub fn check(&self, api_id: &str, version: Option<&str>, method: &str, path: &str) -> Access {
+        if self.session.access_rights.is_empty() {
+            // A master key (only creatable with `allow_master_keys`).
+            return Access::Granted;
+        }
+        let Some(api) = self.access.get(api_id) else {
+            return Access::ApiDenied;
+        };
+        if let Some(v) = version
+            && !api.versions.iter().any(|x| x == v)
+        {
+            return Access::ApiDenied;
+        }
+        if self
+            .session
+            .access_rights
+            .get(api_id)
+            .is_some_and(|ar| !ar.allowed_urls.is_empty())
+            && !api.urls.iter().any(|(re, methods)| {
+                methods.iter().any(|m| m.eq_ignore_ascii_case(method)) && re.is_match(path)
+            })
+        {
+            return Access::ResourceDenied;
+        }
+        Access::Granted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(json: serde_json::Value) -> ActiveKey {
+        ActiveKey::new(serde_json::from_value(json).unwrap())
+    }
+
+    #[test]
+    fn patterns() {
+        let re = compile_pattern("/users/{id}/orders/*").unwrap();
+        assert!(re.is_match("/api/users/42/orders/7"));
+        assert!(!re.is_match("/users//orders/7"));
+        assert!(compile_pattern("^/exact$").unwrap().is_match("/exact"));
+    }
+
+    #[test]
+    fn checks() {
+        let k = key(serde_json::json!({"access_rights": {
+            "a": {"api_id": "a", "versions": ["Default"]},
+            "b": {"api_id": "b", "versions": ["v1"], "allowed_urls": [{"url": "/users", "methods": ["GET"]}]}}}));
+        assert_eq!(k.check("a", None, "GET", "/x"), Access::Granted);
+        assert_eq!(k.check("c", None, "GET", "/x"), Access::ApiDenied);
+        assert_eq!(k.check("b", Some("v2"), "GET", "/users"), Access::ApiDenied);
+        assert_eq!(
+            k.check("b", Some("v1"), "GET", "/b/users/1"),
+            Access::Granted
+        );
+        assert_eq!(
+            k.check("b", None, "POST", "/b/users"),
+            Access::ResourceDenied
+        );
+        assert_eq!(
+            k.check("b", None, "GET", "/b/other"),
+            Access::ResourceDenied
+        );
+        assert_eq!(
+            key(serde_json::json!({})).check("any", None, "GET", "/"),
+            Access::Granted
+        );
+    }
+}

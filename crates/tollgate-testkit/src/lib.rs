@@ -1,0 +1,51 @@
+//! Test support for Tollgate's black-box tests.
+//!
+//! - [`Gateway`]: writes a temporary `tyk.conf` plus an `apps/` folder of API
+//!   definitions, starts the real `tollgate` binary on a free port and waits
+//!   until `GET /hello` answers.
+//! - [`MockUpstream`]: an in-process HTTP/1.1 upstream that records every
+//!   request it receives and answers as configured per path prefix.
+//! - [`raw`]: a raw TCP client to send exact bytes and read exact responses.
+//! - [`api_def`] / [`tyk_conf`]: JSON builders for Tyk-format configuration.
+//!
+//! Test support code: failing loudly (panicking with context) is the
+//! intended way to report a broken precondition to the calling test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod defs;
+mod gateway;
+pub mod raw;
+mod upstream;
+
+pub use defs::{api_def, merge_json, tyk_conf};
+pub use gateway::{Gateway, GatewayBuilder, READY_TIMEOUT, TEST_SECRET};
+pub use raw::{
+    Exchange, RawClient, RawResponse, assert_gateway_error_shape, assert_tyk_error, exchange,
+};
+pub use upstream::{MockUpstream, Recorded, Reply, checksum, pattern_bytes, refused_port};
+
+/// A `GatewayBuilder` for the `tollgate` binary of the calling crate.
+///
+/// Expands to `Gateway::builder(env!("CARGO_BIN_EXE_tollgate"))`, so it only
+/// works in integration tests of the crate that defines the `tollgate` binary.
+#[macro_export]
+macro_rules! gateway {
+    () => {
+        $crate::Gateway::builder(env!("CARGO_BIN_EXE_tollgate"))
+    };
+}
+
+/// A reqwest client for tests: no system proxy, no automatic redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// The exact body Tyk (and Tollgate) generate for a gateway error.
+pub fn tyk_error_body(message: &str) -> String {
+    format!("{{\n    \"error\": \"{message}\"\n}}")
+}

@@ -1,0 +1,362 @@
+//! Routing: listen-path matching, domains, inactive/broken/duplicate API
+//! definitions and path normalisation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tollgate_testkit::raw::{assert_tyk_error, get};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
+
+/// Polls the gateway's stderr until it contains one of `needles` (2 s).
+async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let log = gw.stderr();
+        if needles.iter().any(|n| log.contains(n)) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("stderr mentions none of {needles:?}:\n{}", gw.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn unmatched_path_is_a_tyk_404() {
+    let up = MockUpstream::start().await;
+    let gw = gateway!()
+        .api("a.json", api_def("a", "/a/", &up.url()))
+        .start()
+        .await;
+    let r = get(gw.addr(), "/nothing/here", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    let r = get(gw.addr(), "/", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(up.request_count(), 0);
+
+    // The API itself is served.
+    let r = get(gw.addr(), "/a/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/x");
+}
+
+#[tokio::test]
+async fn listen_path_is_a_loose_prefix_by_default() {
+    let up = MockUpstream::start().await;
+    let mut def = api_def("s", "/sample", &up.url());
+    def["proxy"]["strip_listen_path"] = json!(false);
+    let gw = gateway!().api("s.json", def).start().await;
+
+    let r = get(gw.addr(), "/samplefoo/bar?q=1", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/samplefoo/bar?q=1");
+
+    let r = get(gw.addr(), "/sample/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/sample/x");
+
+    let r = get(gw.addr(), "/sampl", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn strict_routes_require_a_segment_boundary() {
+    let up = MockUpstream::start().await;
+    let mut def = api_def("s", "/sample", &up.url());
+    def["proxy"]["strip_listen_path"] = json!(false);
+    let gw = gateway!()
+        .conf(json!({"http_server_options": {"enable_strict_routes": true}}))
+        .api("s.json", def)
+        .start()
+        .await;
+
+    let r = get(gw.addr(), "/samplefoo", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(up.request_count(), 0);
+
+    let r = get(gw.addr(), "/sample/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/sample/x");
+
+    let r = get(gw.addr(), "/sample", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/sample");
+}
+
+#[tokio::test]
+async fn longest_listen_path_wins_regardless_of_file_order() {
+    let short = MockUpstream::start().await;
+    let long = MockUpstream::start().await;
+    // The shorter listen path is in the file that sorts first.
+    let gw = gateway!()
+        .api("a.json", api_def("short", "/a/", &short.url()))
+        .api("b.json", api_def("long", "/a/b/", &long.url()))
+        .start()
+        .await;
+
+    let r = get(gw.addr(), "/a/b/c", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(short.request_count(), 0, "went to the shorter listen path");
+    assert_eq!(long.last().uri, "/c");
+
+    let r = get(gw.addr(), "/a/c", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(short.last().uri, "/c");
+    assert_eq!(long.request_count(), 1);
+}
+
+#[tokio::test]
+async fn inactive_api_is_not_served() {
+    let up = MockUpstream::start().await;
+    let mut off = api_def("off", "/off/", &up.url());
+    off["active"] = json!(false);
+    let gw = gateway!()
+        .api("off.json", off)
+        .api("on.json", api_def("on", "/on/", &up.url()))
+        .start()
+        .await;
+
+    let r = get(gw.addr(), "/off/x", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(up.request_count(), 0);
+
+    let r = get(gw.addr(), "/on/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/x");
+}
+
+#[tokio::test]
+async fn domain_api_answers_only_for_its_host() {
+    let up = MockUpstream::start().await;
+    let mut def = api_def("d", "/d/", &up.url());
+    def["domain"] = json!("api.example.com");
+    let gw = gateway!().api("d.json", def).start().await;
+
+    // Port in the Host header is ignored.
+    let r = get(gw.addr(), "/d/x", &[("Host", "api.example.com:8080")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/x");
+    let r = get(gw.addr(), "/d/y", &[("Host", "api.example.com")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/y");
+
+    let r = get(gw.addr(), "/d/z", &[("Host", "other.example.com")]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    let r = get(gw.addr(), "/d/z", &[]).await; // Host: 127.0.0.1:port
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn same_listen_path_on_different_domains() {
+    let with_domain = MockUpstream::start().await;
+    let any_host = MockUpstream::start().await;
+    let mut d = api_def("dom", "/same/", &with_domain.url());
+    d["domain"] = json!("one.example");
+    let gw = gateway!()
+        .api("a.json", api_def("any", "/same/", &any_host.url()))
+        .api("b.json", d)
+        .start()
+        .await;
+
+    let r = get(gw.addr(), "/same/1", &[("Host", "one.example")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(with_domain.last().uri, "/1");
+    assert_eq!(any_host.request_count(), 0);
+
+    let r = get(gw.addr(), "/same/2", &[("Host", "two.example")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(any_host.last().uri, "/2");
+    assert_eq!(with_domain.request_count(), 1);
+}
+
+/// Starts a gateway with one good API and one bad file; the good one must
+/// be served, the bad one's listen path must 404, and the log must name the
+/// bad file.
+async fn check_bad_file_is_skipped(file: &str, text: &str, bad_path: &str) {
+    let up = MockUpstream::start().await;
+    let gw = gateway!()
+        .raw_app(file, text)
+        .api("good.json", api_def("good", "/good/", &up.url()))
+        .start()
+        .await;
+
+    let r = get(gw.addr(), "/good/ok", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().uri, "/ok");
+
+    let r = get(gw.addr(), bad_path, &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(up.request_count(), 1);
+
+    assert_log_mentions(&gw, &[file]).await;
+}
+
+#[tokio::test]
+async fn invalid_json_file_is_skipped() {
+    check_bad_file_is_skipped(
+        "broken.json",
+        r#"{"api_id": "broken", "proxy": {"listen_path": "/broken/", "#,
+        "/broken/x",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn file_with_wrongly_typed_field_is_skipped() {
+    let mut def = api_def("badfield", "/badfield/", "http://127.0.0.1:9");
+    def["proxy"]["listen_path"] = json!(5);
+    check_bad_file_is_skipped("badfield.json", &def.to_string(), "/badfield/x").await;
+    // A number listen path must not be served as "/5" either.
+    let mut def = api_def("five", "/five/", "http://127.0.0.1:9");
+    def["proxy"]["listen_path"] = json!(5);
+    check_bad_file_is_skipped("five.json", &def.to_string(), "/5").await;
+}
+
+#[tokio::test]
+async fn file_without_target_url_is_skipped() {
+    let mut def = api_def("notarget", "/notarget/", "http://127.0.0.1:9");
+    def["proxy"].as_object_mut().unwrap().remove("target_url");
+    check_bad_file_is_skipped("notarget.json", &def.to_string(), "/notarget/x").await;
+}
+
+#[tokio::test]
+async fn file_with_invalid_target_url_is_skipped() {
+    let def = api_def("badtarget", "/badtarget/", "not a url");
+    check_bad_file_is_skipped("badtarget.json", &def.to_string(), "/badtarget/x").await;
+}
+
+#[tokio::test]
+async fn only_json_files_are_loaded() {
+    let up = MockUpstream::start().await;
+    let gw = gateway!()
+        .raw_app("notes.txt", &api_def("txt", "/txt/", &up.url()).to_string())
+        .api("good.json", api_def("good", "/good/", &up.url()))
+        .start()
+        .await;
+    let r = get(gw.addr(), "/txt/x", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    let r = get(gw.addr(), "/good/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_listen_path_keeps_the_file_that_sorts_first() {
+    let first = MockUpstream::start().await;
+    let second = MockUpstream::start().await;
+    let gw = gateway!()
+        .api("b.json", api_def("dup-b", "/dup/", &second.url()))
+        .api("a.json", api_def("dup-a", "/dup/", &first.url()))
+        .start()
+        .await;
+
+    for i in 0..3 {
+        let r = get(gw.addr(), &format!("/dup/{i}"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(first.request_count(), 3);
+    assert_eq!(second.request_count(), 0, "the later file was served");
+    assert_log_mentions(&gw, &["b.json", "dup-b"]).await;
+}
+
+/// Two APIs, `/public/` and `/private/`, on separate upstreams.
+async fn public_private() -> (Gateway, MockUpstream, MockUpstream) {
+    let public = MockUpstream::start().await;
+    let private = MockUpstream::start().await;
+    let gw = gateway!()
+        .api("public.json", api_def("public", "/public/", &public.url()))
+        .api(
+            "private.json",
+            api_def("private", "/private/", &private.url()),
+        )
+        .start()
+        .await;
+    (gw, public, private)
+}
+
+#[tokio::test]
+async fn encoded_slash_does_not_escape_the_listen_path() {
+    let (gw, public, private) = public_private().await;
+    let r = get(gw.addr(), "/public/..%2Fprivate/x", &[]).await;
+    assert_eq!(
+        private.request_count(),
+        0,
+        "reached the private upstream: {r:?}"
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // %2F is reserved: it stays encoded, so `..%2Fprivate` is no dot segment.
+    assert_eq!(public.last().uri, "/..%2Fprivate/x");
+
+    let r = get(gw.addr(), "/public/..%2fprivate/x", &[]).await;
+    assert_eq!(
+        private.request_count(),
+        0,
+        "reached the private upstream: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn encoded_dot_segments_are_resolved_before_routing() {
+    let (gw, public, private) = public_private().await;
+    let r = get(gw.addr(), "/public/%2e%2e/private/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(public.request_count(), 0);
+    assert_eq!(private.last().uri, "/x");
+
+    let r = get(gw.addr(), "/public/%2E%2E/private/y", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(private.last().uri, "/y");
+
+    let r = get(gw.addr(), "/public/../private/z", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(private.last().uri, "/z");
+    assert_eq!(public.request_count(), 0);
+}
+
+#[tokio::test]
+async fn duplicate_slashes_are_collapsed() {
+    let (gw, public, private) = public_private().await;
+    let r = get(gw.addr(), "//private//x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(private.last().uri, "/x");
+
+    let r = get(gw.addr(), "/public///a//b", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(public.last().uri, "/a/b");
+}
+
+#[tokio::test]
+async fn unreserved_escapes_are_decoded_and_dots_resolved() {
+    let (gw, public, private) = public_private().await;
+    let r = get(gw.addr(), "/public/%7Euser/%61b/./c/../d", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(public.last().uri, "/~user/ab/d");
+
+    let r = get(gw.addr(), "/public/%7e%41", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(public.last().uri, "/~A");
+
+    // Decoding happens before matching: `%6c` is `l`.
+    let r = get(gw.addr(), "/pub%6cic/y", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(public.last().uri, "/y");
+
+    // Dot segments never climb above the root.
+    let r = get(gw.addr(), "/public/../../../etc/passwd", &[]).await;
+    assert_tyk_error(&r, 404, "Not Found");
+    assert_eq!(public.request_count(), 3);
+    assert_eq!(private.request_count(), 0);
+}
+
+#[tokio::test]
+async fn query_string_is_not_normalised() {
+    let (gw, public, _private) = public_private().await;
+    let r = get(gw.addr(), "/public/a?x=%2e%2e/..//&y=%7E&z", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(public.last().uri, "/a?x=%2e%2e/..//&y=%7E&z");
+}
