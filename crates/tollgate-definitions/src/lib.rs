@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 /// Why one API definition was rejected.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}field `{field}`: {message}", source_prefix(.file))]
+#[error("{}{}{message}", source_prefix(.file), field_prefix(.field))]
 pub struct DefinitionError {
     /// The file it came from, when it came from a file.
     pub file: Option<PathBuf>,
@@ -25,6 +25,14 @@ pub struct DefinitionError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+}
+
+fn field_prefix(field: &str) -> String {
+    if field == "." {
+        String::new()
+    } else {
+        format!("field `{field}`: ")
+    }
 }
 
 fn source_prefix(file: &Option<PathBuf>) -> String {

@@ -15,6 +15,56 @@ pub struct ActiveKey {
     /// The session after policies.
     pub session: SessionState,
     access: HashMap<String, ApiAccess>,
+    plans: HashMap<String, LimitPlan>,
+    default_plan: LimitPlan,
+}
+
+/// The rate limit and quota that apply to one key on one API, with the ids of the counters
+/// they use. Built once per key so the request path formats no strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitPlan {
+    /// Requests per `per` seconds; ≤ 0 = unlimited.
+    pub rate: f64,
+    /// Rate window in seconds.
+    pub per: f64,
+    /// Quota per period; ≤ 0 = unlimited.
+    pub quota_max: i64,
+    /// Quota period in seconds; ≤ 0 = never renews.
+    pub quota_renewal_rate: i64,
+    /// Rate counter id.
+    pub rate_id: Box<str>,
+    /// Quota counter id.
+    pub quota_id: Box<str>,
+}
+
+impl LimitPlan {
+    fn new(
+        storage_id: &str,
+        scope: &str,
+        rate: f64,
+        per: f64,
+        quota_max: i64,
+        renewal: i64,
+    ) -> Self {
+        let suffix = if scope.is_empty() {
+            String::new()
+        } else {
+            format!(":{scope}")
+        };
+        Self {
+            rate,
+            per,
+            quota_max,
+            quota_renewal_rate: renewal,
+            rate_id: format!("{storage_id}:rate{suffix}").into(),
+            quota_id: format!("{storage_id}:quota{suffix}").into(),
+        }
+    }
+}
+
+/// The counter-id prefix of every counter a key owns (to reset them all).
+pub fn counter_prefix(storage_id: &str) -> String {
+    format!("{storage_id}:")
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,7 +112,49 @@ pub fn compile_pattern(pattern: &str) -> Result<Regex, regex::Error> {
 impl ActiveKey {
     /// Compiles the checks of an effective session. A pattern that is not a valid regex never
     /// matches (and so never grants access).
-    pub fn new(session: SessionState) -> Self {
+    pub fn new(session: SessionState, storage_id: &str) -> Self {
+        let default_plan = LimitPlan::new(
+            storage_id,
+            "",
+            session.rate,
+            session.per,
+            session.quota_max,
+            session.quota_renewal_rate,
+        );
+        // A per-API `limit` counts on its own (scope = allowance_scope, else the API id);
+        // otherwise the API shares the key's counters, or its allowance_scope's.
+        let plans = session
+            .access_rights
+            .iter()
+            .map(|(api_id, ar)| {
+                let plan = match ar.limit.as_ref().filter(|l| !l.is_empty()) {
+                    Some(l) => {
+                        let scope = if ar.allowance_scope.is_empty() {
+                            api_id
+                        } else {
+                            &ar.allowance_scope
+                        };
+                        LimitPlan::new(
+                            storage_id,
+                            scope,
+                            l.rate,
+                            l.per,
+                            l.quota_max,
+                            l.quota_renewal_rate,
+                        )
+                    }
+                    None => LimitPlan::new(
+                        storage_id,
+                        &ar.allowance_scope,
+                        session.rate,
+                        session.per,
+                        session.quota_max,
+                        session.quota_renewal_rate,
+                    ),
+                };
+                (api_id.clone(), plan)
+            })
+            .collect();
         let access = session
             .access_rights
             .iter()
@@ -85,7 +177,22 @@ impl ActiveKey {
                 )
             })
             .collect();
-        Self { session, access }
+        Self {
+            session,
+            access,
+            plans,
+            default_plan,
+        }
+    }
+
+    /// The limits that apply on `api_id`.
+    pub fn plan(&self, api_id: &str) -> &LimitPlan {
+        self.plans.get(api_id).unwrap_or(&self.default_plan)
+    }
+
+    /// The key-level plan (no per-API limit).
+    pub fn default_plan(&self) -> &LimitPlan {
+        &self.default_plan
     }
 
     /// Checks the API, the version (`None` for non-versioned APIs) and the path/method.
@@ -122,7 +229,7 @@ mod tests {
     use super::*;
 
     fn key(json: serde_json::Value) -> ActiveKey {
-        ActiveKey::new(serde_json::from_value(json).unwrap())
+        ActiveKey::new(serde_json::from_value(json).unwrap(), "h")
     }
 
     #[test]

@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
+use tollgate_limits::QuotaSnapshot;
+
 use crate::StoreError;
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Quota counters: id → (used, renews_at), written behind.
+const QUOTAS: TableDefinition<&str, (i64, i64)> = TableDefinition::new("quotas");
 
 /// The embedded session store.
 #[derive(Debug, Clone)]
@@ -39,6 +43,7 @@ impl EmbeddedStore {
             // Make sure the table exists so reads never fail on a fresh file.
             let tx = db.begin_write().map_err(|e| fail(e.to_string()))?;
             tx.open_table(SESSIONS).map_err(|e| fail(e.to_string()))?;
+            tx.open_table(QUOTAS).map_err(|e| fail(e.to_string()))?;
             tx.commit().map_err(|e| fail(e.to_string()))?;
             Ok(Self {
                 db: Arc::new(db),
@@ -112,6 +117,59 @@ impl EmbeddedStore {
             };
             tx.commit().map_err(|e| this.error(e))?;
             Ok(existed)
+        })
+        .await
+    }
+}
+
+impl EmbeddedStore {
+    /// Every persisted quota counter.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub async fn load_quotas(&self) -> Result<Vec<(String, QuotaSnapshot)>, StoreError> {
+        let this = self.clone();
+        run_blocking(move || {
+            let tx = this.db.begin_read().map_err(|e| this.error(e))?;
+            let table = tx.open_table(QUOTAS).map_err(|e| this.error(e))?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(|e| this.error(e))? {
+                let (k, v) = item.map_err(|e| this.error(e))?;
+                let (used, renews_at) = v.value();
+                out.push((k.value().to_owned(), QuotaSnapshot { used, renews_at }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Writes quota counters in one transaction; `None` removes a counter.
+    ///
+    /// # Errors
+    /// The write did not commit.
+    pub async fn put_quotas(
+        &self,
+        batch: Vec<(String, Option<QuotaSnapshot>)>,
+    ) -> Result<(), StoreError> {
+        let this = self.clone();
+        run_blocking(move || {
+            let tx = this.db.begin_write().map_err(|e| this.error(e))?;
+            {
+                let mut table = tx.open_table(QUOTAS).map_err(|e| this.error(e))?;
+                for (id, snapshot) in &batch {
+                    match snapshot {
+                        Some(s) => {
+                            table
+                                .insert(id.as_str(), (s.used, s.renews_at))
+                                .map_err(|e| this.error(e))?;
+                        }
+                        None => {
+                            table.remove(id.as_str()).map_err(|e| this.error(e))?;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(|e| this.error(e))
         })
         .await
     }

@@ -8,9 +8,11 @@
 //! Backends: the embedded store ([`embedded`], one redb file, the zero-setup default). Redis
 //! joins the same enum for multi-node deployments.
 
+mod counters;
 pub mod embedded;
 mod sessions;
 
+pub use counters::{Admitted, Counters, FLUSH_INTERVAL, Limited};
 pub use sessions::{KeyEntry, Sessions};
 
 /// A storage failure.

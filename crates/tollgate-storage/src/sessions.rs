@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use tollgate_session::{ActiveKey, KeyHashing, PolicyError, PolicySet, SessionState, custom_key};
 
 use crate::StoreError;
+use crate::counters::Counters;
 use crate::embedded::EmbeddedStore;
 
 /// One stored key, with its effective session compiled against the policies of `epoch`.
@@ -38,6 +39,7 @@ enum Backend {
 pub struct Sessions {
     backend: Backend,
     hashing: KeyHashing,
+    counters: Counters,
     map: papaya::HashMap<Box<str>, Arc<KeyEntry>>,
     policies: ArcSwap<Policies>,
     next_epoch: AtomicU64,
@@ -57,7 +59,9 @@ impl Sessions {
     ) -> Result<Arc<Self>, StoreError> {
         let store = EmbeddedStore::open(dir).await?;
         let records = store.load_all().await?;
-        let this = Self::with_backend(Backend::Embedded(store), hashing);
+        let this = Self::with_backend(Backend::Embedded(store.clone()), hashing, Some(store));
+        let restored = this.counters.restore().await?;
+        tracing::debug!(restored, "quota counters restored");
         let map = this.map.pin();
         for (id, bytes) in records {
             match serde_json::from_slice::<SessionState>(&bytes) {
@@ -75,13 +79,18 @@ impl Sessions {
 
     /// Sessions kept only in memory (lost on exit).
     pub fn in_memory(hashing: KeyHashing) -> Arc<Self> {
-        Self::with_backend(Backend::Memory, hashing)
+        Self::with_backend(Backend::Memory, hashing, None)
     }
 
-    fn with_backend(backend: Backend, hashing: KeyHashing) -> Arc<Self> {
+    fn with_backend(
+        backend: Backend,
+        hashing: KeyHashing,
+        persist: Option<EmbeddedStore>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             backend,
             hashing,
+            counters: Counters::new(persist),
             map: papaya::HashMap::new(),
             policies: ArcSwap::from_pointee(Policies {
                 epoch: 0,
@@ -97,7 +106,7 @@ impl Sessions {
         let active = policies
             .set
             .apply(&stored)
-            .map(|s| Arc::new(ActiveKey::new(s)));
+            .map(|s| Arc::new(ActiveKey::new(s, id)));
         KeyEntry {
             storage_id: id.into(),
             stored,
@@ -109,6 +118,11 @@ impl Sessions {
     /// The key stored under `id`, if any. Lock-free.
     pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.map.pin().get(id).cloned()
+    }
+
+    /// Rate-limit and quota counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// How keys map to storage ids.
@@ -142,7 +156,7 @@ impl Sessions {
         policies
             .set
             .apply(&entry.stored)
-            .map(|s| Arc::new(ActiveKey::new(s)))
+            .map(|s| Arc::new(ActiveKey::new(s, &entry.storage_id)))
     }
 
     /// Stores a key durably, then makes it visible.

@@ -99,6 +99,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let (reload_handle, reload_rx) = ReloadHandle::channel();
     let admin = tollgate_admin::Admin::new(reload_handle.clone());
     let gateway = Gateway::new(Arc::clone(&config), routes, admin, sessions);
+    // Signal handlers go in before the port serves, so an early SIGHUP/SIGTERM is never
+    // taken by the default action (which would kill the process).
+    let signals = {
+        let _rt = control.enter();
+        Signals::install()?
+    };
     let workers = Workers::start(&gateway, listeners).context("starting worker threads")?;
     tracing::info!(
         address = %local,
@@ -111,11 +117,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     control.block_on(async {
         tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
-        wait_for_shutdown(&reload_handle).await
+        tokio::spawn(flush_counters(Arc::clone(&gateway)));
+        signals.wait_for_shutdown(&reload_handle).await
     })?;
 
     tracing::info!(grace = ?config.graceful_shutdown_timeout, "shutting down: draining in-flight requests");
     workers.shutdown_and_join();
+    if let Err(e) = control.block_on(gateway.sessions.counters().flush()) {
+        tracing::warn!(error = %e, "writing quota counters at shutdown failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -142,16 +152,42 @@ async fn open_sessions(config: &GatewayConfig) -> anyhow::Result<Arc<Sessions>> 
     }
 }
 
-/// Serves SIGHUP as a reload until SIGTERM or SIGINT arrives.
-async fn wait_for_shutdown(reload: &ReloadHandle) -> anyhow::Result<()> {
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+/// The process signals the gateway acts on.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a runtime context).
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Serves SIGHUP as a reload until SIGTERM or SIGINT arrives.
+    async fn wait_for_shutdown(mut self, reload: &ReloadHandle) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => reload.request("SIGHUP"),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.int.recv() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Writes quota counters behind to the store (embedded backend) until the process ends.
+async fn flush_counters(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(tollgate_storage::FLUSH_INTERVAL);
     loop {
-        tokio::select! {
-            _ = hup.recv() => reload.request("SIGHUP"),
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+        tick.tick().await;
+        if let Err(e) = gateway.sessions.counters().flush().await {
+            tracing::warn!(error = %e, "writing quota counters failed; retrying");
         }
     }
 }

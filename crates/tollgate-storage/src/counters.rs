@@ -1,0 +1,191 @@
+//! Rate-limit and quota counters as the gateway uses them: one call per request checks the
+//! key's rate limit and quota together (on Redis that is one round trip).
+//!
+//! The local backend keeps counters in process ([`LocalLimits`]) and writes quota counters
+//! behind to the embedded store every [`FLUSH_INTERVAL`], so a restart does not hand a key a
+//! fresh quota; a crash loses at most the last interval of counting.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tollgate_limits::{LocalLimits, QuotaDecision, QuotaSnapshot, RateDecision};
+use tollgate_session::LimitPlan;
+
+use crate::StoreError;
+use crate::embedded::EmbeddedStore;
+
+/// How often quota counters are written behind.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a request is refused by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Over the rate limit.
+    Rate(RateDecision),
+    /// Over the quota.
+    Quota(QuotaDecision),
+}
+
+/// What the checks admitted, for response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admitted {
+    /// The rate decision, when a rate limit applied.
+    pub rate: Option<RateDecision>,
+    /// The quota decision, when a quota applied.
+    pub quota: Option<QuotaDecision>,
+}
+
+/// The counters of one gateway node.
+#[derive(Debug)]
+pub struct Counters {
+    local: LocalLimits,
+    origin: Instant,
+    persist: Option<EmbeddedStore>,
+    /// Counters reset since the last flush, to delete from the store.
+    removed: Mutex<Vec<String>>,
+}
+
+fn per_ns(per: f64) -> u64 {
+    // Saturating float-to-int conversion; `per` is validated positive by the caller.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ns = (per * 1e9) as u64;
+    ns.max(1)
+}
+
+fn whole(rate: f64) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let r = rate.floor() as u64;
+    r.max(1)
+}
+
+impl Counters {
+    pub(crate) fn new(persist: Option<EmbeddedStore>) -> Self {
+        Self {
+            local: LocalLimits::new(),
+            origin: Instant::now(),
+            persist,
+            removed: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) async fn restore(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.persist else {
+            return Ok(0);
+        };
+        let saved = store.load_quotas().await?;
+        let n = saved.len();
+        for (id, snapshot) in saved {
+            self.local.restore_quota(&id, snapshot);
+        }
+        Ok(n)
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Checks (and counts) one request of a key against its rate limit and quota.
+    /// A request refused by the quota gives its rate-limit slot back.
+    ///
+    /// # Errors
+    /// [`Limited`] when a limit refuses the request.
+    pub async fn check_key(
+        &self,
+        plan: &LimitPlan,
+        rate_on: bool,
+        quota_on: bool,
+        now_unix: i64,
+    ) -> Result<Admitted, Limited> {
+        let mut admitted = Admitted::default();
+        let limit_rate = rate_on && plan.rate > 0.0 && plan.per > 0.0;
+        if limit_rate {
+            let d = self.local.check_rate(
+                &plan.rate_id,
+                whole(plan.rate),
+                per_ns(plan.per),
+                self.now_ns(),
+            );
+            if !d.allowed {
+                return Err(Limited::Rate(d));
+            }
+            admitted.rate = Some(d);
+        }
+        if quota_on && plan.quota_max > 0 {
+            let d = self.local.check_quota(
+                &plan.quota_id,
+                plan.quota_max,
+                plan.quota_renewal_rate,
+                now_unix,
+            );
+            if !d.allowed {
+                if limit_rate {
+                    self.local.refund_rate(&plan.rate_id);
+                }
+                return Err(Limited::Quota(d));
+            }
+            admitted.quota = Some(d);
+        }
+        Ok(admitted)
+    }
+
+    /// Checks one request against an API-wide rate limit.
+    ///
+    /// # Errors
+    /// The limit refuses the request.
+    pub async fn check_api(
+        &self,
+        id: &str,
+        rate: f64,
+        per: f64,
+    ) -> Result<RateDecision, RateDecision> {
+        let d = self
+            .local
+            .check_rate(id, whole(rate), per_ns(per), self.now_ns());
+        if d.allowed { Ok(d) } else { Err(d) }
+    }
+
+    /// The current quota state of a counter (for `GET /tyk/keys/{key}`).
+    pub async fn quota(&self, id: &str) -> Option<QuotaSnapshot> {
+        self.local.quota_snapshot(id)
+    }
+
+    /// Resets every counter of a key (update without `suppress_reset`, delete).
+    pub async fn reset_key(&self, storage_id: &str) {
+        let prefix = tollgate_session::counter_prefix(storage_id);
+        let ids = self.local.reset_prefix(&prefix);
+        self.removed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(ids);
+    }
+
+    /// Writes changed quota counters to the embedded store (no-op elsewhere).
+    ///
+    /// # Errors
+    /// The store refused the write; the changes are retried next time.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.persist else {
+            return Ok(0);
+        };
+        let removed = std::mem::take(
+            &mut *self
+                .removed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut batch: Vec<(String, Option<QuotaSnapshot>)> =
+            removed.into_iter().map(|id| (id, None)).collect();
+        batch.extend(
+            self.local
+                .take_dirty_quotas()
+                .into_iter()
+                .map(|(id, s)| (id, Some(s))),
+        );
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        store.put_quotas(batch).await?;
+        Ok(n)
+    }
+}
