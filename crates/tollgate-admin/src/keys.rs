@@ -176,7 +176,12 @@ pub(crate) async fn create_custom(
         return r;
     }
     match store(gateway, &id, session).await {
-        Ok(_) => modified(key, "added", key_hash(gateway, &id).as_deref()),
+        Ok(_) => {
+            if existing.is_some() {
+                gateway.sessions.counters().reset_key(&id).await;
+            }
+            modified(key, "added", key_hash(gateway, &id).as_deref())
+        }
         Err(r) => r,
     }
 }
@@ -223,8 +228,43 @@ fn resolve(
     }))
 }
 
+/// Fills `quota_remaining` / `quota_renews` (key-level and per-API) from the live counters.
+async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionState) {
+    let Ok(active) = gateway.sessions.active(entry) else {
+        return;
+    };
+    let counters = gateway.sessions.counters();
+    let now = unix_now();
+    let live = |snapshot: Option<tollgate_limits::QuotaSnapshot>, max: i64| match snapshot {
+        // A period that has ended counts as renewed.
+        Some(s) if s.renews_at == 0 || now < s.renews_at => {
+            Some(((max - s.used).max(0), s.renews_at))
+        }
+        _ => None,
+    };
+    let plan = active.default_plan();
+    if plan.quota_max > 0
+        && let Some((remaining, renews)) =
+            live(counters.quota(&plan.quota_id).await, plan.quota_max)
+    {
+        shown.quota_remaining = remaining;
+        shown.quota_renews = renews;
+    }
+    for (api_id, ar) in &mut shown.access_rights {
+        let plan = active.plan(api_id);
+        if let Some(limit) = ar.limit.as_mut()
+            && plan.quota_max > 0
+            && let Some((remaining, renews)) =
+                live(counters.quota(&plan.quota_id).await, plan.quota_max)
+        {
+            limit.quota_remaining = remaining;
+            limit.quota_renews = renews;
+        }
+    }
+}
+
 /// `GET /tyk/keys/{key}`.
-pub(crate) fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
     let entry = match resolve(gateway, key, req) {
         Ok(Some(e)) => e,
         Ok(None) => return error(StatusCode::NOT_FOUND, "Key not found"),
@@ -236,6 +276,7 @@ pub(crate) fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) ->
         Err(_) => entry.stored.clone(),
     };
     shown.basic_auth_data.password = String::new();
+    show_quota(gateway, &entry, &mut shown).await;
     match serde_json::to_value(&shown) {
         Ok(v) => json_reply(StatusCode::OK, &v),
         Err(_) => error(
@@ -252,6 +293,7 @@ pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incom
         Ok(None) => return error(StatusCode::NOT_FOUND, "Key is not found"),
         Err(r) => return r,
     };
+    let suppress_reset = query_flag(&req, "suppress_reset");
     let mut session = match read_session(req).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -259,12 +301,25 @@ pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incom
     if let Err(r) = prepare(gateway, &mut session, Some(&entry.stored)) {
         return r;
     }
+    if suppress_reset {
+        // Keeps counters and `last_updated`, as Tyk does.
+        session.last_updated.clone_from(&entry.stored.last_updated);
+    }
     match store(gateway, &entry.storage_id, session).await {
-        Ok(_) => modified(
-            key,
-            "modified",
-            key_hash(gateway, &entry.storage_id).as_deref(),
-        ),
+        Ok(_) => {
+            if !suppress_reset {
+                gateway
+                    .sessions
+                    .counters()
+                    .reset_key(&entry.storage_id)
+                    .await;
+            }
+            modified(
+                key,
+                "modified",
+                key_hash(gateway, &entry.storage_id).as_deref(),
+            )
+        }
         Err(r) => r,
     }
 }
@@ -277,7 +332,14 @@ pub(crate) async fn delete(gateway: &Arc<Gateway>, key: &str, req: &Request<Inco
         Err(r) => return r,
     };
     match gateway.sessions.delete(&entry.storage_id).await {
-        Ok(_) => modified(key, "deleted", None),
+        Ok(_) => {
+            gateway
+                .sessions
+                .counters()
+                .reset_key(&entry.storage_id)
+                .await;
+            modified(key, "deleted", None)
+        }
         Err(e) => {
             tracing::error!(error = %e, "deleting a key failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "Delete failed")

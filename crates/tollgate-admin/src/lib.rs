@@ -118,7 +118,7 @@ async fn route(
         ["keys", key] => {
             let key = (*key).to_owned();
             match *req.method() {
-                Method::GET => keys::get(gateway, &key, &req),
+                Method::GET => keys::get(gateway, &key, &req).await,
                 Method::POST => keys::create_custom(gateway, &key, req).await,
                 Method::PUT => keys::update(gateway, &key, req).await,
                 Method::DELETE => keys::delete(gateway, &key, &req).await,

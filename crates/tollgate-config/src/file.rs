@@ -49,6 +49,8 @@ pub struct TykConf {
     pub max_idle_connections_per_host: Option<usize>,
     /// Seconds SIGTERM waits for in-flight requests (0 = 30).
     pub graceful_shutdown_timeout_duration: Option<u64>,
+    /// What `X-RateLimit-*` report: `quotas` (default) or `rate_limits`.
+    pub rate_limit_response_headers: String,
     /// Tollgate extension: worker threads (0 or absent = one per CPU).
     pub worker_threads: Option<usize>,
 }

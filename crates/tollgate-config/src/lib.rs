@@ -160,6 +160,9 @@ pub struct GatewayConfig {
     pub keys: KeySettings,
     /// Session storage.
     pub storage: StorageSettings,
+    /// `X-RateLimit-*` report the rate limit (`rate_limit_response_headers: rate_limits`)
+    /// instead of the quota.
+    pub rate_limit_headers: bool,
     /// `policies.policy_record_name`, resolved; `None` = no policies.
     pub policy_file: Option<PathBuf>,
     /// Tyk's `enable_analytics`.
@@ -304,6 +307,7 @@ impl GatewayConfig {
                 basic_auth_hash_key_function: file.basic_auth_hash_key_function.clone(),
             },
             storage,
+            rate_limit_headers: file.rate_limit_response_headers == "rate_limits",
             policy_file,
             enable_analytics: file.enable_analytics,
             file,

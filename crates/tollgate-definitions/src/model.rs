@@ -35,6 +35,12 @@ pub struct ApiDefinition {
     pub auth_configs: std::collections::BTreeMap<String, AuthConf>,
     /// Remove the credential before proxying.
     pub strip_auth_data: bool,
+    /// One limit for all traffic to this API (keyless too).
+    pub global_rate_limit: GlobalRateLimit,
+    /// Skip key and API rate limits.
+    pub disable_rate_limit: bool,
+    /// Skip quotas (nothing counted).
+    pub disable_quota: bool,
     /// JWT (not supported yet).
     pub enable_jwt: bool,
     /// OAuth 2 (not supported yet).
@@ -51,6 +57,18 @@ pub struct ApiDefinition {
     pub use_go_plugin_auth: bool,
     /// Coprocess auth (not supported).
     pub enable_coprocess_auth: bool,
+}
+
+/// `global_rate_limit`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GlobalRateLimit {
+    /// Requests per `per` seconds; 0 = off.
+    pub rate: f64,
+    /// Window in seconds.
+    pub per: f64,
+    /// Off.
+    pub disabled: bool,
 }
 
 /// `auth` / `auth_configs.<method>`: where a credential is found.

@@ -83,6 +83,12 @@ pub struct ApiSpec {
     pub auth: AuthMode,
     /// Remove the credential before proxying.
     pub strip_auth_data: bool,
+    /// `global_rate_limit` as (rate, per) when on.
+    pub global_rate_limit: Option<(f64, f64)>,
+    /// Key rate limits off.
+    pub disable_rate_limit: bool,
+    /// Quotas off.
+    pub disable_quota: bool,
 }
 
 impl ApiSpec {
@@ -138,6 +144,13 @@ impl ApiSpec {
         Ok(Self {
             auth,
             strip_auth_data: def.strip_auth_data,
+            global_rate_limit: {
+                let g = &def.global_rate_limit;
+                (!g.disabled && !def.disable_rate_limit && g.rate > 0.0 && g.per > 0.0)
+                    .then_some((g.rate, g.per))
+            },
+            disable_rate_limit: def.disable_rate_limit,
+            disable_quota: def.disable_quota,
             api_id: def.api_id.as_str().into(),
             name: def.name.as_str().into(),
             org_id: def.org_id.as_str().into(),

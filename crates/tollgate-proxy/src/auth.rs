@@ -80,6 +80,7 @@ impl BasicAuth {
             status,
             message,
             www_authenticate: (status == StatusCode::UNAUTHORIZED).then(|| self.challenge.clone()),
+            retry_after: None,
         }
     }
 

@@ -20,6 +20,7 @@ use tollgate_storage::Sessions;
 
 use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
 use crate::error::GatewayError;
+use crate::limits::{ApiRateLimit, KeyLimits, RateHeaders};
 
 /// Per-request state the stages read and write.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct RequestCtx<'a> {
     pub key: Option<Arc<ActiveKey>>,
     /// The id that key is stored under.
     pub key_id: Option<Box<str>>,
+    /// `X-RateLimit-*` values for the response, set by the limit stages.
+    pub rate_headers: Option<RateHeaders>,
 }
 
 /// What a stage decided.
@@ -56,6 +59,10 @@ pub(crate) enum Stage {
     BasicAuth(BasicAuth),
     /// Inactive, expired, access rights, allowed URLs.
     KeyChecks,
+    /// The key's rate limit and quota.
+    KeyLimits(KeyLimits),
+    /// The API-wide rate limit.
+    ApiRateLimit(ApiRateLimit),
 }
 
 impl Stage {
@@ -72,6 +79,16 @@ impl Stage {
                 .map(|()| Flow::Continue)
                 .map_err(Into::into),
             Self::KeyChecks => KeyChecks::on_request(cx)
+                .map(|()| Flow::Continue)
+                .map_err(Into::into),
+            Self::KeyLimits(s) => s
+                .on_request(cx)
+                .await
+                .map(|()| Flow::Continue)
+                .map_err(Into::into),
+            Self::ApiRateLimit(s) => s
+                .on_request(cx)
+                .await
                 .map(|()| Flow::Continue)
                 .map_err(Into::into),
         }
@@ -123,6 +140,23 @@ impl Chain {
         // no rights (Tyk's KeyExpired runs before AccessRights).
         if authenticated {
             stages.push(Stage::KeyChecks);
+            // The key's own limits come before the API's shared one, so one key over its
+            // limit cannot use up the allowance of every other caller.
+            if !spec.disable_rate_limit || !spec.disable_quota {
+                stages.push(Stage::KeyLimits(KeyLimits {
+                    rate_on: !spec.disable_rate_limit,
+                    quota_on: !spec.disable_quota,
+                    rate_headers: config.rate_limit_headers,
+                }));
+            }
+        }
+        if let Some((rate, per)) = spec.global_rate_limit {
+            stages.push(Stage::ApiRateLimit(ApiRateLimit {
+                counter_id: format!("apilimiter-{}{}", spec.org_id, spec.api_id).into(),
+                rate,
+                per,
+                rate_headers: config.rate_limit_headers,
+            }));
         }
         Self {
             stages: stages.into_boxed_slice(),
@@ -211,6 +245,7 @@ mod tests {
             body_limit: None,
             key: None,
             key_id: None,
+            rate_headers: None,
         };
         let r = chain.run(&mut cx).await;
         (r, cx.body_limit)
@@ -259,7 +294,7 @@ mod tests {
     async fn keyed_api_needs_a_key() {
         let s = spec(serde_json::json!({"use_keyless": false}));
         let chain = Chain::compile(&s, &config("{}"));
-        assert_eq!(chain.stages.len(), 2);
+        assert_eq!(chain.stages.len(), 3);
         let (r, _) = run(&chain, &s, http::Request::get("/a/").body(()).unwrap()).await;
         match r {
             Err(GatewayError::Refused(r)) => assert_eq!(r.message, "Authorization field missing"),

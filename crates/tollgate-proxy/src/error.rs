@@ -82,13 +82,14 @@ impl GatewayError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let (status, message) = self.status_and_message();
         let mut resp = error_response(status, message);
-        if let Self::Refused(Refusal {
-            www_authenticate: Some(challenge),
-            ..
-        }) = &self
-        {
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        if let Self::Refused(r) = &self {
+            if let Some(challenge) = &r.www_authenticate {
+                resp.headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            if let Some(secs) = r.retry_after {
+                crate::limits::set_retry_after(resp.headers_mut(), secs);
+            }
         }
         if matches!(
             self,
@@ -115,6 +116,8 @@ pub struct Refusal {
     pub message: &'static str,
     /// `WWW-Authenticate` value, for basic auth.
     pub www_authenticate: Option<HeaderValue>,
+    /// `Retry-After` seconds, for limits.
+    pub retry_after: Option<i64>,
 }
 
 impl std::fmt::Display for Refusal {
@@ -130,6 +133,7 @@ impl Refusal {
             status,
             message,
             www_authenticate: None,
+            retry_after: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod chain;
 pub mod error;
 pub mod framing;
 pub mod headers;
+pub mod limits;
 pub mod path;
 pub mod proxy;
 pub mod router;

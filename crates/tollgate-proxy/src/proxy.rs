@@ -98,12 +98,25 @@ async fn serve(
         body_limit: None,
         key: None,
         key_id: None,
+        rate_headers: None,
     };
-    route.chain.run(&mut cx).await?;
-    let body_limit = cx.body_limit;
+    let outcome = route.chain.run(&mut cx).await;
+    let (body_limit, rate_headers) = (cx.body_limit, cx.rate_headers);
+    if let Err(err) = outcome {
+        let mut resp = err.into_response();
+        // Tyk's rate_limits mode reports the window on refusals too.
+        if let Some(h) = rate_headers.filter(|_| conn.gateway.config.rate_limit_headers) {
+            h.apply(resp.headers_mut());
+        }
+        return Ok(resp);
+    }
 
-    // 6. Forward.
-    forward(conn, &route, parts, body, body_limit).await
+    // 6. Forward; the limit headers go on the upstream's response.
+    let mut resp = forward(conn, &route, parts, body, body_limit).await?;
+    if let Some(h) = rate_headers {
+        h.apply(resp.headers_mut());
+    }
+    Ok(resp)
 }
 
 /// The host a request is for: the Host header, else the authority of an absolute-form URI.

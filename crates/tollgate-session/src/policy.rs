@@ -22,14 +22,17 @@ pub struct Policy {
     /// Owning org; a key of another org cannot use it.
     pub org_id: String,
     /// Requests per `per` seconds.
+    #[serde(serialize_with = "crate::session::number")]
     pub rate: f64,
     /// Rate window.
+    #[serde(serialize_with = "crate::session::number")]
     pub per: f64,
     /// Quota per period.
     pub quota_max: i64,
     /// Quota period.
     pub quota_renewal_rate: i64,
     /// Throttle wait.
+    #[serde(serialize_with = "crate::session::number")]
     pub throttle_interval: f64,
     /// Throttle retries.
     pub throttle_retry_limit: i64,

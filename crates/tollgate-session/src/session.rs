@@ -147,7 +147,7 @@ pub struct BasicAuthData {
 }
 
 /// Whole numbers print without a fraction (`1000`, not `1000.0`), as Tyk writes them.
-fn number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         s.serialize_i64(*v as i64)
