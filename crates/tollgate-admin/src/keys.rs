@@ -104,14 +104,39 @@ fn prepare(
     Ok(())
 }
 
+/// The reply when the store cannot be reached: nothing was changed.
+fn unavailable(e: &tollgate_storage::StoreError) -> Reply {
+    tracing::warn!(error = %e, "key store unavailable for an admin call");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Key store unavailable, nothing was changed",
+    )
+}
+
 async fn store(gateway: &Gateway, id: &str, session: SessionState) -> Result<Arc<KeyEntry>, Reply> {
-    gateway.sessions.put(id, session).await.map_err(|e| {
-        tracing::error!(error = %e, "storing a key failed");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Failed to create key, ensure security settings are correct.",
-        )
-    })
+    gateway
+        .sessions
+        .put(id, session)
+        .await
+        .map_err(|e| match e {
+            tollgate_storage::StoreError::Unavailable(_) => unavailable(&e),
+            e => {
+                tracing::error!(error = %e, "storing a key failed");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Failed to create key, ensure security settings are correct.",
+                )
+            }
+        })
+}
+
+/// Resets a key's counters (a failure is logged: the key change itself already happened).
+async fn reset_counters(gateway: &Gateway, entry: &KeyEntry) {
+    if let Ok(active) = gateway.sessions.active(entry)
+        && let Err(e) = gateway.sessions.counters().reset_key(&active).await
+    {
+        tracing::warn!(error = %e, "resetting a key's counters failed");
+    }
 }
 
 fn key_hash(gateway: &Gateway, storage_id: &str) -> Option<String> {
@@ -167,7 +192,10 @@ pub(crate) async fn create_custom(
     let hashing = gateway.sessions.hashing();
     let token = custom_key(&session.org_id, key, hashing.algorithm);
     let id = hashing.storage_id(&token);
-    let existing = gateway.sessions.get(&id);
+    let existing = match gateway.sessions.get(&id).await {
+        Ok(e) => e,
+        Err(e) => return unavailable(&e),
+    };
     if let Err(r) = prepare(
         gateway,
         &mut session,
@@ -177,8 +205,8 @@ pub(crate) async fn create_custom(
     }
     match store(gateway, &id, session).await {
         Ok(_) => {
-            if existing.is_some() {
-                gateway.sessions.counters().reset_key(&id).await;
+            if let Some(old) = &existing {
+                reset_counters(gateway, old).await;
             }
             modified(key, "added", key_hash(gateway, &id).as_deref())
         }
@@ -188,13 +216,14 @@ pub(crate) async fn create_custom(
 
 /// Finds the key an admin URL names: by hash with `?hashed=true`, else as presented, else as
 /// a custom id of one of the orgs the gateway serves.
-fn resolve(
+async fn resolve(
     gateway: &Gateway,
     key: &str,
     req: &Request<Incoming>,
 ) -> Result<Option<Arc<KeyEntry>>, Reply> {
     let sessions = &gateway.sessions;
     let hashing = sessions.hashing();
+    let get = |id: String| async move { sessions.get(&id).await.map_err(|e| unavailable(&e)) };
     if query_flag(req, "hashed") {
         if !hashing.hash_keys {
             return Err(error(
@@ -202,30 +231,37 @@ fn resolve(
                 "Key requested by hash but key hashing is not enabled",
             ));
         }
-        return Ok(sessions.get(key));
+        return get(key.to_owned()).await;
     }
-    if let Some(e) = sessions.get(&hashing.storage_id(key)) {
+    if let Some(e) = get(hashing.storage_id(key)).await? {
         return Ok(Some(e));
     }
     if KeyToken::decode(key).is_some() {
         return Ok(None);
     }
-    let routes = gateway.routes();
     let mut orgs: Vec<String> = Vec::new();
-    if let Some(org) = query_value(req, "org_id") {
-        orgs.push(org);
-    }
-    if let Some(api) =
-        query_value(req, "api_id").and_then(|id| routes.api(&id).map(|a| a.spec.org_id.to_string()))
     {
-        orgs.push(api);
+        let routes = gateway.routes();
+        if let Some(org) = query_value(req, "org_id") {
+            orgs.push(org);
+        }
+        if let Some(api) = query_value(req, "api_id")
+            .and_then(|id| routes.api(&id).map(|a| a.spec.org_id.to_string()))
+        {
+            orgs.push(api);
+        }
+        orgs.extend(routes.apis().iter().map(|a| a.spec.org_id.to_string()));
     }
-    orgs.extend(routes.apis().iter().map(|a| a.spec.org_id.to_string()));
     orgs.push(String::new());
+    orgs.sort();
     orgs.dedup();
-    Ok(orgs.iter().find_map(|org| {
-        sessions.get(&hashing.storage_id(&custom_key(org, key, hashing.algorithm)))
-    }))
+    for org in orgs {
+        let id = hashing.storage_id(&custom_key(&org, key, hashing.algorithm));
+        if let Some(e) = get(id).await? {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// Fills `quota_remaining` / `quota_renews` (key-level and per-API) from the live counters.
@@ -244,8 +280,7 @@ async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionStat
     };
     let plan = active.default_plan();
     if plan.quota_max > 0
-        && let Some((remaining, renews)) =
-            live(counters.quota(&plan.quota_id).await, plan.quota_max)
+        && let Some((remaining, renews)) = live(counters.quota(plan, now).await, plan.quota_max)
     {
         shown.quota_remaining = remaining;
         shown.quota_renews = renews;
@@ -254,8 +289,7 @@ async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionStat
         let plan = active.plan(api_id);
         if let Some(limit) = ar.limit.as_mut()
             && plan.quota_max > 0
-            && let Some((remaining, renews)) =
-                live(counters.quota(&plan.quota_id).await, plan.quota_max)
+            && let Some((remaining, renews)) = live(counters.quota(plan, now).await, plan.quota_max)
         {
             limit.quota_remaining = remaining;
             limit.quota_renews = renews;
@@ -265,7 +299,7 @@ async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionStat
 
 /// `GET /tyk/keys/{key}`.
 pub(crate) async fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
-    let entry = match resolve(gateway, key, req) {
+    let entry = match resolve(gateway, key, req).await {
         Ok(Some(e)) => e,
         Ok(None) => return error(StatusCode::NOT_FOUND, "Key not found"),
         Err(r) => return r,
@@ -288,7 +322,7 @@ pub(crate) async fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incomin
 
 /// `PUT /tyk/keys/{key}`.
 pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incoming>) -> Reply {
-    let entry = match resolve(gateway, key, &req) {
+    let entry = match resolve(gateway, key, &req).await {
         Ok(Some(e)) => e,
         Ok(None) => return error(StatusCode::NOT_FOUND, "Key is not found"),
         Err(r) => return r,
@@ -308,11 +342,7 @@ pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incom
     match store(gateway, &entry.storage_id, session).await {
         Ok(_) => {
             if !suppress_reset {
-                gateway
-                    .sessions
-                    .counters()
-                    .reset_key(&entry.storage_id)
-                    .await;
+                reset_counters(gateway, &entry).await;
             }
             modified(
                 key,
@@ -326,20 +356,17 @@ pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incom
 
 /// `DELETE /tyk/keys/{key}`.
 pub(crate) async fn delete(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
-    let entry = match resolve(gateway, key, req) {
+    let entry = match resolve(gateway, key, req).await {
         Ok(Some(e)) => e,
         Ok(None) => return error(StatusCode::NOT_FOUND, "There is no such key found"),
         Err(r) => return r,
     };
     match gateway.sessions.delete(&entry.storage_id).await {
         Ok(_) => {
-            gateway
-                .sessions
-                .counters()
-                .reset_key(&entry.storage_id)
-                .await;
+            reset_counters(gateway, &entry).await;
             modified(key, "deleted", None)
         }
+        Err(e @ tollgate_storage::StoreError::Unavailable(_)) => unavailable(&e),
         Err(e) => {
             tracing::error!(error = %e, "deleting a key failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "Delete failed")
@@ -348,7 +375,7 @@ pub(crate) async fn delete(gateway: &Arc<Gateway>, key: &str, req: &Request<Inco
 }
 
 /// `GET /tyk/keys`.
-pub(crate) fn list(gateway: &Arc<Gateway>, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn list(gateway: &Arc<Gateway>, req: &Request<Incoming>) -> Reply {
     let keys = &gateway.config.keys;
     if keys.hash_keys && !keys.enable_hashed_keys_listing {
         return error(
@@ -358,9 +385,11 @@ pub(crate) fn list(gateway: &Arc<Gateway>, req: &Request<Incoming>) -> Reply {
     }
     let api = query_value(req, "api_id");
     let org = query_value(req, "filter");
-    let mut ids: Vec<String> = gateway
-        .sessions
-        .entries()
+    let entries = match gateway.sessions.entries().await {
+        Ok(e) => e,
+        Err(e) => return unavailable(&e),
+    };
+    let mut ids: Vec<String> = entries
         .into_iter()
         .filter(|e| {
             org.as_deref()

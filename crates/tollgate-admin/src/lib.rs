@@ -56,7 +56,7 @@ async fn route(
     let path = req.uri().path().trim_end_matches('/').to_owned();
     if path == "/hello" {
         return if req.method() == Method::GET || req.method() == Method::HEAD {
-            health()
+            health(gateway).await
         } else {
             method_not_allowed()
         };
@@ -79,7 +79,17 @@ async fn route(
             if req.method() != Method::GET {
                 return method_not_allowed();
             }
-            // One node: a group reload is a local reload (the Redis backend makes it cluster-wide).
+            // On Redis a group reload is announced to every node (this one hears it too); on
+            // one node it is a local reload.
+            if segments.len() == 2
+                && let Some(redis) = gateway.sessions.redis_store()
+            {
+                let message = tollgate_storage::notify::Notification::group_reload();
+                if let Err(e) = redis.publish(&message.to_json(redis.node_secret())).await {
+                    tracing::warn!(error = %e, "announcing a group reload failed; reloading this node only");
+                    reload.request("admin API (group, local only)");
+                }
+            }
             if block {
                 if let Err(e) = reload.request_and_wait("admin API").await {
                     return status_reply(
@@ -108,7 +118,7 @@ async fn route(
             }
         }
         ["keys"] => match *req.method() {
-            Method::GET => keys::list(gateway, &req),
+            Method::GET => keys::list(gateway, &req).await,
             Method::POST => keys::create_generated(gateway, req).await,
             _ => method_not_allowed(),
         },
@@ -177,14 +187,28 @@ pub(crate) async fn read_json(req: Request<Incoming>) -> Option<serde_json::Valu
     doc.is_object().then_some(doc)
 }
 
-fn health() -> Response<Full<Bytes>> {
+/// Tyk's health document: always 200; `status` is `fail` when the key store is unreachable.
+async fn health(gateway: &Gateway) -> Response<Full<Bytes>> {
+    let mut details = serde_json::Map::new();
+    let mut status = "pass";
+    if let Some(redis) = gateway.sessions.redis_store() {
+        let time = tollgate_session::time::rfc3339_utc(tollgate_session::time::unix_now());
+        let mut component =
+            serde_json::json!({"status": "pass", "componentType": "datastore", "time": time});
+        if let Err(e) = redis.ping().await {
+            status = "fail";
+            component["status"] = "fail".into();
+            component["output"] = e.to_string().into();
+        }
+        details.insert("redis".into(), component);
+    }
     json_reply(
         StatusCode::OK,
         &serde_json::json!({
-            "status": "pass",
+            "status": status,
             "version": concat!("v", env!("CARGO_PKG_VERSION")),
             "description": "Tollgate GW",
-            "details": {},
+            "details": details,
         }),
     )
 }

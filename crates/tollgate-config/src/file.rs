@@ -15,6 +15,10 @@ pub struct TykConf {
     pub listen_port: Option<u16>,
     /// Admin API secret.
     pub secret: Secret,
+    /// Signs cluster notifications.
+    pub node_secret: Secret,
+    /// Accept unsigned cluster notifications.
+    pub allow_insecure_configs: bool,
     /// Folder of API definitions, relative to the config file (default `apps`).
     pub app_path: Option<String>,
     /// Upstream response-header timeout in seconds (0 = 30).

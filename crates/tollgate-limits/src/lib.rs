@@ -115,27 +115,14 @@ impl LocalLimits {
         self.quotas.pin().remove(id);
     }
 
-    /// Forgets every counter whose id starts with `prefix`; returns the quota ids removed.
-    pub fn reset_prefix(&self, prefix: &str) -> Vec<String> {
+    /// Forgets these counters (rate or quota ids).
+    pub fn reset_ids(&self, ids: &[&str]) {
         let quotas = self.quotas.pin();
-        let ids: Vec<Box<str>> = quotas
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        for id in &ids {
-            quotas.remove(id);
-        }
         let windows = self.windows.pin();
-        let wids: Vec<Box<str>> = windows
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        for id in wids {
-            windows.remove(&id);
+        for id in ids {
+            quotas.remove(*id);
+            windows.remove(*id);
         }
-        ids.into_iter().map(String::from).collect()
     }
 
     /// Every quota counter changed since the last call, for write-behind persistence.

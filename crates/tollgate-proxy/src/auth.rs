@@ -28,6 +28,13 @@ const RESOURCE_DISALLOWED: Refusal = Refusal::new(
     "Access to this resource has been disallowed",
 );
 const INACTIVE: Refusal = Refusal::new(StatusCode::FORBIDDEN, "Key is inactive, please renew");
+/// The key store cannot be reached: a valid caller must not be told their key is bad.
+pub(crate) const STORE_UNAVAILABLE: Refusal = Refusal {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    message: "Key store unavailable, please retry",
+    www_authenticate: None,
+    retry_after: Some(1),
+};
 const EXPIRED: Refusal = Refusal::new(StatusCode::UNAUTHORIZED, "Key has expired, please renew");
 
 /// Auth-token authentication (Tyk's standard auth).
@@ -39,7 +46,7 @@ pub(crate) struct TokenAuth {
 }
 
 impl TokenAuth {
-    pub(crate) fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<(), Refusal> {
+    pub(crate) async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<(), Refusal> {
         let Some(found) = find_credential(cx.head, &self.source) else {
             return Err(AUTH_FIELD_MISSING);
         };
@@ -50,6 +57,8 @@ impl TokenAuth {
         let entry = cx
             .sessions
             .find(presented, &cx.api.org_id)
+            .await
+            .map_err(|_| STORE_UNAVAILABLE)?
             .ok_or(DISALLOWED)?;
         // A key whose policies cannot be applied is refused like an unknown one, as in Tyk.
         let active = cx.sessions.active(&entry).map_err(|_| DISALLOWED)?;
@@ -96,6 +105,8 @@ impl BasicAuth {
         let entry = cx
             .sessions
             .get(&hashing.storage_id(&token))
+            .await
+            .map_err(|_| STORE_UNAVAILABLE)?
             .ok_or_else(not_authorised)?;
         let active = cx.sessions.active(&entry).map_err(|_| DISALLOWED)?;
         let stored = entry.stored.basic_auth_data.clone();

@@ -71,6 +71,7 @@ impl Stage {
             Self::BodyLimit(s) => s.on_request(cx),
             Self::TokenAuth(s) => s
                 .on_request(cx)
+                .await
                 .map(|()| Flow::Continue)
                 .map_err(Into::into),
             Self::BasicAuth(s) => s

@@ -130,6 +130,7 @@ impl KeyLimits {
                 QUOTA_EXCEEDED,
                 (q.renews_at - now).max(1),
             )),
+            Err(Limited::Unavailable) => Err(crate::auth::STORE_UNAVAILABLE),
         }
     }
 }

@@ -31,9 +31,13 @@ pub struct LimitPlan {
     pub quota_max: i64,
     /// Quota period in seconds; ≤ 0 = never renews.
     pub quota_renewal_rate: i64,
-    /// Rate counter id.
+    /// The id of the key these counters belong to.
+    pub storage_id: Box<str>,
+    /// Counter scope (`allowance_scope` or the API id for per-API limits; empty = the key's).
+    pub scope: Box<str>,
+    /// Rate counter id, Tyk's name: `rate-limit-[<scope>-]<key>`.
     pub rate_id: Box<str>,
-    /// Quota counter id.
+    /// Quota counter id, Tyk's name: `quota-[<scope>-]<key>`.
     pub quota_id: Box<str>,
 }
 
@@ -46,25 +50,22 @@ impl LimitPlan {
         quota_max: i64,
         renewal: i64,
     ) -> Self {
-        let suffix = if scope.is_empty() {
+        let scoped = if scope.is_empty() {
             String::new()
         } else {
-            format!(":{scope}")
+            format!("{scope}-")
         };
         Self {
             rate,
             per,
             quota_max,
             quota_renewal_rate: renewal,
-            rate_id: format!("{storage_id}:rate{suffix}").into(),
-            quota_id: format!("{storage_id}:quota{suffix}").into(),
+            storage_id: storage_id.into(),
+            scope: scope.into(),
+            rate_id: format!("rate-limit-{scoped}{storage_id}").into(),
+            quota_id: format!("quota-{scoped}{storage_id}").into(),
         }
     }
-}
-
-/// The counter-id prefix of every counter a key owns (to reset them all).
-pub fn counter_prefix(storage_id: &str) -> String {
-    format!("{storage_id}:")
 }
 
 #[derive(Debug, Clone, Default)]
@@ -193,6 +194,11 @@ impl ActiveKey {
     /// The key-level plan (no per-API limit).
     pub fn default_plan(&self) -> &LimitPlan {
         &self.default_plan
+    }
+
+    /// Every plan of the key (to reset all its counters).
+    pub fn plans(&self) -> impl Iterator<Item = &LimitPlan> {
+        std::iter::once(&self.default_plan).chain(self.plans.values())
     }
 
     /// Checks the API, the version (`None` for non-versioned APIs) and the path/method.

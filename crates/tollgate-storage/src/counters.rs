@@ -8,11 +8,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use tollgate_limits::{LocalLimits, QuotaDecision, QuotaSnapshot, RateDecision};
-use tollgate_session::LimitPlan;
+use tollgate_session::{ActiveKey, LimitPlan};
 
 use crate::StoreError;
 use crate::embedded::EmbeddedStore;
+use crate::redis::RedisStore;
 
 /// How often quota counters are written behind.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
@@ -24,6 +27,8 @@ pub enum Limited {
     Rate(RateDecision),
     /// Over the quota.
     Quota(QuotaDecision),
+    /// The shared counters cannot be reached, so the limits cannot be checked.
+    Unavailable,
 }
 
 /// What the checks admitted, for response headers.
@@ -38,6 +43,8 @@ pub struct Admitted {
 /// The counters of one gateway node.
 #[derive(Debug)]
 pub struct Counters {
+    /// Shared counters (Redis); `None` = this node's own.
+    shared: Option<Arc<RedisStore>>,
     local: LocalLimits,
     origin: Instant,
     persist: Option<EmbeddedStore>,
@@ -59,8 +66,9 @@ fn whole(rate: f64) -> u64 {
 }
 
 impl Counters {
-    pub(crate) fn new(persist: Option<EmbeddedStore>) -> Self {
+    pub(crate) fn new(persist: Option<EmbeddedStore>, shared: Option<Arc<RedisStore>>) -> Self {
         Self {
+            shared,
             local: LocalLimits::new(),
             origin: Instant::now(),
             persist,
@@ -96,6 +104,9 @@ impl Counters {
         quota_on: bool,
         now_unix: i64,
     ) -> Result<Admitted, Limited> {
+        if let Some(redis) = &self.shared {
+            return redis.check_key(plan, rate_on, quota_on, now_unix).await;
+        }
         let mut admitted = Admitted::default();
         let limit_rate = rate_on && plan.rate > 0.0 && plan.per > 0.0;
         if limit_rate {
@@ -138,6 +149,15 @@ impl Counters {
         rate: f64,
         per: f64,
     ) -> Result<RateDecision, RateDecision> {
+        if let Some(redis) = &self.shared {
+            match redis.check_api(id, rate, per).await {
+                Ok(d) if d.allowed => return Ok(d),
+                Ok(d) => return Err(d),
+                // Redis is down: the API limit falls back to this node's own window, so
+                // keyless traffic keeps flowing (each node then admits up to the full rate).
+                Err(_) => {}
+            }
+        }
         let d = self
             .local
             .check_rate(id, whole(rate), per_ns(per), self.now_ns());
@@ -145,18 +165,32 @@ impl Counters {
     }
 
     /// The current quota state of a counter (for `GET /tyk/keys/{key}`).
-    pub async fn quota(&self, id: &str) -> Option<QuotaSnapshot> {
-        self.local.quota_snapshot(id)
+    pub async fn quota(&self, plan: &LimitPlan, now_unix: i64) -> Option<QuotaSnapshot> {
+        match &self.shared {
+            Some(redis) => redis.quota(plan, now_unix).await.ok().flatten(),
+            None => self.local.quota_snapshot(&plan.quota_id),
+        }
     }
 
     /// Resets every counter of a key (update without `suppress_reset`, delete).
-    pub async fn reset_key(&self, storage_id: &str) {
-        let prefix = tollgate_session::counter_prefix(storage_id);
-        let ids = self.local.reset_prefix(&prefix);
+    ///
+    /// # Errors
+    /// The shared counters cannot be reached.
+    pub async fn reset_key(&self, key: &ActiveKey) -> Result<(), StoreError> {
+        let plans: Vec<&LimitPlan> = key.plans().collect();
+        if let Some(redis) = &self.shared {
+            return redis.reset(&plans).await;
+        }
+        let mut removed = Vec::new();
+        for plan in plans {
+            self.local.reset_ids(&[&plan.rate_id, &plan.quota_id]);
+            removed.push(plan.quota_id.to_string());
+        }
         self.removed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(ids);
+            .extend(removed);
+        Ok(())
     }
 
     /// Writes changed quota counters to the embedded store (no-op elsewhere).

@@ -10,10 +10,12 @@
 
 mod counters;
 pub mod embedded;
+pub mod notify;
+pub mod redis;
 mod sessions;
 
 pub use counters::{Admitted, Counters, FLUSH_INTERVAL, Limited};
-pub use sessions::{KeyEntry, Sessions};
+pub use sessions::{CACHE_TTL, KeyEntry, Sessions};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -32,4 +34,7 @@ pub enum StoreError {
     /// A blocking task failed to run.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The shared store (Redis) cannot be reached.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
 }

@@ -111,13 +111,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         workers = config.worker_threads,
         apis = gateway.routes().apis().len(),
         policies = policy_count,
-        keys = gateway.sessions.ids().len(),
+        cached_keys = gateway.sessions.cached_len(),
         "tollgate listening"
     );
 
     control.block_on(async {
         tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
         tokio::spawn(flush_counters(Arc::clone(&gateway)));
+        let on_group_reload = reload_handle.clone();
+        tokio::spawn(tollgate_storage::notify::listen(
+            Arc::clone(&gateway.sessions),
+            move || {
+                on_group_reload.request("cluster notification");
+            },
+        ));
         signals.wait_for_shutdown(&reload_handle).await
     })?;
 
@@ -145,10 +152,76 @@ async fn open_sessions(config: &GatewayConfig) -> anyhow::Result<Arc<Sessions>> 
                     path.display()
                 )
             }),
-        StorageSettings::Redis(_) => anyhow::bail!(
-            "config file {}: field `storage.type`: \"redis\" is not supported yet; use \"embedded\"",
-            config.source.display()
-        ),
+        StorageSettings::Redis(conf) => {
+            let settings = redis_settings(config, conf)?;
+            tracing::info!(nodes = ?settings.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(), cluster = settings.cluster, "using Redis for keys and counters");
+            let store = tollgate_storage::redis::RedisStore::new(settings).with_context(|| {
+                format!("config file {}: field `storage`", config.source.display())
+            })?;
+            Ok(Sessions::redis(store, hashing))
+        }
+    }
+}
+
+/// Redis connection settings from tyk.conf's `storage`.
+fn redis_settings(
+    config: &GatewayConfig,
+    conf: &tollgate_config::StorageConf,
+) -> anyhow::Result<tollgate_storage::redis::RedisSettings> {
+    let file = config.source.display();
+    if conf.use_ssl {
+        anyhow::bail!(
+            "config file {file}: field `storage.use_ssl`: TLS to Redis is not supported yet"
+        );
+    }
+    let mut hosts: Vec<String> = conf.addrs.clone();
+    if hosts.is_empty() {
+        let host = if conf.host.is_empty() {
+            "localhost"
+        } else {
+            conf.host.as_str()
+        };
+        hosts.push(format!("{host}:{}", conf.port.unwrap_or(6379)));
+    }
+    let auth = match (conf.username.as_str(), conf.password.expose()) {
+        (_, "") => String::new(),
+        (user, pass) => format!("{}:{}@", percent(user), percent(pass)),
+    };
+    let db = if conf.enable_cluster || conf.database == 0 {
+        String::new()
+    } else {
+        format!("/{}", conf.database)
+    };
+    Ok(tollgate_storage::redis::RedisSettings {
+        urls: hosts
+            .iter()
+            .map(|h| format!("redis://{auth}{h}{db}"))
+            .collect(),
+        cluster: conf.enable_cluster,
+        timeout: std::time::Duration::from_secs(conf.timeout.filter(|t| *t > 0).unwrap_or(2)),
+        node_secret: config.file.node_secret.expose().to_owned(),
+        allow_insecure: config.file.allow_insecure_configs,
+    })
+}
+
+/// Percent-encodes a URL userinfo part.
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 

@@ -1,0 +1,563 @@
+//! The Redis backend: sessions, counters and cluster notifications in a Redis shared by every
+//! gateway node (standalone or Redis Cluster), under Tyk's key names so a Tyk node and a
+//! Tollgate node can share one Redis.
+//!
+//! Every call has a deadline. After a failure the backend stays "down" for [`DOWN_FOR`] and
+//! fails at once instead of waiting again, so an unreachable Redis costs the request path
+//! nothing but an error answer; the connection reconnects on its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use tokio::sync::Mutex;
+use tollgate_limits::{QuotaDecision, QuotaSnapshot, RateDecision};
+use tollgate_session::LimitPlan;
+
+use crate::StoreError;
+use crate::counters::{Admitted, Limited};
+
+/// Tyk's prefix for sessions.
+const SESSION_PREFIX: &str = "apikey-";
+/// Tyk's cluster notification channel.
+pub const NOTIFICATION_CHANNEL: &str = "tyk.cluster.notifications";
+/// How long a failure keeps the backend marked down.
+const DOWN_FOR: Duration = Duration::from_millis(500);
+
+/// Rate limit (sliding log in a sorted set, refusals not logged) and quota (a counter that
+/// expires with its period) for one key, atomically, in one round trip. Time is Redis's own,
+/// so gateway clocks never disagree.
+///
+/// KEYS: rate set, quota counter. ARGV: rate, per (µs), quota max, renewal (s), member salt.
+/// Returns {status (1 ok, 2 rate, 3 quota), rate remaining, retry (µs), quota remaining,
+/// quota ttl (ms)}.
+const KEY_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
+local qmax = tonumber(ARGV[3])
+local renewal = tonumber(ARGV[4])
+local member = now .. '-' .. ARGV[5]
+local rate_left = -1
+if rate > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
+  local used = redis.call('ZCARD', KEYS[1])
+  if used >= rate then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local retry = per
+    if oldest[2] then retry = tonumber(oldest[2]) + per - now end
+    return {2, 0, retry, -1, -1}
+  end
+  redis.call('ZADD', KEYS[1], now, member)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(per / 1000))
+  rate_left = rate - used - 1
+end
+local quota_left = -1
+local ttl = -1
+if qmax > 0 then
+  local used = redis.call('INCR', KEYS[2])
+  if used == 1 and renewal > 0 then
+    redis.call('EXPIRE', KEYS[2], renewal)
+  end
+  ttl = redis.call('PTTL', KEYS[2])
+  if used > qmax then
+    redis.call('DECR', KEYS[2])
+    if rate > 0 then redis.call('ZREM', KEYS[1], member) end
+    return {3, 0, 0, 0, ttl}
+  end
+  quota_left = qmax - used
+end
+return {1, rate_left, 0, quota_left, ttl}
+";
+
+/// The API-wide limit: the rate half of [`KEY_SCRIPT`].
+const API_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= rate then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local retry = per
+  if oldest[2] then retry = tonumber(oldest[2]) + per - now end
+  return {0, 0, retry}
+end
+redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(per / 1000))
+return {1, rate - used - 1, 0}
+";
+
+/// A connection to standalone Redis or to a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connection settings, from tyk.conf's `storage`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` URLs of the nodes (one for standalone).
+    pub urls: Vec<String>,
+    /// Redis Cluster mode.
+    pub cluster: bool,
+    /// Deadline for one call.
+    pub timeout: Duration,
+    /// Signs and verifies cluster notifications.
+    pub node_secret: String,
+    /// Accept unsigned notifications (`allow_insecure_configs`).
+    pub allow_insecure: bool,
+}
+
+/// The Redis backend.
+pub struct RedisStore {
+    settings: RedisSettings,
+    /// Standalone: ready at once (reconnects by itself). Cluster: made on first use.
+    conn: Mutex<Option<Conn>>,
+    key_script: Script,
+    api_script: Script,
+    /// Process-relative millis until which the backend counts as down.
+    down_until: AtomicU64,
+    origin: Instant,
+    salt: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Prepares the backend. Standalone connects lazily (a Redis that is down at start-up
+    /// does not stop the gateway: keyless APIs still serve).
+    ///
+    /// # Errors
+    /// The settings are unusable (bad address).
+    pub fn new(settings: RedisSettings) -> Result<Arc<Self>, StoreError> {
+        let conn = if settings.cluster {
+            None
+        } else {
+            let url = settings
+                .urls
+                .first()
+                .ok_or_else(|| unavailable("no Redis address configured"))?;
+            let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.timeout))
+                .set_response_timeout(Some(settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            Some(Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
+            ))
+        };
+        Ok(Arc::new(Self {
+            settings,
+            conn: Mutex::new(conn),
+            key_script: Script::new(KEY_SCRIPT),
+            api_script: Script::new(API_SCRIPT),
+            down_until: AtomicU64::new(0),
+            origin: Instant::now(),
+            salt: AtomicU64::new(0),
+        }))
+    }
+
+    /// The secret notifications are signed with.
+    pub fn node_secret(&self) -> &str {
+        &self.settings.node_secret
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// False while a recent failure marks Redis as down.
+    pub fn is_up(&self) -> bool {
+        self.now_ms() >= self.down_until.load(Ordering::Relaxed)
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        if !self.is_up() {
+            return Err(unavailable("Redis is unreachable"));
+        }
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(self.settings.urls.clone())
+            .connection_timeout(self.settings.timeout)
+            .response_timeout(self.settings.timeout)
+            .build()
+            .map_err(unavailable)?;
+        let conn = match tokio::time::timeout(self.settings.timeout, client.get_async_connection())
+            .await
+        {
+            Ok(Ok(c)) => Conn::Cluster(c),
+            Ok(Err(e)) => return Err(self.failed(e)),
+            Err(_) => return Err(self.failed("connecting timed out")),
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn failed(&self, e: impl std::fmt::Display) -> StoreError {
+        self.down_until.store(
+            self.now_ms() + u64::try_from(DOWN_FOR.as_millis()).unwrap_or(500),
+            Ordering::Relaxed,
+        );
+        tracing::warn!(error = %e, "Redis call failed; treating Redis as down for a moment");
+        unavailable(e)
+    }
+
+    /// Runs one command with the deadline.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        match tokio::time::timeout(self.settings.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(_) => Err(self.failed("timed out")),
+        }
+    }
+
+    /// A session's JSON, if stored.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn get_session(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query(redis::cmd("GET").arg(format!("{SESSION_PREFIX}{id}")))
+            .await
+    }
+
+    /// Stores a session.
+    ///
+    /// # Errors
+    /// Redis cannot be reached; nothing was written.
+    pub async fn put_session(&self, id: &str, json: &[u8]) -> Result<(), StoreError> {
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(format!("{SESSION_PREFIX}{id}"))
+                .arg(json),
+        )
+        .await
+    }
+
+    /// Deletes a session; true when it existed.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .query(redis::cmd("DEL").arg(format!("{SESSION_PREFIX}{id}")))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Every stored session id (SCAN, on every master in cluster mode).
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn session_ids(&self) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{SESSION_PREFIX}*");
+        let keys: Vec<String> = if self.settings.cluster {
+            let mut conn = self.conn().await?;
+            let mut cmd = redis::cmd("KEYS");
+            cmd.arg(&pattern);
+            // KEYS fans out to every master in cluster mode; SCAN cursors do not.
+            match tokio::time::timeout(
+                self.settings.timeout,
+                cmd.query_async::<Vec<String>>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(self.failed(e)),
+                Err(_) => return Err(self.failed("timed out")),
+            }
+        } else {
+            let mut out = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = self
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await?;
+                out.extend(batch);
+                if next == 0 {
+                    break out;
+                }
+                cursor = next;
+            }
+        };
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(SESSION_PREFIX).map(str::to_owned))
+            .collect())
+    }
+
+    /// Counter key names: Tyk's, with the key id in a hash tag in cluster mode so both counters
+    /// of a key live in one slot and one script can touch them.
+    fn counter_names(&self, plan: &LimitPlan) -> (String, String) {
+        if !self.settings.cluster {
+            return (plan.rate_id.to_string(), plan.quota_id.to_string());
+        }
+        let scoped = if plan.scope.is_empty() {
+            String::new()
+        } else {
+            format!("{}-", plan.scope)
+        };
+        (
+            format!("rate-limit-{scoped}{{{}}}", plan.storage_id),
+            format!("quota-{scoped}{{{}}}", plan.storage_id),
+        )
+    }
+
+    fn next_salt(&self) -> u64 {
+        self.salt.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Checks the key's rate limit and quota in one round trip.
+    ///
+    /// # Errors
+    /// [`Limited`] when refused or when Redis cannot be reached.
+    pub async fn check_key(
+        &self,
+        plan: &LimitPlan,
+        rate_on: bool,
+        quota_on: bool,
+        now_unix: i64,
+    ) -> Result<Admitted, Limited> {
+        let rate = if rate_on && plan.rate > 0.0 && plan.per > 0.0 {
+            whole(plan.rate)
+        } else {
+            0
+        };
+        let quota_max = if quota_on && plan.quota_max > 0 {
+            plan.quota_max
+        } else {
+            0
+        };
+        if rate == 0 && quota_max == 0 {
+            return Ok(Admitted::default());
+        }
+        let (rate_key, quota_key) = self.counter_names(plan);
+        let mut conn = self.conn().await.map_err(|_| Limited::Unavailable)?;
+        let mut inv = self.key_script.key(&rate_key);
+        inv.key(&quota_key)
+            .arg(rate)
+            .arg(micros(plan.per))
+            .arg(quota_max)
+            .arg(plan.quota_renewal_rate.max(0))
+            .arg(format!("{}-{}", std::process::id(), self.next_salt()));
+        let reply: Vec<i64> =
+            match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    self.failed(e);
+                    return Err(Limited::Unavailable);
+                }
+                Err(_) => {
+                    self.failed("timed out");
+                    return Err(Limited::Unavailable);
+                }
+            };
+        let [status, rate_left, retry_us, quota_left, ttl_ms] = reply[..] else {
+            return Err(Limited::Unavailable);
+        };
+        let renews_at = if ttl_ms > 0 {
+            now_unix + ttl_ms.div_euclid(1000) + i64::from(ttl_ms % 1000 > 0)
+        } else {
+            0
+        };
+        let rate_decision = RateDecision {
+            allowed: status != 2,
+            remaining: u64::try_from(rate_left.max(0)).unwrap_or(0),
+            retry_after_ns: u64::try_from(retry_us.max(0))
+                .unwrap_or(0)
+                .saturating_mul(1000),
+        };
+        let quota_decision = QuotaDecision {
+            allowed: status != 3,
+            remaining: quota_left.max(0),
+            renews_at,
+        };
+        match status {
+            2 => Err(Limited::Rate(rate_decision)),
+            3 => Err(Limited::Quota(quota_decision)),
+            _ => Ok(Admitted {
+                rate: (rate > 0).then_some(rate_decision),
+                quota: (quota_max > 0).then_some(quota_decision),
+            }),
+        }
+    }
+
+    /// Checks an API-wide rate limit.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn check_api(
+        &self,
+        id: &str,
+        rate: f64,
+        per: f64,
+    ) -> Result<RateDecision, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = self.api_script.key(format!("rate-limit-{id}"));
+        inv.arg(whole(rate)).arg(micros(per)).arg(format!(
+            "{}-{}",
+            std::process::id(),
+            self.next_salt()
+        ));
+        let reply: Vec<i64> =
+            match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(self.failed(e)),
+                Err(_) => return Err(self.failed("timed out")),
+            };
+        let [allowed, left, retry_us] = reply[..] else {
+            return Err(unavailable("unexpected script reply"));
+        };
+        Ok(RateDecision {
+            allowed: allowed == 1,
+            remaining: u64::try_from(left.max(0)).unwrap_or(0),
+            retry_after_ns: u64::try_from(retry_us.max(0))
+                .unwrap_or(0)
+                .saturating_mul(1000),
+        })
+    }
+
+    /// A quota counter's state.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn quota(
+        &self,
+        plan: &LimitPlan,
+        now_unix: i64,
+    ) -> Result<Option<QuotaSnapshot>, StoreError> {
+        let (_, quota_key) = self.counter_names(plan);
+        let used: Option<i64> = self.query(redis::cmd("GET").arg(&quota_key)).await?;
+        let Some(used) = used else { return Ok(None) };
+        let ttl: i64 = self.query(redis::cmd("PTTL").arg(&quota_key)).await?;
+        let renews_at = if ttl > 0 {
+            now_unix + ttl.div_euclid(1000) + i64::from(ttl % 1000 > 0)
+        } else {
+            0
+        };
+        Ok(Some(QuotaSnapshot { used, renews_at }))
+    }
+
+    /// Deletes counters.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn reset(&self, plans: &[&LimitPlan]) -> Result<(), StoreError> {
+        for plan in plans {
+            let (rate_key, quota_key) = self.counter_names(plan);
+            // One DEL per key: in cluster mode keys of different plans may sit in other slots.
+            self.query::<i64>(redis::cmd("DEL").arg(&rate_key)).await?;
+            self.query::<i64>(redis::cmd("DEL").arg(&quota_key)).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a cluster notification.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn publish(&self, message: &str) -> Result<(), StoreError> {
+        self.query::<i64>(redis::cmd("PUBLISH").arg(NOTIFICATION_CHANNEL).arg(message))
+            .await
+            .map(|_| ())
+    }
+
+    /// A pub/sub connection subscribed to the notification channel.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn subscribe(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let url = self
+            .settings
+            .urls
+            .first()
+            .ok_or_else(|| unavailable("no Redis address configured"))?;
+        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+        let mut pubsub = tokio::time::timeout(self.settings.timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| unavailable("connecting timed out"))?
+            .map_err(unavailable)?;
+        pubsub
+            .subscribe(NOTIFICATION_CHANNEL)
+            .await
+            .map_err(unavailable)?;
+        Ok(pubsub)
+    }
+
+    /// A cheap liveness probe (for `/hello`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.query::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+}
+
+fn whole(rate: f64) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let r = rate.floor() as u64;
+    r.max(1)
+}
+
+fn micros(per: f64) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let us = (per * 1e6) as u64;
+    us.max(1)
+}
