@@ -68,11 +68,14 @@ async fn route(
             "Attempted administrative access with invalid or missing key!",
         );
     }
-    let segments: Vec<&str> = path
+    // Segments are ids (keys end in `=` that clients often send as `%3D`): decode them fully.
+    let decoded: Vec<String> = path
         .trim_start_matches("/tyk")
         .split('/')
         .filter(|s| !s.is_empty())
+        .map(percent_decode)
         .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let block = query_flag(&req, "block");
     match segments.as_slice() {
         ["reload"] | ["reload", "group"] => {
@@ -157,6 +160,29 @@ fn authorised(gateway: &Gateway, req: &Request<Incoming>) -> bool {
     };
     // Lengths are compared first in `ct_eq` without leaking content.
     given.as_bytes().ct_eq(secret.expose().as_bytes()).into()
+}
+
+/// Decodes `%XX` escapes; a malformed escape is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A query parameter's value (raw; admin parameters are ids and flags).

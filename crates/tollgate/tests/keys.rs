@@ -1,0 +1,910 @@
+//! The keys REST API under /tyk/keys: create, read, update, delete, hashed
+//! addressing, listing, validation, and durability of the embedded store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/keys.rs"]
+mod keys_common;
+
+use keys_common::*;
+use serde_json::{Value, json};
+use tollgate_testkit::raw::{assert_tyk_error, request};
+use tollgate_testkit::{Gateway, MockUpstream, gateway};
+
+const API: &str = "keyed";
+const LISTEN: &str = "/api/";
+
+/// A gateway with one keyed API (`keyed` on /api/) proxying to `up`,
+/// with `conf` merged into tyk.conf.
+async fn start(up: &MockUpstream, conf: Value) -> Gateway {
+    start_gw(
+        gateway!()
+            .conf(conf)
+            .api("keyed.json", keyed_api(API, LISTEN, &up.url(), json!({})))
+            .api(
+                "other.json",
+                keyed_api("other", "/other/", &up.url(), json!({})),
+            ),
+    )
+    .await
+}
+
+/// Asserts `key` authenticates on /api/ and the upstream got the request
+/// with the key in its Authorization header.
+async fn assert_key_works(gw: &Gateway, up: &MockUpstream, key: &str) {
+    let before = up.request_count();
+    let r = get_with_key(gw, "/api/ping", key).await;
+    assert_echo_ok(&r, "/ping");
+    assert_eq!(up.request_count(), before + 1);
+    let rec = up.last();
+    assert_eq!(rec.path, "/ping");
+    assert_eq!(rec.header("authorization"), Some(key));
+}
+
+/// Asserts `key` is rejected with 403 and nothing reaches the upstream.
+async fn assert_key_rejected(gw: &Gateway, up: &MockUpstream, key: &str) {
+    let before = up.request_count();
+    let r = get_with_key(gw, "/api/ping", key).await;
+    assert_tyk_error(&r, 403, MSG_DISALLOWED);
+    assert_eq!(
+        up.request_count(),
+        before,
+        "a rejected request reached the upstream"
+    );
+}
+
+/// Decodes a generated key into its JSON token.
+fn decode_token(key: &str) -> Value {
+    assert!(
+        key.starts_with("ey"),
+        "generated key {key:?} does not start with ey"
+    );
+    let bytes = b64decode(key).unwrap_or_else(|| panic!("key {key:?} is not base64"));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("key {key:?} does not decode to JSON ({e}): {bytes:?}"))
+}
+
+/// Asserts the token is exactly `{"org": ORG, "id": <32 hex>, "h": h}`.
+fn assert_token(key: &str, h: &str) {
+    let tok = decode_token(key);
+    let id = tok["id"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        is_lower_hex(&id, 32),
+        "token id {id:?} is not 32 hex: {tok}"
+    );
+    assert_eq!(tok, json!({"org": ORG, "id": id, "h": h}), "key {key}");
+}
+
+#[tokio::test]
+async fn create_generates_token_key_with_sha256_hash() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
+    let (key, hash) = assert_added(&a, Some(64));
+    assert_token(&key, "sha256");
+    assert_key_works(&gw, &up, &key).await;
+
+    // Two creations give two different keys and hashes.
+    let (key2, hash2) = create_key(&gw, &session_for(&[API])).await;
+    assert_ne!(key, key2);
+    assert_ne!(hash, hash2);
+    assert_token(&key2, "sha256");
+}
+
+#[tokio::test]
+async fn post_tyk_keys_also_creates() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let a = admin(&gw, "POST", "/tyk/keys", Some(&session_for(&[API]))).await;
+    let (key, _) = assert_added(&a, Some(64));
+    assert_token(&key, "sha256");
+    assert_key_works(&gw, &up, &key).await;
+    let s = get_session(&gw, &key).await;
+    assert_eq!(s["org_id"], ORG);
+}
+
+/// Creates a key on a gateway with `hash_key_function: function`; checks
+/// the token's `h`, the key_hash length, auth, and `?hashed=true` lookup.
+async fn check_hash_function(function: &str, h: &str, hash_len: usize) {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_key_function": function})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
+    let (key, hash) = assert_added(&a, Some(hash_len));
+    assert_token(&key, h);
+    assert_key_works(&gw, &up, &key).await;
+    let s = get_session(&gw, &key).await;
+    let by_hash = get_session(&gw, &format!("{hash}?hashed=true")).await;
+    assert_eq!(s, by_hash, "{function}: GET by key and by hash differ");
+
+    // A custom key is hashed with the configured function too.
+    let a = admin(
+        &gw,
+        "POST",
+        "/tyk/keys/custom-key-1",
+        Some(&session_for(&[API])),
+    )
+    .await;
+    let (k, custom_hash) = assert_added(&a, Some(hash_len));
+    assert_eq!(k, "custom-key-1");
+    get_session(&gw, &format!("{custom_hash}?hashed=true")).await;
+    assert_key_works(&gw, &up, "custom-key-1").await;
+}
+
+#[tokio::test]
+async fn hash_function_default_is_sha256() {
+    check_hash_function("", "sha256", 64).await;
+}
+
+#[tokio::test]
+async fn hash_function_sha256() {
+    check_hash_function("sha256", "sha256", 64).await;
+}
+
+#[tokio::test]
+async fn hash_function_murmur32() {
+    check_hash_function("murmur32", "murmur32", 8).await;
+}
+
+#[tokio::test]
+async fn hash_function_murmur64() {
+    check_hash_function("murmur64", "murmur64", 16).await;
+}
+
+#[tokio::test]
+async fn hash_function_murmur128() {
+    check_hash_function("murmur128", "murmur128", 32).await;
+}
+
+#[tokio::test]
+async fn create_without_hashing_has_no_key_hash() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
+    let (key, _) = assert_added(&a, None);
+    assert_token(&key, "sha256");
+    assert_key_works(&gw, &up, &key).await;
+    let a = admin(
+        &gw,
+        "POST",
+        "/tyk/keys/plainkey",
+        Some(&session_for(&[API])),
+    )
+    .await;
+    let (k, _) = assert_added(&a, None);
+    assert_eq!(k, "plainkey");
+    assert_key_works(&gw, &up, "plainkey").await;
+}
+
+#[tokio::test]
+async fn custom_key_is_used_verbatim() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    create_custom_key(&gw, "my-custom-key", &session_for(&[API]), Some(64)).await;
+    assert_key_works(&gw, &up, "my-custom-key").await;
+    let s = get_session(&gw, "my-custom-key").await;
+    assert_eq!(s["org_id"], ORG);
+    // The entry as given (the gateway may add defaults such as
+    // `allowed_urls: []`).
+    let ar = &s["access_rights"];
+    assert_eq!(ar.as_object().map(|o| o.len()), Some(1), "{s}");
+    for (k, v) in rights(&[API])[API].as_object().unwrap() {
+        assert_eq!(&ar[API][k], v, "access_rights.{API}.{k}: {s}");
+    }
+    // Exactly min_token_length characters is long enough.
+    create_custom_key(&gw, "abc", &session_for(&[API]), Some(64)).await;
+    assert_key_works(&gw, &up, "abc").await;
+}
+
+fn too_short(len: usize, min: usize) -> String {
+    format!(
+        "custom key ID length {len} is less than min_token_length ({min}); the key would be \
+         unreachable at auth time. Use an ID of at least min_token_length characters, or lower \
+         min_token_length in the gateway configuration."
+    )
+}
+
+#[tokio::test]
+async fn custom_key_shorter_than_min_token_length_is_rejected() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/ab", Some(&session_for(&[API]))).await;
+    assert_admin_error(&a, 400, &too_short(2, 3));
+    assert_key_absent(&gw, "ab").await;
+    let r = get_with_key(&gw, "/api/ping", "ab").await;
+    assert_eq!(r.status / 100, 4, "{}{}", r.head, r.text());
+    assert_eq!(up.request_count(), 0);
+    let listed = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!((listed.status, &listed.json), (200, &json!({"keys": []})));
+}
+
+#[tokio::test]
+async fn custom_key_respects_configured_min_token_length() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"min_token_length": 10})).await;
+    let a = admin(
+        &gw,
+        "POST",
+        "/tyk/keys/shortkey",
+        Some(&session_for(&[API])),
+    )
+    .await;
+    assert_admin_error(&a, 400, &too_short(8, 10));
+    assert_key_absent(&gw, "shortkey").await;
+    create_custom_key(&gw, "tencharkey", &session_for(&[API]), Some(64)).await;
+    assert_key_works(&gw, &up, "tencharkey").await;
+}
+
+#[tokio::test]
+async fn get_round_trips_session_fields() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let body = session_with(
+        &[API],
+        json!({
+            "my_custom_field": {"a": [1]},
+            "meta_data": {"team": "blue", "n": 7},
+            "tags": ["t1", "t2"],
+            "alias": "someone",
+        }),
+    );
+    let (key, _) = create_key(&gw, &body).await;
+    let s = get_session(&gw, &key).await;
+    assert_eq!(s["my_custom_field"], json!({"a": [1]}), "{s}");
+    assert_eq!(s["meta_data"], json!({"team": "blue", "n": 7}), "{s}");
+    assert_eq!(s["tags"], json!(["t1", "t2"]), "{s}");
+    assert_eq!(s["alias"], "someone", "{s}");
+    assert_eq!(s["org_id"], ORG, "{s}");
+    assert_eq!(s["rate"], 1000, "{s}");
+    assert_eq!(s["per"], 1, "{s}");
+    assert_eq!(s["quota_max"], -1, "{s}");
+    assert_eq!(s["expires"], 0, "{s}");
+    assert_eq!(s["access_rights"][API]["api_id"], API, "{s}");
+    assert_eq!(
+        s["access_rights"][API]["versions"],
+        json!(["Default"]),
+        "{s}"
+    );
+    let created = s["date_created"].as_str().unwrap_or_default();
+    assert!(
+        !created.is_empty() && !created.starts_with("0001-"),
+        "date_created not set: {s}"
+    );
+    assert!(
+        s["last_updated"].is_string(),
+        "last_updated not a string: {s}"
+    );
+}
+
+#[tokio::test]
+async fn get_unknown_key_is_404() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let a = admin(&gw, "GET", "/tyk/keys/doesnotexist", None).await;
+    assert_admin_error(&a, 404, "Key not found");
+    let (key, _) = create_key(&gw, &session_for(&[API])).await;
+    for (variant, what) in key_variants(&key) {
+        let a = admin(&gw, "GET", &format!("/tyk/keys/{variant}"), None).await;
+        assert_eq!(a.status, 404, "{what}: {}", a.json);
+        assert_admin_error(&a, 404, "Key not found");
+    }
+}
+
+#[tokio::test]
+async fn put_modifies_and_keeps_date_created() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let body = session_with(&[API], json!({"my_custom_field": "before"}));
+    let (key, _) = create_key(&gw, &body).await;
+    let before = get_session(&gw, &key).await;
+
+    let update = session_with(&[API, "other"], json!({"my_custom_field": "after"}));
+    let a = admin(&gw, "PUT", &format!("/tyk/keys/{key}"), Some(&update)).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["key"], key.as_str(), "{}", a.json);
+    assert_eq!(a.json["status"], "ok", "{}", a.json);
+    assert_eq!(a.json["action"], "modified", "{}", a.json);
+
+    let after = get_session(&gw, &key).await;
+    assert_eq!(after["my_custom_field"], "after", "{after}");
+    assert_eq!(
+        after["access_rights"]["other"]["api_id"], "other",
+        "{after}"
+    );
+    assert_eq!(
+        after["date_created"], before["date_created"],
+        "{before}\n{after}"
+    );
+    assert!(after["last_updated"].is_string(), "{after}");
+
+    // The new access right is effective.
+    let r = get_with_key(&gw, "/other/x", &key).await;
+    assert_echo_ok(&r, "/x");
+    assert_eq!(up.last().header("authorization"), Some(key.as_str()));
+}
+
+#[tokio::test]
+async fn put_unknown_key_is_404_and_creates_nothing() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let a = admin(
+        &gw,
+        "PUT",
+        "/tyk/keys/nosuchkey",
+        Some(&session_for(&[API])),
+    )
+    .await;
+    assert_admin_error(&a, 404, "Key is not found");
+    assert_key_absent(&gw, "nosuchkey").await;
+    assert_key_rejected(&gw, &up, "nosuchkey").await;
+}
+
+#[tokio::test]
+async fn delete_removes_key() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let (key, _) = create_key(&gw, &session_for(&[API])).await;
+    let (keep, _) = create_key(&gw, &session_for(&[API])).await;
+    assert_key_works(&gw, &up, &key).await;
+
+    let a = admin(&gw, "DELETE", &format!("/tyk/keys/{key}"), None).await;
+    assert_eq!(
+        (a.status, &a.json),
+        (
+            200,
+            &json!({"key": key, "status": "ok", "action": "deleted"})
+        )
+    );
+    assert_key_absent(&gw, &key).await;
+    assert_key_rejected(&gw, &up, &key).await;
+
+    let a = admin(&gw, "DELETE", &format!("/tyk/keys/{key}"), None).await;
+    assert_admin_error(&a, 404, "There is no such key found");
+
+    // Other keys are untouched.
+    assert_key_works(&gw, &up, &keep).await;
+}
+
+#[tokio::test]
+async fn delete_unknown_key_is_404() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let a = admin(&gw, "DELETE", "/tyk/keys/nosuchkey", None).await;
+    assert_admin_error(&a, 404, "There is no such key found");
+}
+
+#[tokio::test]
+async fn hashed_flag_addresses_keys_by_hash() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let body = session_with(&[API], json!({"my_custom_field": 1}));
+    let (key, hash) = create_key(&gw, &body).await;
+
+    // Without the flag the hash is just an unknown raw key.
+    let a = admin(&gw, "GET", &format!("/tyk/keys/{hash}"), None).await;
+    assert_admin_error(&a, 404, "Key not found");
+    let a = admin(&gw, "PUT", &format!("/tyk/keys/{hash}"), Some(&body)).await;
+    assert_admin_error(&a, 404, "Key is not found");
+    let a = admin(&gw, "DELETE", &format!("/tyk/keys/{hash}"), None).await;
+    assert_admin_error(&a, 404, "There is no such key found");
+    // ... and the hash does not authenticate.
+    assert_key_rejected(&gw, &up, &hash).await;
+
+    // With the flag.
+    let by_hash = get_session(&gw, &format!("{hash}?hashed=true")).await;
+    assert_eq!(by_hash, get_session(&gw, &key).await);
+    assert_eq!(by_hash["my_custom_field"], 1);
+
+    let update = session_with(&[API], json!({"my_custom_field": 2}));
+    let a = admin(
+        &gw,
+        "PUT",
+        &format!("/tyk/keys/{hash}?hashed=true"),
+        Some(&update),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["status"], "ok", "{}", a.json);
+    assert_eq!(a.json["action"], "modified", "{}", a.json);
+    assert_eq!(get_session(&gw, &key).await["my_custom_field"], 2);
+    assert_key_works(&gw, &up, &key).await;
+
+    // An update by hash takes effect on the very next request.
+    let inactive = session_with(&[API], json!({"my_custom_field": 2, "is_inactive": true}));
+    let a = admin(
+        &gw,
+        "PUT",
+        &format!("/tyk/keys/{hash}?hashed=true"),
+        Some(&inactive),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let before = up.request_count();
+    let r = get_with_key(&gw, "/api/ping", &key).await;
+    assert_tyk_error(&r, 403, MSG_INACTIVE);
+    assert_eq!(up.request_count(), before);
+    let a = admin(
+        &gw,
+        "PUT",
+        &format!("/tyk/keys/{hash}?hashed=true"),
+        Some(&update),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_key_works(&gw, &up, &key).await;
+
+    // The raw key with the flag is not a hash.
+    let a = admin(&gw, "GET", &format!("/tyk/keys/{key}?hashed=true"), None).await;
+    assert_admin_error(&a, 404, "Key not found");
+
+    let a = admin(
+        &gw,
+        "DELETE",
+        &format!("/tyk/keys/{hash}?hashed=true"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["status"], "ok", "{}", a.json);
+    assert_eq!(a.json["action"], "deleted", "{}", a.json);
+    assert_key_absent(&gw, &key).await;
+    assert_key_rejected(&gw, &up, &key).await;
+    let a = admin(&gw, "GET", &format!("/tyk/keys/{hash}?hashed=true"), None).await;
+    assert_admin_error(&a, 404, "Key not found");
+}
+
+#[tokio::test]
+async fn hashed_flag_without_hashing_is_400() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
+    let (key, _) = assert_added(&a, None);
+    const MSG: &str = "Key requested by hash but key hashing is not enabled";
+    let a = admin(&gw, "GET", &format!("/tyk/keys/{key}?hashed=true"), None).await;
+    assert_admin_error(&a, 400, MSG);
+    let body = session_with(&[API], json!({"is_inactive": true}));
+    let a = admin(
+        &gw,
+        "PUT",
+        &format!("/tyk/keys/{key}?hashed=true"),
+        Some(&body),
+    )
+    .await;
+    assert_admin_error(&a, 400, MSG);
+    let a = admin(&gw, "DELETE", &format!("/tyk/keys/{key}?hashed=true"), None).await;
+    assert_admin_error(&a, 400, MSG);
+    // Nothing changed.
+    let s = get_session(&gw, &key).await;
+    assert_ne!(s["is_inactive"], json!(true), "{s}");
+    assert_key_works(&gw, &up, &key).await;
+}
+
+#[tokio::test]
+async fn hashed_listing_disabled_by_default() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    create_key(&gw, &session_for(&[API])).await;
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_admin_error(
+        &a,
+        404,
+        "Hashed key listing is disabled in config (enable_hashed_keys_listing)",
+    );
+}
+
+fn listed(a: &Admin) -> Vec<String> {
+    assert_eq!(a.status, 200, "{}", a.json);
+    let obj = a
+        .json
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {}", a.json));
+    assert_eq!(obj.len(), 1, "expected only \"keys\": {}", a.json);
+    let mut v: Vec<String> = a.json["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no keys array: {}", a.json))
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn hashed_listing_lists_hashes_and_filters_by_api() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"enable_hashed_keys_listing": true})).await;
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+
+    let (_k1, h1) = create_key(&gw, &session_for(&[API])).await;
+    let (_k2, h2) = create_key(&gw, &session_for(&["other"])).await;
+    let (_k3, h3) = create_key(&gw, &session_for(&[API, "other"])).await;
+    let a = admin(
+        &gw,
+        "POST",
+        "/tyk/keys/custom-listed",
+        Some(&session_for(&[API])),
+    )
+    .await;
+    let (_, h4) = assert_added(&a, Some(64));
+
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(
+        listed(&a),
+        sorted(vec![h1.clone(), h2.clone(), h3.clone(), h4.clone()])
+    );
+    let a = admin(&gw, "GET", &format!("/tyk/keys?api_id={API}"), None).await;
+    assert_eq!(listed(&a), sorted(vec![h1.clone(), h3.clone(), h4.clone()]));
+    let a = admin(&gw, "GET", "/tyk/keys?api_id=other", None).await;
+    assert_eq!(listed(&a), sorted(vec![h2, h3.clone()]));
+    let a = admin(&gw, "GET", "/tyk/keys?api_id=nope", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+
+    let a = admin(&gw, "DELETE", &format!("/tyk/keys/{h1}?hashed=true"), None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let a = admin(&gw, "GET", &format!("/tyk/keys?api_id={API}"), None).await;
+    assert_eq!(listed(&a), sorted(vec![h3, h4]));
+}
+
+#[tokio::test]
+async fn unhashed_listing_lists_raw_keys_and_filters_by_api() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
+    let (k1, _) = assert_added(&a, None);
+    let a = admin(
+        &gw,
+        "POST",
+        "/tyk/keys/create",
+        Some(&session_for(&["other"])),
+    )
+    .await;
+    let (k2, _) = assert_added(&a, None);
+    let custom_body = session_with(&[API], json!({"my_custom_field": "rawcustom"}));
+    let a = admin(&gw, "POST", "/tyk/keys/rawcustom", Some(&custom_body)).await;
+    assert_added(&a, None);
+
+    // Custom keys are listed as stored: either the ID itself or, like
+    // Tyk, the org-scoped token `{"org":"default","id":"rawcustom",...}`.
+    // Whatever is listed must address the key.
+    let custom_token = |listed: &[String]| -> String {
+        let found: Vec<&String> = listed
+            .iter()
+            .filter(|k| {
+                *k == "rawcustom"
+                    || b64decode(k)
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .is_some_and(|t| t["org"] == ORG && t["id"] == "rawcustom")
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "custom key not listed once: {listed:?}");
+        found[0].clone()
+    };
+
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    let all = listed(&a);
+    let c = custom_token(&all);
+    assert_eq!(all, sorted(vec![k1.clone(), k2.clone(), c.clone()]));
+    assert_eq!(get_session(&gw, &c).await["my_custom_field"], "rawcustom");
+    for k in [&k1, &k2] {
+        assert_eq!(get_session(&gw, k).await["org_id"], ORG);
+    }
+    let a = admin(&gw, "GET", &format!("/tyk/keys?api_id={API}"), None).await;
+    assert_eq!(listed(&a), sorted(vec![k1, c]));
+    let a = admin(&gw, "GET", "/tyk/keys?api_id=other", None).await;
+    assert_eq!(listed(&a), vec![k2]);
+}
+
+const MALFORMED: &[&[u8]] = &[
+    b"{",
+    b"{\"org_id\": \"default\", \"access_rights\": ",
+    b"not json at all",
+    b"{\"org_id\": \"default\",}",
+];
+
+#[tokio::test]
+async fn malformed_create_is_400_and_stores_nothing() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    for body in MALFORMED {
+        for path in [
+            "/tyk/keys/create",
+            "/tyk/keys",
+            "/tyk/keys/malformed-custom",
+        ] {
+            let a = admin_bytes(&gw, "POST", path, body).await;
+            assert_eq!(
+                a.status,
+                400,
+                "POST {path} {:?}: {}",
+                String::from_utf8_lossy(body),
+                a.json
+            );
+            assert_admin_error(&a, 400, "Request malformed");
+        }
+    }
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+    assert_key_absent(&gw, "malformed-custom").await;
+    assert_key_rejected(&gw, &up, "malformed-custom").await;
+}
+
+#[tokio::test]
+async fn malformed_put_is_400_and_keeps_key() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    let body = session_with(&[API], json!({"my_custom_field": "kept"}));
+    let (key, hash) = create_key(&gw, &body).await;
+    let before = get_session(&gw, &key).await;
+    for body in MALFORMED {
+        let a = admin_bytes(&gw, "PUT", &format!("/tyk/keys/{key}"), body).await;
+        assert_admin_error(&a, 400, "Request malformed");
+        let a = admin_bytes(&gw, "PUT", &format!("/tyk/keys/{hash}?hashed=true"), body).await;
+        assert_admin_error(&a, 400, "Request malformed");
+    }
+    assert_eq!(get_session(&gw, &key).await, before);
+    assert_key_works(&gw, &up, &key).await;
+}
+
+const NO_RIGHTS: &str =
+    "Failed to create key, keys must have at least one Access Rights record set.";
+
+#[tokio::test]
+async fn empty_access_rights_rejected_without_master_keys() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let mut no_rights = session_for(&[]);
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&no_rights)).await;
+    assert_admin_error(&a, 400, NO_RIGHTS);
+    let a = admin(&gw, "POST", "/tyk/keys/masterkey", Some(&no_rights)).await;
+    assert_admin_error(&a, 400, NO_RIGHTS);
+    no_rights.as_object_mut().unwrap().remove("access_rights");
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&no_rights)).await;
+    assert_admin_error(&a, 400, NO_RIGHTS);
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+    assert_key_rejected(&gw, &up, "masterkey").await;
+}
+
+#[tokio::test]
+async fn empty_access_rights_allowed_with_master_keys() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"allow_master_keys": true})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[]))).await;
+    let (key, _) = assert_added(&a, Some(64));
+    let s = get_session(&gw, &key).await;
+    assert_eq!(s["org_id"], ORG);
+}
+
+#[tokio::test]
+async fn key_endpoints_require_the_secret() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let body = serde_json::to_vec(&session_for(&[API])).unwrap();
+    for (method, path) in [
+        ("POST", "/tyk/keys/create"),
+        ("POST", "/tyk/keys"),
+        ("POST", "/tyk/keys/sneaky-key"),
+        ("GET", "/tyk/keys"),
+    ] {
+        for auth in [None, Some("wrong-secret")] {
+            let mut headers = vec![("Content-Type", "application/json")];
+            if let Some(a) = auth {
+                headers.push(("x-tyk-authorization", a));
+            }
+            let r = request(gw.addr(), method, path, &headers, &body).await;
+            let v: Value = serde_json::from_slice(&r.body)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", r.text()));
+            assert_eq!(
+                (r.status, v),
+                (
+                    403,
+                    json!({"status": "error", "message": "Attempted administrative access with invalid or missing key!"})
+                ),
+                "{method} {path} auth {auth:?}"
+            );
+        }
+    }
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+    assert_key_absent(&gw, "sneaky-key").await;
+}
+
+#[tokio::test]
+async fn keys_survive_sigkill_and_deletes_stay_deleted() {
+    let up = MockUpstream::start().await;
+    let mut gw = start(&up, json!({})).await;
+    let body = session_with(&[API], json!({"my_custom_field": {"a": [1]}}));
+    let (kept, kept_hash) = create_key(&gw, &body).await;
+    let (deleted, _) = create_key(&gw, &body).await;
+    create_custom_key(&gw, "custom-durable", &body, Some(64)).await;
+    let a = admin(&gw, "DELETE", &format!("/tyk/keys/{deleted}"), None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let kept_before = get_session(&gw, &kept).await;
+    assert!(
+        gw.dir().join("data").exists(),
+        "default embedded store {:?} not created",
+        gw.dir().join("data")
+    );
+
+    // `restart` kills the process with SIGKILL (no graceful shutdown).
+    restart_gw(&mut gw).await;
+
+    assert_key_works(&gw, &up, &kept).await;
+    assert_key_works(&gw, &up, "custom-durable").await;
+    assert_eq!(get_session(&gw, &kept).await, kept_before);
+    assert_eq!(
+        get_session(&gw, &format!("{kept_hash}?hashed=true")).await,
+        kept_before
+    );
+    assert_key_absent(&gw, &deleted).await;
+    assert_key_rejected(&gw, &up, &deleted).await;
+}
+
+#[tokio::test]
+async fn embedded_store_path_is_relative_to_config_folder() {
+    let up = MockUpstream::start().await;
+    let mut gw = start(
+        &up,
+        json!({"storage": {"type": "embedded", "path": "keystore"}}),
+    )
+    .await;
+    let (key, _) = create_key(&gw, &session_for(&[API])).await;
+    assert!(
+        gw.dir().join("keystore").exists(),
+        "configured embedded store {:?} not created",
+        gw.dir().join("keystore")
+    );
+    restart_gw(&mut gw).await;
+    assert_key_works(&gw, &up, &key).await;
+}
+
+#[tokio::test]
+async fn wrongly_typed_body_is_400_request_malformed() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let bodies: &[&[u8]] = &[
+        b"[]",
+        b"\"a string\"",
+        b"{\"org_id\": \"default\", \"access_rights\": \"nope\"}",
+        b"{\"org_id\": 5, \"access_rights\": {}}",
+    ];
+    for body in bodies {
+        let a = admin_bytes(&gw, "POST", "/tyk/keys/typed-custom", body).await;
+        assert_eq!(
+            a.status,
+            400,
+            "{:?}: {}",
+            String::from_utf8_lossy(body),
+            a.json
+        );
+        assert_admin_error(&a, 400, "Request malformed");
+    }
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn generated_key_carries_the_session_org() {
+    let up = MockUpstream::start().await;
+    let mut acme_api = keyed_api("acme-api", "/acme/", &up.url(), json!({}));
+    acme_api["org_id"] = json!("acme");
+    let gw = start_gw(
+        gateway!()
+            .api("keyed.json", keyed_api(API, LISTEN, &up.url(), json!({})))
+            .api("acme.json", acme_api),
+    )
+    .await;
+    let mut body = session_for(&["acme-api"]);
+    body["org_id"] = json!("acme");
+    let (key, _) = create_key(&gw, &body).await;
+    let tok = decode_token(&key);
+    assert_eq!(tok["org"], "acme", "{tok}");
+    assert_eq!(tok["h"], "sha256", "{tok}");
+    let r = get_with_key(&gw, "/acme/x", &key).await;
+    assert_echo_ok(&r, "/x");
+    assert_eq!(up.last().header("authorization"), Some(key.as_str()));
+    assert_eq!(get_session(&gw, &key).await["org_id"], "acme");
+}
+
+#[tokio::test]
+async fn concurrent_creates_are_distinct_and_usable() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({"hash_keys": false})).await;
+    let addr = gw.addr();
+    let secret = gw.secret().to_owned();
+    let body = serde_json::to_vec(&session_for(&[API])).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let secret = secret.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = if i % 2 == 0 {
+                "/tyk/keys/create".to_owned()
+            } else {
+                format!("/tyk/keys/concurrent-{i}")
+            };
+            let r = request(
+                addr,
+                "POST",
+                &path,
+                &[
+                    ("x-tyk-authorization", secret.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                &body,
+            )
+            .await;
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(r.status, 200, "{path}: {v}");
+            v["key"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut keys = Vec::new();
+    for t in tasks {
+        keys.push(t.await.unwrap());
+    }
+    let mut distinct = keys.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 16, "{keys:?}");
+    for k in &keys {
+        assert_key_works(&gw, &up, k).await;
+    }
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a).len(), 16, "{}", a.json);
+}
+
+#[tokio::test]
+async fn deleted_custom_key_can_be_created_again() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({})).await;
+    create_custom_key(&gw, "again-key", &session_for(&[API]), Some(64)).await;
+    assert_key_works(&gw, &up, "again-key").await;
+    let a = admin(&gw, "DELETE", "/tyk/keys/again-key", None).await;
+    assert_eq!(
+        (a.status, &a.json),
+        (
+            200,
+            &json!({"key": "again-key", "status": "ok", "action": "deleted"})
+        )
+    );
+    assert_key_rejected(&gw, &up, "again-key").await;
+    let body = session_with(&[API], json!({"my_custom_field": "second"}));
+    create_custom_key(&gw, "again-key", &body, Some(64)).await;
+    assert_key_works(&gw, &up, "again-key").await;
+    assert_eq!(
+        get_session(&gw, "again-key").await["my_custom_field"],
+        "second"
+    );
+}
+
+#[tokio::test]
+async fn updates_survive_sigkill() {
+    let up = MockUpstream::start().await;
+    let mut gw = start(&up, json!({"hash_keys": false})).await;
+    let a = admin(&gw, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
+    let (key, _) = assert_added(&a, None);
+    let mut s = get_session(&gw, &key).await;
+    s["is_inactive"] = json!(true);
+    s["my_custom_field"] = json!("updated");
+    let a = admin(&gw, "PUT", &format!("/tyk/keys/{key}"), Some(&s)).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let updated = get_session(&gw, &key).await;
+
+    restart_gw(&mut gw).await;
+
+    assert_eq!(get_session(&gw, &key).await, updated);
+    let before = up.request_count();
+    let r = get_with_key(&gw, "/api/ping", &key).await;
+    assert_tyk_error(&r, 403, MSG_INACTIVE);
+    assert_eq!(up.request_count(), before);
+    let a = admin(&gw, "GET", "/tyk/keys", None).await;
+    assert_eq!(listed(&a), vec![key]);
+}

@@ -1,0 +1,332 @@
+//! Policies from the `policies.policy_record_name` file: keys that apply
+//! them, the /tyk/policies endpoints, and reloading an edited file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/keys.rs"]
+mod keys_common;
+
+use std::path::PathBuf;
+
+use keys_common::*;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tollgate_testkit::raw::assert_tyk_error;
+use tollgate_testkit::{Gateway, MockUpstream, gateway};
+
+const API: &str = "keyed";
+
+fn policy(api_ids: &[&str], extra: Value) -> Value {
+    let mut p = json!({
+        "org_id": ORG,
+        "rate": 100,
+        "per": 1,
+        "quota_max": 1000,
+        "quota_renewal_rate": 3600,
+        "access_rights": rights(api_ids),
+        "tags": ["gold"],
+    });
+    tollgate_testkit::merge_json(&mut p, extra);
+    p
+}
+
+fn gold(api_ids: &[&str]) -> Value {
+    policy(api_ids, json!({}))
+}
+
+/// A policy file in its own temp folder next to the gateway's, named in
+/// tyk.conf by a path relative to the gateway's config folder.
+struct PolicyFile {
+    dir: TempDir,
+}
+
+impl PolicyFile {
+    fn new(policies: &Value) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-policies-")
+            .tempdir_in(std::env::temp_dir())
+            .unwrap();
+        let f = Self { dir };
+        f.write(policies);
+        f
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("policies.json")
+    }
+
+    fn write(&self, policies: &Value) {
+        std::fs::write(self.path(), serde_json::to_vec_pretty(policies).unwrap()).unwrap();
+    }
+
+    /// `../<folder>/policies.json`: the gateway's temp folder and this one
+    /// share a parent.
+    fn relative(&self) -> String {
+        format!(
+            "../{}/policies.json",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+}
+
+async fn start_with(up: &MockUpstream, pf: &PolicyFile, policies_conf: Value) -> Gateway {
+    let mut policies = json!({"policy_record_name": pf.relative()});
+    tollgate_testkit::merge_json(&mut policies, policies_conf);
+    start_gw(
+        gateway!()
+            .conf(json!({"policies": policies}))
+            .api("keyed.json", keyed_api(API, "/api/", &up.url(), json!({})))
+            .api(
+                "other.json",
+                keyed_api("other", "/other/", &up.url(), json!({})),
+            ),
+    )
+    .await
+}
+
+async fn start(up: &MockUpstream, pf: &PolicyFile) -> Gateway {
+    start_with(up, pf, json!({})).await
+}
+
+async fn reload(gw: &Gateway) {
+    let a = admin(gw, "GET", "/tyk/reload?block=true", None).await;
+    assert_eq!(
+        (a.status, &a.json),
+        (200, &json!({"status": "ok", "message": ""}))
+    );
+}
+
+/// A key body applying `policies` with no access rights of its own.
+fn policy_key(policies: &[&str]) -> Value {
+    json!({
+        "org_id": ORG,
+        "allowance": 1000,
+        "rate": 1000,
+        "per": 1,
+        "expires": 0,
+        "quota_max": -1,
+        "apply_policies": policies,
+    })
+}
+
+async fn assert_ok(gw: &Gateway, up: &MockUpstream, target: &str, key: &str, upstream: &str) {
+    let before = up.request_count();
+    let r = get_with_key(gw, target, key).await;
+    assert_echo_ok(&r, upstream);
+    assert_eq!(up.request_count(), before + 1);
+    let rec = up.last();
+    assert_eq!(rec.path, upstream);
+    assert_eq!(rec.header("authorization"), Some(key));
+}
+
+async fn assert_denied(
+    gw: &Gateway,
+    up: &MockUpstream,
+    target: &str,
+    key: &str,
+    status: u16,
+    msg: &str,
+) {
+    let before = up.request_count();
+    let r = get_with_key(gw, target, key).await;
+    assert_eq!(r.status, status, "{target}: {}{}", r.head, r.text());
+    assert_tyk_error(&r, status, msg);
+    assert_eq!(
+        up.request_count(),
+        before,
+        "a rejected request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn key_with_only_a_policy_gets_the_policy_access() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let gw = start(&up, &pf).await;
+    let (key, hash) = create_key(&gw, &policy_key(&["gold"])).await;
+    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    // The policy grants only its APIs.
+    assert_denied(&gw, &up, "/other/p", &key, 403, MSG_DISALLOWED).await;
+
+    let s = get_session(&gw, &key).await;
+    assert_eq!(s["apply_policies"], json!(["gold"]), "{s}");
+    assert_eq!(s["org_id"], ORG, "{s}");
+    assert_eq!(get_session(&gw, &format!("{hash}?hashed=true")).await, s);
+
+    // A custom key with a policy too.
+    create_custom_key(&gw, "policy-custom", &policy_key(&["gold"]), Some(64)).await;
+    assert_ok(&gw, &up, "/api/p", "policy-custom", "/p").await;
+}
+
+#[tokio::test]
+async fn policy_source_file_is_accepted() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let gw = start_with(&up, &pf, json!({"policy_source": "file"})).await;
+    let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
+    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+}
+
+#[tokio::test]
+async fn list_and_get_policies() {
+    let up = MockUpstream::start().await;
+    let silver = policy(&["other"], json!({"rate": 10, "tags": ["silver"]}));
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API]), "silver": silver}));
+    let gw = start(&up, &pf).await;
+
+    let a = admin(&gw, "GET", "/tyk/policies", None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let list = a
+        .json
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {}", a.json));
+    let mut ids: Vec<&str> = list
+        .iter()
+        .map(|p| p["id"].as_str().unwrap_or(""))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["gold", "silver"], "{}", a.json);
+    let g = list.iter().find(|p| p["id"] == "gold").unwrap();
+    // Numbers compare by value (Tyk's floats print as `100`, serde's as
+    // `100.0`; both are the JSON number 100).
+    assert_eq!(g["rate"].as_f64(), Some(100.0), "{g}");
+    assert_eq!(g["per"].as_f64(), Some(1.0), "{g}");
+    assert_eq!(g["quota_max"].as_f64(), Some(1000.0), "{g}");
+    assert_eq!(g["quota_renewal_rate"].as_f64(), Some(3600.0), "{g}");
+    assert_eq!(g["tags"], json!(["gold"]), "{g}");
+    assert_eq!(g["org_id"], ORG, "{g}");
+    assert_eq!(g["access_rights"][API]["api_id"], API, "{g}");
+
+    let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(&a.json, g);
+    let a = admin(&gw, "GET", "/tyk/policies/silver", None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["id"], "silver");
+    assert_eq!(a.json["rate"].as_f64(), Some(10.0), "{}", a.json);
+    assert_eq!(a.json["tags"], json!(["silver"]));
+    assert_eq!(a.json["access_rights"]["other"]["api_id"], "other");
+
+    let a = admin(&gw, "GET", "/tyk/policies/bronze", None).await;
+    assert_admin_error(&a, 404, "Policy not found");
+}
+
+#[tokio::test]
+async fn policies_endpoints_require_the_secret() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let gw = start(&up, &pf).await;
+    for path in ["/tyk/policies", "/tyk/policies/gold"] {
+        let r = tollgate_testkit::raw::get(gw.addr(), path, &[]).await;
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (r.status, v),
+            (
+                403,
+                json!({"status": "error", "message": "Attempted administrative access with invalid or missing key!"})
+            ),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_policy_fails_creation() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let gw = start_with(&up, &pf, json!({})).await;
+    for path in ["/tyk/keys/create", "/tyk/keys/unknown-policy-key"] {
+        let a = admin(&gw, "POST", path, Some(&policy_key(&["nope"]))).await;
+        assert_eq!(a.status, 500, "{path}: {}", a.json);
+        assert_eq!(a.json["status"], "error", "{path}: {}", a.json);
+        let msg = a.json["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with("Failed to create key"),
+            "{path}: {}",
+            a.json
+        );
+        // Also with access rights of its own.
+        let body = session_with(&[API], json!({"apply_policies": ["nope"]}));
+        let a = admin(&gw, "POST", path, Some(&body)).await;
+        assert_eq!(a.status, 500, "{path}: {}", a.json);
+        assert_eq!(a.json["status"], "error", "{path}: {}", a.json);
+        let msg = a.json["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with("Failed to create key"),
+            "{path}: {}",
+            a.json
+        );
+    }
+    assert_key_absent(&gw, "unknown-policy-key").await;
+    assert_denied(
+        &gw,
+        &up,
+        "/api/p",
+        "unknown-policy-key",
+        403,
+        MSG_DISALLOWED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn editing_the_policy_file_and_reloading_revokes_access() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let gw = start(&up, &pf).await;
+    let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
+    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    assert_denied(&gw, &up, "/other/p", &key, 403, MSG_DISALLOWED).await;
+
+    pf.write(&json!({"gold": gold(&["other"])}));
+    reload(&gw).await;
+    assert_denied(&gw, &up, "/api/p", &key, 403, MSG_DISALLOWED).await;
+    assert_ok(&gw, &up, "/other/p", &key, "/p").await;
+    let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(
+        a.json["access_rights"]["other"]["api_id"], "other",
+        "{}",
+        a.json
+    );
+    assert!(a.json["access_rights"].get(API).is_none(), "{}", a.json);
+
+    // And back.
+    pf.write(&json!({"gold": gold(&[API])}));
+    reload(&gw).await;
+    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+}
+
+#[tokio::test]
+async fn inactive_policy_makes_its_keys_inactive() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({
+        "gold": gold(&[API]),
+        "off": policy(&[API], json!({"is_inactive": true})),
+    }));
+    let gw = start(&up, &pf).await;
+    let (off_key, _) = create_key(&gw, &policy_key(&["off"])).await;
+    assert_denied(&gw, &up, "/api/p", &off_key, 403, MSG_INACTIVE).await;
+
+    let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
+    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    pf.write(&json!({
+        "gold": policy(&[API], json!({"is_inactive": true})),
+        "off": policy(&[API], json!({"is_inactive": true})),
+    }));
+    reload(&gw).await;
+    assert_denied(&gw, &up, "/api/p", &key, 403, MSG_INACTIVE).await;
+}
+
+#[tokio::test]
+async fn policy_keys_survive_restart() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let mut gw = start(&up, &pf).await;
+    let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
+    restart_gw(&mut gw).await;
+    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["id"], "gold");
+}
