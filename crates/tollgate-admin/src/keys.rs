@@ -273,8 +273,8 @@ async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionStat
     let now = unix_now();
     let live = |snapshot: Option<tollgate_limits::QuotaSnapshot>, max: i64| match snapshot {
         // A period that has ended counts as renewed.
-        Some(s) if s.renews_at == 0 || now < s.renews_at => {
-            Some(((max - s.used).max(0), s.renews_at))
+        Some(s) if s.renews_at_ms == 0 || now.saturating_mul(1000) < s.renews_at_ms => {
+            Some(((max - s.used).max(0), s.renews_at()))
         }
         _ => None,
     };

@@ -55,6 +55,10 @@ pub struct TykConf {
     pub graceful_shutdown_timeout_duration: Option<u64>,
     /// What `X-RateLimit-*` report: `quotas` (default) or `rate_limits`.
     pub rate_limit_response_headers: String,
+    /// Read API definitions from a database instead of `app_path`.
+    pub use_db_app_configs: bool,
+    /// Database settings for API definitions.
+    pub db_app_conf_options: DbAppConfOptions,
     /// Tollgate extension: worker threads (0 or absent = one per CPU).
     pub worker_threads: Option<usize>,
 }
@@ -86,6 +90,14 @@ pub struct StorageConf {
     pub use_ssl: bool,
     /// Network timeout in seconds.
     pub timeout: Option<u64>,
+}
+
+/// `db_app_conf_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DbAppConfOptions {
+    /// For Tollgate: a `postgres://` URL (Tyk's Dashboard URLs are not supported).
+    pub connection_string: Secret,
 }
 
 /// `policies`: where policies come from.

@@ -163,6 +163,8 @@ pub struct GatewayConfig {
     /// `X-RateLimit-*` report the rate limit (`rate_limit_response_headers: rate_limits`)
     /// instead of the quota.
     pub rate_limit_headers: bool,
+    /// PostgreSQL URL of the API definitions table (`use_db_app_configs`); `None` = files.
+    pub api_db_url: Option<Secret>,
     /// `policies.policy_record_name`, resolved; `None` = no policies.
     pub policy_file: Option<PathBuf>,
     /// Tyk's `enable_analytics`.
@@ -275,6 +277,20 @@ impl GatewayConfig {
             }
         };
 
+        let api_db_url = if file.use_db_app_configs {
+            let url = file.db_app_conf_options.connection_string.expose().trim();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "db_app_conf_options.connection_string",
+                    "must be a postgres:// URL (Tyk Dashboard connections are not supported)"
+                        .into(),
+                ));
+            }
+            Some(Secret::new(url))
+        } else {
+            None
+        };
+
         let worker_threads = match file.worker_threads {
             Some(0) | None => std::thread::available_parallelism().map_or(1, usize::from),
             Some(n) => n,
@@ -307,6 +323,7 @@ impl GatewayConfig {
                 basic_auth_hash_key_function: file.basic_auth_hash_key_function.clone(),
             },
             storage,
+            api_db_url,
             rate_limit_headers: file.rate_limit_response_headers == "rate_limits",
             policy_file,
             enable_analytics: file.enable_analytics,

@@ -8,19 +8,18 @@
 
 mod load;
 pub mod model;
+pub mod pg;
 mod spec;
 
-pub use load::{LoadOutcome, LoadedApi, load_dir};
+pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
-
-use std::path::PathBuf;
 
 /// Why one API definition was rejected.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}{}{message}", source_prefix(.file), field_prefix(.field))]
+#[error("{}{}{message}", origin_prefix(.origin), field_prefix(.field))]
 pub struct DefinitionError {
-    /// The file it came from, when it came from a file.
-    pub file: Option<PathBuf>,
+    /// Where it came from (a file path, or a database row), when known.
+    pub origin: Option<String>,
     /// Dotted path of the offending field (`.` for the whole document).
     pub field: String,
     /// What is wrong.
@@ -35,23 +34,24 @@ fn field_prefix(field: &str) -> String {
     }
 }
 
-fn source_prefix(file: &Option<PathBuf>) -> String {
-    file.as_ref()
-        .map(|f| format!("API definition {}: ", f.display()))
+fn origin_prefix(origin: &Option<String>) -> String {
+    origin
+        .as_ref()
+        .map(|o| format!("API definition {o}: "))
         .unwrap_or_default()
 }
 
 impl DefinitionError {
     pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            file: None,
+            origin: None,
             field: field.into(),
             message: message.into(),
         }
     }
 
-    pub(crate) fn in_file(mut self, file: PathBuf) -> Self {
-        self.file = Some(file);
+    pub(crate) fn at(mut self, source: &ApiSource) -> Self {
+        self.origin = Some(source.to_string());
         self
     }
 }

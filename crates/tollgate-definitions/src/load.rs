@@ -1,9 +1,28 @@
-//! Loading a folder of definition files.
+//! Loading API definitions from a folder of files or from database rows.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::{ApiSpec, DefinitionError};
+
+/// Where a definition lives, so admin writes go back to the same place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiSource {
+    /// A file in `app_path`.
+    File(PathBuf),
+    /// A row of the definitions table, by `api_id`.
+    Database(String),
+}
+
+impl fmt::Display for ApiSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Database(id) => write!(f, "database row `{id}`"),
+        }
+    }
+}
 
 /// One API definition that loaded.
 #[derive(Debug, Clone)]
@@ -12,22 +31,22 @@ pub struct LoadedApi {
     pub spec: ApiSpec,
     /// The document as written, returned verbatim by the admin API.
     pub raw: serde_json::Value,
-    /// The file it came from.
-    pub file: PathBuf,
+    /// Where it came from.
+    pub source: ApiSource,
 }
 
-/// What a folder scan produced.
+/// What a scan produced.
 #[derive(Debug, Default)]
 pub struct LoadOutcome {
-    /// Definitions that loaded, in file-name order.
+    /// Definitions that loaded, in source order.
     pub apis: Vec<LoadedApi>,
-    /// Files that were skipped, with why.
+    /// Definitions that were skipped, with why.
     pub errors: Vec<DefinitionError>,
 }
 
 /// Reads every `*.json` file in `dir`, in file-name order so conflicts resolve the same way on
 /// every start. A broken file is reported and skipped; an API whose `api_id`, or whose
-/// domain + listen path, is already taken by an earlier active file is rejected.
+/// domain + listen path, is already taken by an earlier active one is rejected.
 ///
 /// # Errors
 /// Only when the folder itself cannot be read.
@@ -38,53 +57,82 @@ pub fn load_dir(dir: &Path) -> std::io::Result<LoadOutcome> {
         .filter(|p| p.extension().is_some_and(|e| e == "json") && p.is_file())
         .collect();
     files.sort();
+    Ok(collect(files.into_iter().map(|file| {
+        let parsed = read_file(&file);
+        (ApiSource::File(file), parsed)
+    })))
+}
 
+/// Validates database rows `(api_id, definition)` with the same rules as files, in the order
+/// given (callers sort by `api_id`).
+pub fn load_rows(rows: Vec<(String, serde_json::Value)>) -> LoadOutcome {
+    collect(rows.into_iter().map(|(id, raw)| {
+        let parsed = parse(raw);
+        (ApiSource::Database(id), parsed)
+    }))
+}
+
+fn collect(
+    items: impl Iterator<
+        Item = (
+            ApiSource,
+            Result<(ApiSpec, serde_json::Value), DefinitionError>,
+        ),
+    >,
+) -> LoadOutcome {
     let mut out = LoadOutcome::default();
     let mut ids = HashSet::new();
     let mut routes = HashSet::new();
-    for file in files {
-        match load_file(&file) {
-            Ok((spec, raw)) => {
-                if !ids.insert(spec.api_id.clone()) {
-                    out.errors.push(
-                        DefinitionError::new(
-                            "api_id",
-                            format!("`{}` is already used by an earlier file", spec.api_id),
-                        )
-                        .in_file(file),
-                    );
-                    continue;
-                }
-                if spec.active && !routes.insert((spec.domain.clone(), spec.listen_path.clone())) {
-                    out.errors.push(
-                        DefinitionError::new(
-                            "proxy.listen_path",
-                            format!(
-                                "`{}`{} is already served by an earlier file",
-                                spec.listen_path,
-                                spec.domain
-                                    .as_deref()
-                                    .map(|d| format!(" on domain `{d}`"))
-                                    .unwrap_or_default()
-                            ),
-                        )
-                        .in_file(file),
-                    );
-                    continue;
-                }
-                out.apis.push(LoadedApi { spec, raw, file });
+    for (source, parsed) in items {
+        let (spec, raw) = match parsed {
+            Ok(ok) => ok,
+            Err(err) => {
+                out.errors.push(err.at(&source));
+                continue;
             }
-            Err(err) => out.errors.push(err.in_file(file)),
+        };
+        if !ids.insert(spec.api_id.clone()) {
+            out.errors.push(
+                DefinitionError::new(
+                    "api_id",
+                    format!("`{}` is already used by an earlier definition", spec.api_id),
+                )
+                .at(&source),
+            );
+            continue;
         }
+        if spec.active && !routes.insert((spec.domain.clone(), spec.listen_path.clone())) {
+            let domain = spec
+                .domain
+                .as_deref()
+                .map(|d| format!(" on domain `{d}`"))
+                .unwrap_or_default();
+            out.errors.push(
+                DefinitionError::new(
+                    "proxy.listen_path",
+                    format!(
+                        "`{}`{domain} is already served by an earlier definition",
+                        spec.listen_path
+                    ),
+                )
+                .at(&source),
+            );
+            continue;
+        }
+        out.apis.push(LoadedApi { spec, raw, source });
     }
-    Ok(out)
+    out
 }
 
-fn load_file(file: &Path) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
+fn read_file(file: &Path) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| DefinitionError::new(".", format!("cannot read: {e}")))?;
     let raw: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| DefinitionError::new(".", format!("invalid JSON: {e}")))?;
+    parse(raw)
+}
+
+fn parse(raw: serde_json::Value) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
     if !raw.is_object() {
         return Err(DefinitionError::new(".", "must be a JSON object"));
     }

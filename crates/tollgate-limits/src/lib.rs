@@ -76,18 +76,12 @@ impl LocalLimits {
     }
 
     /// Counts one request against `max` per `renewal_secs` (see [`Quota::check`]).
-    pub fn check_quota(
-        &self,
-        id: &str,
-        max: i64,
-        renewal_secs: i64,
-        now_unix: i64,
-    ) -> QuotaDecision {
+    pub fn check_quota(&self, id: &str, max: i64, renewal_secs: i64, now_ms: i64) -> QuotaDecision {
         let quota = self.quota(id);
         let mut q = quota
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        q.check(max, renewal_secs, now_unix)
+        q.check(max, renewal_secs, now_ms)
     }
 
     /// The quota state of a counter without counting.

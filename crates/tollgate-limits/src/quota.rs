@@ -4,8 +4,9 @@
 #[derive(Debug, Clone, Default)]
 pub struct Quota {
     used: i64,
-    /// Unix seconds when the period ends; 0 = no period started.
-    renews_at: i64,
+    /// Unix milliseconds when the period ends; 0 = no period started. Milliseconds, so a
+    /// period lasts its full length and not "until the next whole second".
+    renews_at_ms: i64,
     dirty: bool,
 }
 
@@ -14,8 +15,23 @@ pub struct Quota {
 pub struct QuotaSnapshot {
     /// Requests used in the period.
     pub used: i64,
-    /// Unix seconds when the period ends (0 = not started).
-    pub renews_at: i64,
+    /// Unix milliseconds when the period ends (0 = not started).
+    pub renews_at_ms: i64,
+}
+
+impl QuotaSnapshot {
+    /// The period end in Unix seconds, rounded up (as reported to clients).
+    pub fn renews_at(&self) -> i64 {
+        ceil_secs(self.renews_at_ms)
+    }
+}
+
+fn ceil_secs(ms: i64) -> i64 {
+    if ms <= 0 {
+        0
+    } else {
+        ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0)
+    }
 }
 
 /// The outcome of counting one request.
@@ -25,7 +41,7 @@ pub struct QuotaDecision {
     pub allowed: bool,
     /// Requests left in the period after this one (never negative).
     pub remaining: i64,
-    /// Unix seconds when the period ends.
+    /// Unix seconds when the period ends (rounded up).
     pub renews_at: i64,
 }
 
@@ -33,24 +49,24 @@ impl Quota {
     /// Counts one request against `max` per `renewal_secs`. `max ≤ 0` is unlimited (nothing
     /// counted); `renewal_secs ≤ 0` never renews. A refused request is not counted, so
     /// exactly `max` requests pass per period however many are tried.
-    pub fn check(&mut self, max: i64, renewal_secs: i64, now: i64) -> QuotaDecision {
+    pub fn check(&mut self, max: i64, renewal_secs: i64, now_ms: i64) -> QuotaDecision {
         if max <= 0 {
             return QuotaDecision {
                 allowed: true,
                 remaining: max,
-                renews_at: self.renews_at,
+                renews_at: ceil_secs(self.renews_at_ms),
             };
         }
-        if renewal_secs > 0 && (self.renews_at == 0 || now >= self.renews_at) {
+        if renewal_secs > 0 && (self.renews_at_ms == 0 || now_ms >= self.renews_at_ms) {
             self.used = 0;
-            self.renews_at = now + renewal_secs;
+            self.renews_at_ms = now_ms + renewal_secs.saturating_mul(1000);
             self.dirty = true;
         }
         if self.used >= max {
             return QuotaDecision {
                 allowed: false,
                 remaining: 0,
-                renews_at: self.renews_at,
+                renews_at: ceil_secs(self.renews_at_ms),
             };
         }
         self.used += 1;
@@ -58,7 +74,7 @@ impl Quota {
         QuotaDecision {
             allowed: true,
             remaining: max - self.used,
-            renews_at: self.renews_at,
+            renews_at: ceil_secs(self.renews_at_ms),
         }
     }
 
@@ -66,14 +82,14 @@ impl Quota {
     pub fn snapshot(&self) -> QuotaSnapshot {
         QuotaSnapshot {
             used: self.used,
-            renews_at: self.renews_at,
+            renews_at_ms: self.renews_at_ms,
         }
     }
 
     /// Restores persisted state.
     pub fn restore(&mut self, s: QuotaSnapshot) {
         self.used = s.used;
-        self.renews_at = s.renews_at;
+        self.renews_at_ms = s.renews_at_ms;
         self.dirty = false;
     }
 
@@ -90,13 +106,15 @@ mod tests {
     #[test]
     fn exactly_max_per_period_then_renewal() {
         let mut q = Quota::default();
-        let allowed = (0..10).filter(|_| q.check(3, 60, 1000).allowed).count();
+        // First use half-way through a second: the period still lasts the full 60 s.
+        let start = 1_000_500;
+        let allowed = (0..10).filter(|_| q.check(3, 60, start).allowed).count();
         assert_eq!(allowed, 3);
-        assert_eq!(q.check(3, 60, 1059).remaining, 0);
-        let d = q.check(3, 60, 1060);
+        assert!(!q.check(3, 60, start + 59_999).allowed);
+        let d = q.check(3, 60, start + 60_000);
         assert!(d.allowed);
         assert_eq!(d.remaining, 2);
-        assert_eq!(d.renews_at, 1120);
+        assert_eq!(d.renews_at, 1121, "rounded up");
     }
 
     #[test]

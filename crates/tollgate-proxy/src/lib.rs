@@ -58,6 +58,8 @@ pub struct Gateway {
     admin: Arc<dyn AdminApi>,
     /// Keys and policies.
     pub sessions: Arc<tollgate_storage::Sessions>,
+    /// The PostgreSQL definitions table, when definitions come from there.
+    pub api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
 }
 
 impl Gateway {
@@ -67,12 +69,14 @@ impl Gateway {
         routes: Routes,
         admin: Arc<dyn AdminApi>,
         sessions: Arc<tollgate_storage::Sessions>,
+        api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             routes: ArcSwap::from_pointee(routes),
             admin,
             sessions,
+            api_db,
         })
     }
 

@@ -13,7 +13,7 @@ use tollgate_limits::QuotaSnapshot;
 use crate::StoreError;
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-/// Quota counters: id → (used, renews_at), written behind.
+/// Quota counters: id → (used, renews_at in Unix ms), written behind.
 const QUOTAS: TableDefinition<&str, (i64, i64)> = TableDefinition::new("quotas");
 
 /// The embedded session store.
@@ -135,8 +135,8 @@ impl EmbeddedStore {
             let mut out = Vec::new();
             for item in table.iter().map_err(|e| this.error(e))? {
                 let (k, v) = item.map_err(|e| this.error(e))?;
-                let (used, renews_at) = v.value();
-                out.push((k.value().to_owned(), QuotaSnapshot { used, renews_at }));
+                let (used, renews_at_ms) = v.value();
+                out.push((k.value().to_owned(), QuotaSnapshot { used, renews_at_ms }));
             }
             Ok(out)
         })
@@ -160,7 +160,7 @@ impl EmbeddedStore {
                     match snapshot {
                         Some(s) => {
                             table
-                                .insert(id.as_str(), (s.used, s.renews_at))
+                                .insert(id.as_str(), (s.used, s.renews_at_ms))
                                 .map_err(|e| this.error(e))?;
                         }
                         None => {

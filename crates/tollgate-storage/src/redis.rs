@@ -490,12 +490,12 @@ impl RedisStore {
         let used: Option<i64> = self.query(redis::cmd("GET").arg(&quota_key)).await?;
         let Some(used) = used else { return Ok(None) };
         let ttl: i64 = self.query(redis::cmd("PTTL").arg(&quota_key)).await?;
-        let renews_at = if ttl > 0 {
-            now_unix + ttl.div_euclid(1000) + i64::from(ttl % 1000 > 0)
+        let renews_at_ms = if ttl > 0 {
+            now_unix.saturating_mul(1000) + ttl
         } else {
             0
         };
-        Ok(Some(QuotaSnapshot { used, renews_at }))
+        Ok(Some(QuotaSnapshot { used, renews_at_ms }))
     }
 
     /// Deletes counters.

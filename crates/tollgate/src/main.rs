@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tollgate_config::{GatewayConfig, StorageSettings};
+use tollgate_definitions::pg::PgApiStore;
 use tollgate_proxy::server::{self, Workers};
 use tollgate_proxy::{Gateway, ReloadHandle};
 use tollgate_session::{HashAlgorithm, KeyHashing};
@@ -65,8 +66,31 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             "`secret` is empty: the admin API (/tyk/) is closed; set a secret to use it"
         );
     }
-    let routes = reload::load_routes(&config)
-        .with_context(|| format!("loading API definitions from {}", config.app_path.display()))?;
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    let api_db = match &config.api_db_url {
+        Some(url) => {
+            let db = Arc::new(PgApiStore::new(url.expose()));
+            control.block_on(db.ensure_table()).with_context(|| {
+                format!(
+                    "config file {}: field `db_app_conf_options.connection_string`",
+                    config.source.display()
+                )
+            })?;
+            tracing::info!(
+                table = tollgate_definitions::pg::TABLE,
+                "API definitions come from PostgreSQL"
+            );
+            Some(db)
+        }
+        None => None,
+    };
+    let routes = control
+        .block_on(reload::load_routes(&config, api_db.as_deref()))
+        .map_err(anyhow::Error::msg)
+        .context("loading API definitions")?;
     if cli.validate {
         eprintln!(
             "config {} and {} API definition(s) are valid",
@@ -87,10 +111,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.listen);
 
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the control runtime")?;
     let policies = reload::load_policies(&config)?;
     let sessions = control.block_on(open_sessions(&config))?;
     let policy_count = policies.len();
@@ -98,7 +118,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let (reload_handle, reload_rx) = ReloadHandle::channel();
     let admin = tollgate_admin::Admin::new(reload_handle.clone());
-    let gateway = Gateway::new(Arc::clone(&config), routes, admin, sessions);
+    let gateway = Gateway::new(Arc::clone(&config), routes, admin, sessions, api_db);
     // Signal handlers go in before the port serves, so an early SIGHUP/SIGTERM is never
     // taken by the default action (which would kill the process).
     let signals = {

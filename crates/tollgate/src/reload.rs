@@ -8,17 +8,30 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tollgate_config::GatewayConfig;
-use tollgate_definitions::load_dir;
+use tollgate_definitions::pg::PgApiStore;
+use tollgate_definitions::{load_dir, load_rows};
 use tollgate_proxy::{Gateway, ReloadRequest, Routes};
 use tollgate_session::PolicySet;
 
-/// Loads every definition in `app_path` and compiles a routing table. Broken files are logged
-/// with their name and reason and left out.
+/// Loads every definition (from `app_path`, or the database table) and compiles a routing
+/// table. Broken definitions are logged with their origin and reason and left out.
 ///
 /// # Errors
-/// The folder itself cannot be read.
-pub(crate) fn load_routes(config: &GatewayConfig) -> std::io::Result<Routes> {
-    let outcome = load_dir(&config.app_path)?;
+/// The folder or the database cannot be read.
+pub(crate) async fn load_routes(
+    config: &Arc<GatewayConfig>,
+    db: Option<&PgApiStore>,
+) -> Result<Routes, String> {
+    let outcome = match db {
+        Some(db) => load_rows(db.load().await.map_err(|e| e.to_string())?),
+        None => {
+            let cfg = Arc::clone(config);
+            tokio::task::spawn_blocking(move || load_dir(&cfg.app_path))
+                .await
+                .map_err(|e| format!("loading task failed: {e}"))?
+                .map_err(|e| format!("cannot read {}: {e}", config.app_path.display()))?
+        }
+    };
     for err in &outcome.errors {
         tracing::error!("skipped {err}");
     }
@@ -77,10 +90,9 @@ async fn reload_once(
     coalesced: usize,
 ) -> Result<(), String> {
     let config = Arc::clone(&gateway.config);
-    let (routes, policies) =
-        tokio::task::spawn_blocking(move || (load_routes(&config), load_policies(&config)))
-            .await
-            .map_err(|e| format!("reload task failed: {e}"))?;
+    let policies = tokio::task::spawn_blocking(move || load_policies(&config))
+        .await
+        .map_err(|e| format!("reload task failed: {e}"))?;
     match policies {
         Ok(set) => {
             let count = set.len();
@@ -89,7 +101,7 @@ async fn reload_once(
         }
         Err(e) => tracing::error!("{e:#}; keeping the current policies"),
     }
-    match routes {
+    match load_routes(&gateway.config, gateway.api_db.as_deref()).await {
         Ok(routes) => {
             let count = routes.apis().len();
             gateway.swap_routes(routes);
@@ -97,9 +109,8 @@ async fn reload_once(
             Ok(())
         }
         Err(e) => {
-            let dir = gateway.config.app_path.display();
-            tracing::error!(error = %e, %dir, "reload failed; keeping the current APIs");
-            Err(format!("cannot read {dir}: {e}"))
+            tracing::error!(error = %e, "reload failed; keeping the current APIs");
+            Err(e)
         }
     }
 }
