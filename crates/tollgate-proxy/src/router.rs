@@ -142,7 +142,7 @@ mod tests {
         LoadedApi {
             spec: ApiSpec::from_json(&raw).unwrap(),
             raw,
-            file: PathBuf::from(format!("{id}.json")),
+            source: tollgate_definitions::ApiSource::File(PathBuf::from(format!("{id}.json"))),
         }
     }
 
