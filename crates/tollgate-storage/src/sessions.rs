@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tollgate_session::{ActiveKey, KeyHashing, PolicyError, PolicySet, SessionState, custom_key};
+use tollgate_session::{
+    ActiveKey, HashAlgorithm, KeyHashing, KeyToken, PolicyError, PolicySet, SessionState,
+    custom_key,
+};
 
 use crate::StoreError;
 use crate::counters::Counters;
@@ -213,8 +216,26 @@ impl Sessions {
         presented: &str,
         api_org: &str,
     ) -> Result<Option<Arc<KeyEntry>>, StoreError> {
-        if let Some(entry) = self.get(&self.hashing.storage_id(presented)).await? {
-            return Ok(Some(entry));
+        let hashing = self.hashing;
+        if !hashing.hash_keys {
+            if let Some(entry) = self.get(presented).await? {
+                return Ok(Some(entry));
+            }
+        } else {
+            // Most keys are tokens naming the configured algorithm: hash once, without
+            // decoding the token (this runs on every keyed request).
+            if let Some(entry) = self
+                .get(&hashing.algorithm.hash(presented.as_bytes()))
+                .await?
+            {
+                return Ok(Some(entry));
+            }
+            if let Some(alg) = KeyToken::decode(presented)
+                .and_then(|t| HashAlgorithm::from_name(&t.h))
+                .filter(|alg| *alg != hashing.algorithm)
+            {
+                return self.get(&alg.hash(presented.as_bytes())).await;
+            }
         }
         if presented.starts_with("ey") {
             return Ok(None);
