@@ -1,0 +1,336 @@
+//! Several gateway nodes sharing one Redis: keys created on one node work on
+//! the others, updates and deletes reach every node within a second, a group
+//! reload reaches every node, and quotas and rate limits hold across nodes.
+//!
+//! Every test starts its own redis-server on a free port (never 6379).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/keys.rs"]
+mod keys_common;
+#[path = "common/redis.rs"]
+mod redis_common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use keys_common::*;
+use redis_common::*;
+use serde_json::{Value, json};
+use tollgate_testkit::raw::assert_tyk_error;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, tyk_error_body};
+
+const API: &str = "keyed";
+const LISTEN: &str = "/api/";
+const MSG_QUOTA: &str = "Quota exceeded";
+const MSG_RATE: &str = "Rate Limit Exceeded";
+
+/// `n` nodes on `redis`, each with the keyed API (`keyed` on /api/) to `up`.
+async fn keyed_nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway> {
+    let storage = redis_storage(redis.port());
+    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
+    start_nodes(
+        (0..n)
+            .map(|_| node(&storage).api("keyed.json", def.clone()))
+            .collect(),
+    )
+    .await
+}
+
+fn addrs(gws: &[Gateway]) -> Vec<SocketAddr> {
+    gws.iter().map(Gateway::addr).collect()
+}
+
+/// Polls `GET /api/ping` with `key` on `gw` every 50 ms until it answers
+/// 403 with exactly `message`; panics if that takes longer than 1 s from
+/// `since`. Returns how long it took.
+async fn refused_within_1s(
+    gw: &Gateway,
+    key: &str,
+    message: &str,
+    since: Instant,
+    name: &str,
+) -> Duration {
+    let want = tyk_error_body(message);
+    let (resp, took) = poll_until(
+        since,
+        Duration::from_secs(1),
+        &format!("node {name} refusing the key with 403 {message:?}"),
+        || async {
+            let r = get_with_key(gw, "/api/ping", key).await;
+            if r.status == 403 && r.text() == want {
+                Ok(r)
+            } else {
+                Err(format!("{}{}", r.head, r.text()))
+            }
+        },
+    )
+    .await;
+    assert_tyk_error(&resp, 403, message);
+    assert!(
+        took <= Duration::from_secs(1),
+        "node {name} took {took:?} to refuse the key"
+    );
+    took
+}
+
+#[tokio::test]
+async fn key_created_on_one_node_works_on_every_node() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = keyed_nodes(&redis, &up, 3).await;
+
+    let (key, hash) = create_key(&gws[0], &session_for(&[API])).await;
+
+    // B and C have never seen the key: they must find it in Redis.
+    for (i, gw) in gws.iter().enumerate().rev() {
+        let before = up.request_count();
+        let r = get_with_key(gw, "/api/ping", &key).await;
+        assert_echo_ok(&r, "/ping");
+        assert_eq!(up.request_count(), before + 1, "node {i}");
+        assert_eq!(up.last().header("authorization"), Some(key.as_str()));
+    }
+
+    // Redis holds the session under Tyk's key name.
+    let stored = redis.cli(&["GET", &format!("apikey-{hash}")]).await;
+    let session: Value = serde_json::from_str(&stored).unwrap_or_else(|e| {
+        panic!("redis GET apikey-{hash} is not a JSON session ({e}): {stored:?}")
+    });
+    assert_eq!(session["org_id"], ORG, "{stored}");
+
+    // The admin API of another node reads it too.
+    let s = get_session(&gws[2], &key).await;
+    assert_eq!(s["org_id"], ORG, "{s}");
+
+    // An unknown key is refused everywhere and reaches no upstream.
+    let before = up.request_count();
+    for gw in &gws {
+        let r = get_with_key(gw, "/api/ping", "no-such-key-anywhere").await;
+        assert_tyk_error(&r, 403, MSG_DISALLOWED);
+    }
+    assert_eq!(up.request_count(), before);
+}
+
+#[tokio::test]
+async fn key_update_and_delete_reach_every_node_within_a_second() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = keyed_nodes(&redis, &up, 3).await;
+    let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
+
+    let (key, _) = create_key(a, &session_for(&[API])).await;
+    // B and C serve the key once, so they hold it in their caches.
+    for gw in [b, c] {
+        assert_echo_ok(&get_with_key(gw, "/api/ping", &key).await, "/ping");
+    }
+
+    // Deactivate on A.
+    let body = session_with(&[API], json!({"is_inactive": true}));
+    let r = admin(a, "PUT", &format!("/tyk/keys/{key}"), Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["action"], "modified", "{}", r.json);
+    let since = Instant::now();
+    let tb = refused_within_1s(b, &key, MSG_INACTIVE, since, "B").await;
+    let tc = refused_within_1s(c, &key, MSG_INACTIVE, since, "C").await;
+    eprintln!("inactive seen on B after {tb:?}, on C after {tc:?}");
+
+    // Delete on A.
+    let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["action"], "deleted", "{}", r.json);
+    let since = Instant::now();
+    let tb = refused_within_1s(b, &key, MSG_DISALLOWED, since, "B").await;
+    let tc = refused_within_1s(c, &key, MSG_DISALLOWED, since, "C").await;
+    eprintln!("delete seen on B after {tb:?}, on C after {tc:?}");
+
+    // It stays refused (no stale cache entry comes back) and A agrees.
+    let before = up.request_count();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for gw in &gws {
+        let r = get_with_key(gw, "/api/ping", &key).await;
+        assert_tyk_error(&r, 403, MSG_DISALLOWED);
+    }
+    assert_eq!(
+        up.request_count(),
+        before,
+        "a refused request reached upstream"
+    );
+    assert_key_absent(b, &key).await;
+}
+
+/// `GET path` answers 200 from the echo upstream on `gw` (polling every
+/// 50 ms until `deadline` from `since`).
+async fn serves_within(gw: &Gateway, path: &str, since: Instant, deadline: Duration, name: &str) {
+    let (_, took) = poll_until(
+        since,
+        deadline,
+        &format!("node {name} serving {path}"),
+        || async {
+            let r = call(gw, "GET", path, &[]).await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{}{}", r.head, r.text()))
+            }
+        },
+    )
+    .await;
+    eprintln!("node {name} serves {path} after {took:?}");
+}
+
+#[tokio::test]
+async fn group_reload_on_one_node_reloads_every_node() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let apps = SharedApps::new();
+    apps.write("a.json", &api_def("a", "/a/", &up.url()));
+    let storage = redis_storage(redis.port());
+    let gws = start_nodes((0..3).map(|_| node(&storage).conf(apps.conf())).collect()).await;
+    for gw in &gws {
+        assert_echo_ok(&call(gw, "GET", "/a/x", &[]).await, "/x");
+    }
+
+    // A new definition is not live anywhere before a reload.
+    apps.write("b.json", &api_def("b", "/b/", &up.url()));
+    for gw in &gws {
+        assert_tyk_error(&call(gw, "GET", "/b/x", &[]).await, 404, "Not Found");
+    }
+
+    let r = admin(&gws[0], "GET", "/tyk/reload/group", None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["status"], "ok", "{}", r.json);
+    let since = Instant::now();
+    let deadline = Duration::from_secs(2);
+    for (gw, name) in gws.iter().zip(["A", "B", "C"]) {
+        serves_within(gw, "/b/x", since, deadline, name).await;
+    }
+    for gw in &gws {
+        assert_echo_ok(&call(gw, "GET", "/a/x", &[]).await, "/x");
+    }
+
+    // With ?block=true, A has reloaded when it answers; B and C follow.
+    apps.write("c.json", &api_def("c", "/c/", &up.url()));
+    let r = admin(&gws[0], "GET", "/tyk/reload/group?block=true", None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["status"], "ok", "{}", r.json);
+    let since = Instant::now();
+    assert_echo_ok(&call(&gws[0], "GET", "/c/x", &[]).await, "/x");
+    for (gw, name) in gws[1..].iter().zip(["B", "C"]) {
+        serves_within(gw, "/c/x", since, deadline, name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_is_exact_across_nodes() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = keyed_nodes(&redis, &up, 3).await;
+    let body = session_with(
+        &[API],
+        json!({"rate": 0, "allowance": 0, "quota_max": 100, "quota_remaining": 100,
+               "quota_renewal_rate": 3600}),
+    );
+    let (key, _) = create_key(&gws[0], &body).await;
+
+    let sent = burst(
+        &addrs(&gws),
+        "/api/q",
+        Some(&key),
+        700,
+        100,
+        Duration::from_secs(10),
+    )
+    .await;
+    let counts = status_counts(&sent);
+    let ok = sent.iter().filter(|s| s.status() == 200).count();
+    let quota_body = tyk_error_body(MSG_QUOTA);
+    let refused = sent
+        .iter()
+        .filter(|s| {
+            s.resp
+                .as_ref()
+                .is_ok_and(|r| r.status == 403 && r.text() == quota_body)
+        })
+        .count();
+    assert_eq!(
+        (ok, refused),
+        (100, 600),
+        "statuses {counts:?}; unexpected:\n{}",
+        first_bad(&sent, |s| s.status() == 200
+            || s.resp
+                .as_ref()
+                .is_ok_and(|r| r.status == 403 && r.text() == quota_body))
+    );
+    for s in sent.iter().filter(|s| s.status() == 403) {
+        assert_tyk_error(s.resp.as_ref().unwrap(), 403, MSG_QUOTA);
+    }
+    assert_eq!(up.request_count(), 100, "upstream request count");
+
+    for (gw, name) in gws.iter().zip(["A", "B", "C"]) {
+        let s = get_session(gw, &key).await;
+        assert_eq!(s["quota_remaining"], 0, "node {name}: {s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limit_holds_across_nodes() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = keyed_nodes(&redis, &up, 3).await;
+    let body = session_with(&[API], json!({"rate": 50, "allowance": 50, "per": 1}));
+    let (key, _) = create_key(&gws[0], &body).await;
+    // Warm every node's connections (and any script cache) with another key,
+    // so first-request latency does not shift admissions between windows.
+    let (warm, _) = create_key(&gws[0], &session_for(&[API])).await;
+    for gw in &gws {
+        for _ in 0..3 {
+            assert_echo_ok(&get_with_key(gw, "/api/warm", &warm).await, "/warm");
+        }
+    }
+    up.clear();
+
+    let sent = paced(
+        &addrs(&gws),
+        "/api/r",
+        Some(&key),
+        150,
+        Duration::from_secs(3),
+        Duration::from_secs(5),
+    )
+    .await;
+    let rate_body = tyk_error_body(MSG_RATE);
+    let bad = first_bad(&sent, |s| {
+        s.status() == 200
+            || s.resp
+                .as_ref()
+                .is_ok_and(|r| r.status == 429 && r.text() == rate_body)
+    });
+    assert!(
+        bad.is_empty(),
+        "statuses {:?}; unexpected:\n{bad}",
+        status_counts(&sent)
+    );
+    let mut windows = [0usize; 3];
+    for s in sent.iter().filter(|s| s.status() == 200) {
+        let w = (s.at.as_secs() as usize).min(2);
+        windows[w] += 1;
+    }
+    let total: usize = windows.iter().sum();
+    eprintln!(
+        "sent {} requests; 200s per 1 s window: {windows:?}; total {total}; last send at {:?}",
+        sent.len(),
+        sent.last().map(|s| s.at)
+    );
+    for (i, n) in windows.iter().enumerate() {
+        assert!(
+            *n as f64 <= 50.0 * 1.05,
+            "window {i}: {n} requests admitted, limit 50/s (+5%); windows {windows:?}"
+        );
+    }
+    assert!(
+        total as f64 >= 0.9 * 150.0,
+        "only {total} requests admitted over 3 s at 50/s; windows {windows:?}, statuses {:?}",
+        status_counts(&sent)
+    );
+    assert_eq!(up.request_count(), total, "upstream request count");
+}

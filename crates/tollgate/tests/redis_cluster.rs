@@ -1,0 +1,128 @@
+//! Two gateway nodes on a three-node Redis Cluster (`enable_cluster`): keys
+//! are shared, deletes propagate within a second, and a quota is exact across
+//! both nodes.
+//!
+//! Every test starts its own three cluster-enabled redis-servers on free
+//! ports (never 6379).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/keys.rs"]
+mod keys_common;
+#[path = "common/redis.rs"]
+mod redis_common;
+
+use std::time::{Duration, Instant};
+
+use keys_common::*;
+use redis_common::*;
+use serde_json::{Value, json};
+use tollgate_testkit::raw::assert_tyk_error;
+use tollgate_testkit::{Gateway, MockUpstream, tyk_error_body};
+
+const API: &str = "keyed";
+const LISTEN: &str = "/api/";
+const MSG_QUOTA: &str = "Quota exceeded";
+
+/// Two nodes on `cluster`, each with the keyed API (`keyed` on /api/) to `up`.
+async fn cluster_nodes(cluster: &RedisCluster, up: &MockUpstream) -> Vec<Gateway> {
+    let storage = cluster_storage(&cluster.addrs());
+    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
+    start_nodes(
+        (0..2)
+            .map(|_| node(&storage).api("keyed.json", def.clone()))
+            .collect(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn cluster_key_is_shared_and_delete_reaches_the_other_node() {
+    let cluster = RedisCluster::start().await;
+    let up = MockUpstream::start().await;
+    let gws = cluster_nodes(&cluster, &up).await;
+    let (a, b) = (&gws[0], &gws[1]);
+
+    let (key, hash) = create_key(a, &session_for(&[API])).await;
+    // B has never seen the key.
+    for gw in [b, a] {
+        assert_echo_ok(&get_with_key(gw, "/api/ping", &key).await, "/ping");
+    }
+    assert_eq!(up.request_count(), 2);
+
+    let stored = cluster.cli(&["GET", &format!("apikey-{hash}")]).await;
+    let session: Value = serde_json::from_str(&stored).unwrap_or_else(|e| {
+        panic!("cluster GET apikey-{hash} is not a JSON session ({e}): {stored:?}")
+    });
+    assert_eq!(session["org_id"], ORG, "{stored}");
+
+    let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let since = Instant::now();
+    let want = tyk_error_body(MSG_DISALLOWED);
+    let (resp, took) = poll_until(
+        since,
+        Duration::from_secs(1),
+        "node B refusing the deleted key",
+        || async {
+            let r = get_with_key(b, "/api/ping", &key).await;
+            if r.status == 403 && r.text() == want {
+                Ok(r)
+            } else {
+                Err(format!("{}{}", r.head, r.text()))
+            }
+        },
+    )
+    .await;
+    assert_tyk_error(&resp, 403, MSG_DISALLOWED);
+    assert!(took <= Duration::from_secs(1), "B took {took:?}");
+    eprintln!("delete seen on B after {took:?}");
+    assert_tyk_error(
+        &get_with_key(a, "/api/ping", &key).await,
+        403,
+        MSG_DISALLOWED,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_quota_is_exact_across_nodes() {
+    let cluster = RedisCluster::start().await;
+    let up = MockUpstream::start().await;
+    let gws = cluster_nodes(&cluster, &up).await;
+    let body = session_with(
+        &[API],
+        json!({"rate": 0, "allowance": 0, "quota_max": 20, "quota_remaining": 20,
+               "quota_renewal_rate": 3600}),
+    );
+    let (key, _) = create_key(&gws[0], &body).await;
+
+    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
+    let sent = burst(
+        &addrs,
+        "/api/q",
+        Some(&key),
+        60,
+        60,
+        Duration::from_secs(10),
+    )
+    .await;
+    let quota_body = tyk_error_body(MSG_QUOTA);
+    let is_refusal = |s: &Sent| {
+        s.resp
+            .as_ref()
+            .is_ok_and(|r| r.status == 403 && r.text() == quota_body)
+    };
+    let ok = sent.iter().filter(|s| s.status() == 200).count();
+    let refused = sent.iter().filter(|s| is_refusal(s)).count();
+    assert_eq!(
+        (ok, refused),
+        (20, 40),
+        "statuses {:?}; unexpected:\n{}",
+        status_counts(&sent),
+        first_bad(&sent, |s| s.status() == 200 || is_refusal(s))
+    );
+    for s in sent.iter().filter(|s| s.status() == 403) {
+        assert_tyk_error(s.resp.as_ref().unwrap(), 403, MSG_QUOTA);
+    }
+    assert_eq!(up.request_count(), 20, "upstream request count");
+}
