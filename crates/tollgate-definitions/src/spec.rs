@@ -92,6 +92,20 @@ pub struct ApiSpec {
 }
 
 impl ApiSpec {
+    /// A copy that shares no reference-counted buffers with `self`: each worker thread gets
+    /// its own, so cloning a header value on the request path never touches a counter another
+    /// core is writing.
+    pub fn detached(&self) -> Self {
+        let mut copy = self.clone();
+        if let Ok(h) = HeaderValue::from_bytes(self.target.host_header.as_bytes()) {
+            copy.target.host_header = h;
+        }
+        if let Ok(a) = Authority::try_from(self.target.authority.as_str()) {
+            copy.target.authority = a;
+        }
+        copy
+    }
+
     /// Validates a definition document.
     ///
     /// # Errors

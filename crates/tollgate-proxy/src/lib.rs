@@ -29,6 +29,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -54,7 +55,9 @@ pub trait AdminApi: Send + Sync + 'static {
 pub struct Gateway {
     /// The process configuration (not reloaded, as in Tyk).
     pub config: Arc<GatewayConfig>,
-    routes: ArcSwap<Routes>,
+    routes: ArcSwap<RouteSet>,
+    /// Bumped after every swap; workers compare it to refresh their cached table.
+    generation: AtomicU64,
     admin: Arc<dyn AdminApi>,
     /// Keys and policies.
     pub sessions: Arc<tollgate_storage::Sessions>,
@@ -71,18 +74,21 @@ impl Gateway {
         sessions: Arc<tollgate_storage::Sessions>,
         api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
     ) -> Arc<Self> {
+        let config_for_set = Arc::clone(&config);
         Arc::new(Self {
             config,
-            routes: ArcSwap::from_pointee(routes),
+            routes: ArcSwap::from_pointee(RouteSet::new(routes, &config_for_set, 0)),
+            generation: AtomicU64::new(0),
             admin,
             sessions,
             api_db,
         })
     }
 
-    /// The current routing table. In-flight requests keep the snapshot they started with.
-    pub fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
-        self.routes.load()
+    /// The current routing table (for the admin API). In-flight requests keep the snapshot
+    /// they started with.
+    pub fn routes(&self) -> Arc<Routes> {
+        Arc::clone(&self.routes.load().primary)
     }
 
     /// Answers an admin API request.
@@ -90,9 +96,46 @@ impl Gateway {
         self.admin.handle(Arc::clone(self), req).await
     }
 
-    /// Replaces the routing table atomically.
+    /// Replaces the routing table atomically (every worker picks it up on its next request).
     pub fn swap_routes(&self, routes: Routes) {
-        self.routes.store(Arc::new(routes));
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        self.routes
+            .store(Arc::new(RouteSet::new(routes, &self.config, generation)));
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// The current table of one worker: `(generation, table)`.
+    pub(crate) fn worker_routes(&self, worker: usize) -> (u64, Arc<Routes>) {
+        let set = self.routes.load();
+        let table = set.workers.get(worker).unwrap_or(&set.primary);
+        (set.generation, Arc::clone(table))
+    }
+
+    /// The generation of the current table.
+    pub(crate) fn routes_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// One routing table per worker thread (plus one for the admin API), built from the same
+/// definitions. Workers never share a table, so request-time reference counting stays on
+/// the worker's own core.
+struct RouteSet {
+    generation: u64,
+    primary: Arc<Routes>,
+    workers: Vec<Arc<Routes>>,
+}
+
+impl RouteSet {
+    fn new(primary: Routes, config: &GatewayConfig, generation: u64) -> Self {
+        let workers = (0..config.worker_threads)
+            .map(|_| Arc::new(primary.detached(config)))
+            .collect();
+        Self {
+            generation,
+            primary: Arc::new(primary),
+            workers,
+        }
     }
 }
 

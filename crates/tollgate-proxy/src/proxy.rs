@@ -4,7 +4,7 @@
 //! from here, so the order below is the order a client experiences.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,7 +17,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tollgate_definitions::ApiSpec;
 
-use crate::Gateway;
 use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::chain::RequestCtx;
 use crate::error::GatewayError;
@@ -26,11 +25,45 @@ use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::path;
 use crate::router::ApiRoute;
 use crate::upstream::{self, UpstreamPool};
+use crate::{Gateway, Routes};
+
+/// State of one worker thread, shared by its connections (never by other threads).
+pub(crate) struct WorkerCtx {
+    pub(crate) index: usize,
+    pub(crate) pool: Rc<UpstreamPool>,
+    /// This worker's routing table and the generation it belongs to.
+    routes: RefCell<Option<(u64, Arc<Routes>)>>,
+}
+
+impl WorkerCtx {
+    pub(crate) fn new(index: usize, pool: Rc<UpstreamPool>) -> Rc<Self> {
+        Rc::new(Self {
+            index,
+            pool,
+            routes: RefCell::new(None),
+        })
+    }
+
+    /// The worker's current table: one atomic load to check the generation, then a reference
+    /// count no other core touches (each worker has its own table).
+    fn routes(&self, gateway: &Gateway) -> Arc<Routes> {
+        let current = gateway.routes_generation();
+        let mut cached = self.routes.borrow_mut();
+        match cached.as_ref() {
+            Some((generation, table)) if *generation == current => Arc::clone(table),
+            _ => {
+                let (generation, table) = gateway.worker_routes(self.index);
+                *cached = Some((generation, Arc::clone(&table)));
+                table
+            }
+        }
+    }
+}
 
 /// Per-connection state the request flow reads.
 pub(crate) struct ConnCtx {
     pub(crate) gateway: Arc<Gateway>,
-    pub(crate) pool: Rc<UpstreamPool>,
+    pub(crate) worker: Rc<WorkerCtx>,
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub(crate) peer_ip: HeaderValue,
     pub(crate) scheme: &'static str,
@@ -80,13 +113,12 @@ async fn serve(
         return Ok(resp.map(|inner| ProxyBody::Full { inner }));
     }
 
-    // 4. Route: one atomic load of the current table; the request keeps its route even if
-    //    a reload swaps the table meanwhile.
-    let route = {
-        let routes = conn.gateway.routes();
-        let host = request_host(&req);
-        Arc::clone(routes.lookup(host, path).ok_or(GatewayError::NoRoute)?)
-    };
+    // 4. Route: the worker's own snapshot of the table; the request keeps it even if a
+    //    reload swaps the table meanwhile.
+    let routes = conn.worker.routes(&conn.gateway);
+    let route = routes
+        .lookup(request_host(&req), path)
+        .ok_or(GatewayError::NoRoute)?;
 
     let (mut parts, body) = req.into_parts();
 
@@ -112,7 +144,7 @@ async fn serve(
     }
 
     // 6. Forward; the limit headers go on the upstream's response.
-    let mut resp = forward(conn, &route, parts, body, body_limit).await?;
+    let mut resp = forward(conn, route, parts, body, body_limit).await?;
     if let Some(h) = rate_headers {
         h.apply(resp.headers_mut());
     }
@@ -188,7 +220,7 @@ async fn forward(
         return Ok(resp.map(ProxyBody::unpooled));
     }
 
-    let (mut resp, pool_return) = conn.pool.send(authority, req, timeout).await?;
+    let (mut resp, pool_return) = conn.worker.pool.send(authority, req, timeout).await?;
     // We speak HTTP/1.1 to the client whatever the upstream spoke.
     *resp.version_mut() = Version::HTTP_11;
     hdr::remove_hop_by_hop(resp.headers_mut(), false);

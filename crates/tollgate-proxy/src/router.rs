@@ -96,6 +96,20 @@ impl Routes {
             .find(|r| listen_path_matches(&r.spec.listen_path, path, self.strict))
     }
 
+    /// An equal table whose APIs share no buffers with this one (see [`ApiSpec::detached`]).
+    pub fn detached(&self, config: &GatewayConfig) -> Self {
+        let loaded = self
+            .loaded
+            .iter()
+            .map(|a| LoadedApi {
+                spec: a.spec.detached(),
+                raw: a.raw.clone(),
+                source: a.source.clone(),
+            })
+            .collect();
+        Self::build(loaded, config)
+    }
+
     /// Every loaded definition, active or not, in file-name order.
     pub fn apis(&self) -> &[LoadedApi] {
         &self.loaded

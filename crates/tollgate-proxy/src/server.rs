@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::Gateway;
 use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
-use crate::proxy::{self, ConnCtx};
+use crate::proxy::{self, ConnCtx, WorkerCtx};
 use crate::upstream::UpstreamPool;
 
 /// Binds `count` listening sockets sharing `addr` through `SO_REUSEPORT`.
@@ -91,7 +91,7 @@ impl Workers {
                 .name(format!("tollgate-worker-{i}"))
                 .spawn(move || {
                     let local = tokio::task::LocalSet::new();
-                    local.block_on(&runtime, worker(gateway, listener, shutdown_rx));
+                    local.block_on(&runtime, worker(i, gateway, listener, shutdown_rx));
                 })?;
             threads.push(thread);
         }
@@ -135,6 +135,7 @@ impl Drop for ConnGuard {
 }
 
 async fn worker(
+    index: usize,
     gateway: Arc<Gateway>,
     listener: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
@@ -151,13 +152,14 @@ async fn worker(
         config.max_idle_upstream_per_host,
         !config.proxy_close_connections,
     );
+    let worker_ctx = WorkerCtx::new(index, pool);
     let tracker = Rc::new(ConnTracker::default());
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let guard = ConnGuard::new(&tracker);
-                    let task = serve_connection(Arc::clone(&gateway), Rc::clone(&pool), stream, peer, shutdown.clone());
+                    let task = serve_connection(Arc::clone(&gateway), Rc::clone(&worker_ctx), stream, peer, shutdown.clone());
                     tokio::task::spawn_local(async move {
                         task.await;
                         drop(guard);
@@ -189,7 +191,7 @@ async fn worker(
 
 async fn serve_connection(
     gateway: Arc<Gateway>,
-    pool: Rc<UpstreamPool>,
+    worker: Rc<WorkerCtx>,
     stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
@@ -207,7 +209,7 @@ async fn serve_connection(
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let ctx = Rc::new(ConnCtx {
         gateway,
-        pool,
+        worker,
         peer_ip,
         scheme: "http",
         verdict,
