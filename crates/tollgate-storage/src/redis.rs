@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
-use tokio::sync::Mutex;
 use tollgate_limits::{QuotaDecision, QuotaSnapshot, RateDecision};
 use tollgate_session::LimitPlan;
 
@@ -27,16 +26,75 @@ pub const NOTIFICATION_CHANNEL: &str = "tyk.cluster.notifications";
 /// How long a failure keeps the backend marked down.
 const DOWN_FOR: Duration = Duration::from_millis(500);
 
-/// Rate limit (sliding log in a sorted set, refusals not logged) and quota (a counter that
-/// expires with its period) for one key, atomically, in one round trip. Time is Redis's own,
-/// so gateway clocks never disagree.
-///
-/// KEYS: rate set, quota counter. ARGV: rate, per (µs), quota max, renewal (s), member salt.
-/// Returns {status (1 ok, 2 rate, 3 quota), rate remaining, retry (µs), quota remaining,
-/// quota ttl (ms)}.
-const KEY_SCRIPT: &str = r"
+/// Up to this many requests per window the shared limiter keeps every admission time (a
+/// sorted set, exact on every window); above it, it counts in [`BUCKETS`] sub-buckets of the
+/// window (a hash) and counts a partly expired bucket whole, so it never admits more than the
+/// rate and at most 1/BUCKETS (5 %) fewer, at a constant cost per request.
+pub const EXACT_LOG_LIMIT: u64 = 1000;
+/// Sub-buckets per window above [`EXACT_LOG_LIMIT`].
+pub const BUCKETS: u64 = 20;
+
+/// The sliding-window check shared by both scripts. KEYS of the caller: the log (sorted set)
+/// and the bucket hash of one limiter. Refused requests are not recorded.
+macro_rules! rate_lua {
+    () => {
+        r"
+local function rate_check(log, buckets, rate, per, now, member)
+  if rate <= 1000 then
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - per)
+    local used = redis.call('ZCARD', log)
+    if used >= rate then
+      local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+      local retry = per
+      if oldest[2] then retry = tonumber(oldest[2]) + per - now end
+      return false, 0, retry
+    end
+    redis.call('ZADD', log, now, member)
+    redis.call('PEXPIRE', log, math.ceil(per / 1000))
+    return true, rate - used - 1, 0
+  end
+  local width = math.ceil(per / 20)
+  local cur = math.floor(now / width)
+  local first = math.floor((now - per) / width)
+  local fields = {}
+  for b = first, cur do fields[#fields + 1] = b end
+  local counts = redis.call('HMGET', buckets, unpack(fields))
+  local used = 0
+  for i = 1, #counts do used = used + (tonumber(counts[i]) or 0) end
+  if used >= rate then
+    return false, 0, (first + 1) * width + per - now
+  end
+  -- Pruning and the expiry only when a bucket starts: one write per request otherwise.
+  if redis.call('HINCRBY', buckets, cur, 1) == 1 then
+    for _, f in ipairs(redis.call('HKEYS', buckets)) do
+      if tonumber(f) < first then redis.call('HDEL', buckets, f) end
+    end
+    redis.call('PEXPIRE', buckets, math.ceil(per / 1000) + math.ceil(width / 1000))
+  end
+  return true, rate - used - 1, 0
+end
+local function rate_undo(log, buckets, rate, per, now, member)
+  if rate <= 1000 then
+    redis.call('ZREM', log, member)
+  else
+    redis.call('HINCRBY', buckets, math.floor(now / math.ceil(per / 20)), -1)
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"
+    };
+}
+
+/// Rate limit and quota (a counter that expires with its period) for one key, atomically, in
+/// one round trip. Time is Redis's own, so gateway clocks never disagree.
+///
+/// KEYS: rate log, rate buckets, quota counter. ARGV: rate, per (µs), quota max, renewal (s),
+/// member salt. Returns {status (1 ok, 2 rate, 3 quota), rate remaining, retry (µs), quota
+/// remaining, quota ttl (ms)}.
+const KEY_SCRIPT: &str = concat!(
+    rate_lua!(),
+    r"
 local rate = tonumber(ARGV[1])
 local per = tonumber(ARGV[2])
 local qmax = tonumber(ARGV[3])
@@ -44,54 +102,38 @@ local renewal = tonumber(ARGV[4])
 local member = now .. '-' .. ARGV[5]
 local rate_left = -1
 if rate > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
-  local used = redis.call('ZCARD', KEYS[1])
-  if used >= rate then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    local retry = per
-    if oldest[2] then retry = tonumber(oldest[2]) + per - now end
-    return {2, 0, retry, -1, -1}
-  end
-  redis.call('ZADD', KEYS[1], now, member)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(per / 1000))
-  rate_left = rate - used - 1
+  local ok, left, retry = rate_check(KEYS[1], KEYS[2], rate, per, now, member)
+  if not ok then return {2, 0, retry, -1, -1} end
+  rate_left = left
 end
 local quota_left = -1
 local ttl = -1
 if qmax > 0 then
-  local used = redis.call('INCR', KEYS[2])
+  local used = redis.call('INCR', KEYS[3])
   if used == 1 and renewal > 0 then
-    redis.call('EXPIRE', KEYS[2], renewal)
+    redis.call('EXPIRE', KEYS[3], renewal)
   end
-  ttl = redis.call('PTTL', KEYS[2])
+  ttl = redis.call('PTTL', KEYS[3])
   if used > qmax then
-    redis.call('DECR', KEYS[2])
-    if rate > 0 then redis.call('ZREM', KEYS[1], member) end
+    redis.call('DECR', KEYS[3])
+    if rate > 0 then rate_undo(KEYS[1], KEYS[2], rate, per, now, member) end
     return {3, 0, 0, 0, ttl}
   end
   quota_left = qmax - used
 end
 return {1, rate_left, 0, quota_left, ttl}
-";
+"
+);
 
-/// The API-wide limit: the rate half of [`KEY_SCRIPT`].
-const API_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local rate = tonumber(ARGV[1])
-local per = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
-local used = redis.call('ZCARD', KEYS[1])
-if used >= rate then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local retry = per
-  if oldest[2] then retry = tonumber(oldest[2]) + per - now end
-  return {0, 0, retry}
-end
-redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil(per / 1000))
-return {1, rate - used - 1, 0}
-";
+/// The API-wide limit. KEYS: rate log, rate buckets. ARGV: rate, per (µs), member salt.
+const API_SCRIPT: &str = concat!(
+    rate_lua!(),
+    r"
+local ok, left, retry = rate_check(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), now, now .. '-' .. ARGV[3])
+if not ok then return {0, 0, retry} end
+return {1, left, 0}
+"
+);
 
 /// A connection to standalone Redis or to a Redis Cluster.
 #[derive(Clone)]
@@ -128,6 +170,13 @@ impl ConnectionLike for Conn {
     }
 }
 
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Per-thread connections, by store id.
+    static THREAD_CONNS: std::cell::RefCell<Vec<(u64, Conn)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Connection settings, from tyk.conf's `storage`.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -147,7 +196,10 @@ pub struct RedisSettings {
 pub struct RedisStore {
     settings: RedisSettings,
     /// Standalone: ready at once (reconnects by itself). Cluster: made on first use.
-    conn: Mutex<Option<Conn>>,
+    /// Distinguishes stores in the per-thread connection table.
+    id: u64,
+    /// The standalone client (connections are made per thread from it).
+    single: Option<redis::Client>,
     key_script: Script,
     api_script: Script,
     /// Process-relative millis until which the backend counts as down.
@@ -175,26 +227,19 @@ impl RedisStore {
     /// # Errors
     /// The settings are unusable (bad address).
     pub fn new(settings: RedisSettings) -> Result<Arc<Self>, StoreError> {
-        let conn = if settings.cluster {
+        let single = if settings.cluster {
             None
         } else {
             let url = settings
                 .urls
                 .first()
                 .ok_or_else(|| unavailable("no Redis address configured"))?;
-            let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.timeout))
-                .set_response_timeout(Some(settings.timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            Some(Conn::Single(
-                ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?,
-            ))
+            Some(redis::Client::open(url.as_str()).map_err(unavailable)?)
         };
         Ok(Arc::new(Self {
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             settings,
-            conn: Mutex::new(conn),
+            single,
             key_script: Script::new(KEY_SCRIPT),
             api_script: Script::new(API_SCRIPT),
             down_until: AtomicU64::new(0),
@@ -222,27 +267,50 @@ impl RedisStore {
         self.now_ms() >= self.down_until.load(Ordering::Relaxed)
     }
 
+    /// This thread's connection. Each worker thread keeps its own multiplexed connection,
+    /// driven by its own runtime, so a Redis call never wakes another thread.
     async fn conn(&self) -> Result<Conn, StoreError> {
         if !self.is_up() {
             return Err(unavailable("Redis is unreachable"));
         }
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        let cached = THREAD_CONNS.with(|conns| {
+            conns
+                .borrow()
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .map(|(_, c)| c.clone())
+        });
+        if let Some(c) = cached {
+            return Ok(c);
         }
-        let client = redis::cluster::ClusterClientBuilder::new(self.settings.urls.clone())
-            .connection_timeout(self.settings.timeout)
-            .response_timeout(self.settings.timeout)
-            .build()
-            .map_err(unavailable)?;
-        let conn = match tokio::time::timeout(self.settings.timeout, client.get_async_connection())
-            .await
-        {
-            Ok(Ok(c)) => Conn::Cluster(c),
-            Ok(Err(e)) => return Err(self.failed(e)),
-            Err(_) => return Err(self.failed("connecting timed out")),
+        let conn = match &self.single {
+            Some(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.settings.timeout))
+                    .set_response_timeout(Some(self.settings.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client.clone(), config)
+                        .map_err(unavailable)?,
+                )
+            }
+            None => {
+                let client = redis::cluster::ClusterClientBuilder::new(self.settings.urls.clone())
+                    .connection_timeout(self.settings.timeout)
+                    .response_timeout(self.settings.timeout)
+                    .build()
+                    .map_err(unavailable)?;
+                match tokio::time::timeout(self.settings.timeout, client.get_async_connection())
+                    .await
+                {
+                    Ok(Ok(c)) => Conn::Cluster(c),
+                    Ok(Err(e)) => return Err(self.failed(e)),
+                    Err(_) => return Err(self.failed("connecting timed out")),
+                }
+            }
         };
-        *slot = Some(conn.clone());
+        THREAD_CONNS.with(|conns| conns.borrow_mut().push((self.id, conn.clone())));
         Ok(conn)
     }
 
@@ -346,21 +414,22 @@ impl RedisStore {
             .collect())
     }
 
-    /// Counter key names: Tyk's, with the key id in a hash tag in cluster mode so both counters
-    /// of a key live in one slot and one script can touch them.
-    fn counter_names(&self, plan: &LimitPlan) -> (String, String) {
-        if !self.settings.cluster {
-            return (plan.rate_id.to_string(), plan.quota_id.to_string());
-        }
+    /// Counter key names (rate log, rate buckets, quota): Tyk's, with the key id in a hash tag
+    /// in cluster mode so every counter of a key lives in one slot and one script can touch
+    /// them all.
+    fn counter_names(&self, plan: &LimitPlan) -> (String, String, String) {
         let scoped = if plan.scope.is_empty() {
             String::new()
         } else {
             format!("{}-", plan.scope)
         };
-        (
-            format!("rate-limit-{scoped}{{{}}}", plan.storage_id),
-            format!("quota-{scoped}{{{}}}", plan.storage_id),
-        )
+        let id = if self.settings.cluster {
+            format!("{{{}}}", plan.storage_id)
+        } else {
+            plan.storage_id.to_string()
+        };
+        let rate = format!("rate-limit-{scoped}{id}");
+        (format!("{rate}:b"), rate, format!("quota-{scoped}{id}"))
     }
 
     fn next_salt(&self) -> u64 {
@@ -391,10 +460,11 @@ impl RedisStore {
         if rate == 0 && quota_max == 0 {
             return Ok(Admitted::default());
         }
-        let (rate_key, quota_key) = self.counter_names(plan);
+        let (buckets_key, rate_key, quota_key) = self.counter_names(plan);
         let mut conn = self.conn().await.map_err(|_| Limited::Unavailable)?;
         let mut inv = self.key_script.key(&rate_key);
-        inv.key(&quota_key)
+        inv.key(&buckets_key)
+            .key(&quota_key)
             .arg(rate)
             .arg(micros(plan.per))
             .arg(quota_max)
@@ -453,12 +523,17 @@ impl RedisStore {
         per: f64,
     ) -> Result<RateDecision, StoreError> {
         let mut conn = self.conn().await?;
-        let mut inv = self.api_script.key(format!("rate-limit-{id}"));
-        inv.arg(whole(rate)).arg(micros(per)).arg(format!(
-            "{}-{}",
-            std::process::id(),
-            self.next_salt()
-        ));
+        // The API's counters share a hash tag in cluster mode, like a key's.
+        let log = if self.settings.cluster {
+            format!("rate-limit-{{{id}}}")
+        } else {
+            format!("rate-limit-{id}")
+        };
+        let mut inv = self.api_script.key(&log);
+        inv.key(format!("{log}:b"))
+            .arg(whole(rate))
+            .arg(micros(per))
+            .arg(format!("{}-{}", std::process::id(), self.next_salt()));
         let reply: Vec<i64> =
             match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(v)) => v,
@@ -486,7 +561,7 @@ impl RedisStore {
         plan: &LimitPlan,
         now_unix: i64,
     ) -> Result<Option<QuotaSnapshot>, StoreError> {
-        let (_, quota_key) = self.counter_names(plan);
+        let (_, _, quota_key) = self.counter_names(plan);
         let used: Option<i64> = self.query(redis::cmd("GET").arg(&quota_key)).await?;
         let Some(used) = used else { return Ok(None) };
         let ttl: i64 = self.query(redis::cmd("PTTL").arg(&quota_key)).await?;
@@ -504,10 +579,15 @@ impl RedisStore {
     /// Redis cannot be reached.
     pub async fn reset(&self, plans: &[&LimitPlan]) -> Result<(), StoreError> {
         for plan in plans {
-            let (rate_key, quota_key) = self.counter_names(plan);
-            // One DEL per key: in cluster mode keys of different plans may sit in other slots.
-            self.query::<i64>(redis::cmd("DEL").arg(&rate_key)).await?;
-            self.query::<i64>(redis::cmd("DEL").arg(&quota_key)).await?;
+            let (buckets_key, rate_key, quota_key) = self.counter_names(plan);
+            // One DEL per plan; a plan's keys share a slot, other plans' may not.
+            self.query::<i64>(
+                redis::cmd("DEL")
+                    .arg(&rate_key)
+                    .arg(&buckets_key)
+                    .arg(&quota_key),
+            )
+            .await?;
         }
         Ok(())
     }
