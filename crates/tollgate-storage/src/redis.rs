@@ -462,6 +462,17 @@ impl RedisStore {
         }
         let (buckets_key, rate_key, quota_key) = self.counter_names(plan);
         let mut conn = self.conn().await.map_err(|_| Limited::Unavailable)?;
+        if rate == 0 || rate > EXACT_LOG_LIMIT {
+            let check = PipelinedCheck {
+                buckets_key: &buckets_key,
+                quota_key: &quota_key,
+                rate,
+                per_us: micros(plan.per),
+                quota_max,
+                renewal: plan.quota_renewal_rate.max(0),
+            };
+            return self.check_pipelined(&mut conn, &check, now_unix).await;
+        }
         let mut inv = self.key_script.key(&rate_key);
         inv.key(&buckets_key)
             .key(&quota_key)
@@ -510,6 +521,149 @@ impl RedisStore {
                 quota: (quota_max > 0).then_some(quota_decision),
             }),
         }
+    }
+
+    /// The cheap path (no script): quota by `INCR` (exact: a request passes iff its increment
+    /// is within the quota; refused ones are taken back) and the bucketed window by `HINCRBY`
+    /// then summing the window's buckets (never over the rate). Bucket numbers come from this
+    /// gateway's clock, so nodes' clocks must agree to well under one bucket (per/20).
+    async fn check_pipelined(
+        &self,
+        conn: &mut Conn,
+        c: &PipelinedCheck<'_>,
+        now_unix: i64,
+    ) -> Result<Admitted, Limited> {
+        let now_us = unix_micros();
+        let width = c.per_us.div_ceil(BUCKETS).max(1);
+        let cur = now_us / width;
+        let first = now_us.saturating_sub(c.per_us) / width;
+        let mut pipe = redis::pipe();
+        if c.quota_max > 0 {
+            if c.renewal > 0 {
+                pipe.cmd("SET")
+                    .arg(c.quota_key)
+                    .arg(0)
+                    .arg("EX")
+                    .arg(c.renewal)
+                    .arg("NX")
+                    .ignore();
+            }
+            pipe.cmd("INCR").arg(c.quota_key);
+            pipe.cmd("PTTL").arg(c.quota_key);
+        }
+        if c.rate > 0 {
+            pipe.cmd("HINCRBY").arg(c.buckets_key).arg(cur).arg(1);
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(c.buckets_key);
+            for b in first..=cur {
+                hmget.arg(b);
+            }
+            pipe.add_command(hmget);
+        }
+        let values: Vec<Value> =
+            match tokio::time::timeout(self.settings.timeout, pipe.query_async(conn)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    self.failed(e);
+                    return Err(Limited::Unavailable);
+                }
+                Err(_) => {
+                    self.failed("timed out");
+                    return Err(Limited::Unavailable);
+                }
+            };
+        let mut values = values.into_iter();
+        let mut next_int = || {
+            values
+                .next()
+                .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+        };
+        let (used, ttl_ms) = if c.quota_max > 0 {
+            (next_int().unwrap_or(i64::MAX), next_int().unwrap_or(-1))
+        } else {
+            (0, -1)
+        };
+        let (bucket_now, in_window) = if c.rate > 0 {
+            let created = next_int().unwrap_or(0);
+            let counts: Vec<Option<i64>> = values
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            (created, counts.into_iter().flatten().sum::<i64>())
+        } else {
+            (0, 0)
+        };
+        let rate_i = i64::try_from(c.rate).unwrap_or(i64::MAX);
+        let rate_ok = c.rate == 0 || in_window <= rate_i;
+        let quota_ok = c.quota_max == 0 || used <= c.quota_max;
+        let renews_at = if ttl_ms > 0 {
+            now_unix + ttl_ms.div_euclid(1000) + i64::from(ttl_ms % 1000 > 0)
+        } else {
+            0
+        };
+
+        // Take back what a refused request counted; prune old buckets when one starts.
+        let mut followup = redis::pipe();
+        let mut any = false;
+        if !(rate_ok && quota_ok) {
+            if c.rate > 0 {
+                followup
+                    .cmd("HINCRBY")
+                    .arg(c.buckets_key)
+                    .arg(cur)
+                    .arg(-1)
+                    .ignore();
+            }
+            if c.quota_max > 0 {
+                followup.cmd("DECR").arg(c.quota_key).ignore();
+            }
+            any = true;
+        }
+        if c.rate > 0 && bucket_now == 1 {
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(c.buckets_key);
+            for b in first.saturating_sub(BUCKETS + 1)..first {
+                hdel.arg(b);
+            }
+            followup.add_command(hdel).ignore();
+            followup
+                .cmd("PEXPIRE")
+                .arg(c.buckets_key)
+                .arg((c.per_us + width).div_ceil(1000))
+                .ignore();
+            any = true;
+        }
+        if any && let Err(e) = followup.query_async::<()>(conn).await {
+            tracing::warn!(error = %e, "taking back a refused request's counts failed");
+        }
+
+        let remaining = u64::try_from((rate_i - in_window).max(0)).unwrap_or(0);
+        let rate_decision = RateDecision {
+            allowed: rate_ok,
+            remaining,
+            retry_after_ns: if rate_ok {
+                0
+            } else {
+                ((first + 1) * width + c.per_us)
+                    .saturating_sub(now_us)
+                    .saturating_mul(1000)
+            },
+        };
+        let quota_decision = QuotaDecision {
+            allowed: quota_ok,
+            remaining: (c.quota_max - used).max(0),
+            renews_at,
+        };
+        if !rate_ok {
+            return Err(Limited::Rate(rate_decision));
+        }
+        if !quota_ok {
+            return Err(Limited::Quota(quota_decision));
+        }
+        Ok(Admitted {
+            rate: (c.rate > 0).then_some(rate_decision),
+            quota: (c.quota_max > 0).then_some(quota_decision),
+        })
     }
 
     /// Checks an API-wide rate limit.
@@ -628,6 +782,22 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.query::<String>(&redis::cmd("PING")).await.map(|_| ())
     }
+}
+
+/// One key's counters for [`RedisStore::check_pipelined`].
+struct PipelinedCheck<'a> {
+    buckets_key: &'a str,
+    quota_key: &'a str,
+    rate: u64,
+    per_us: u64,
+    quota_max: i64,
+    renewal: i64,
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn whole(rate: f64) -> u64 {
