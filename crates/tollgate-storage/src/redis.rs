@@ -324,12 +324,23 @@ impl RedisStore {
     }
 
     /// Runs one command with the deadline.
+    ///
+    /// Used for session reads and writes, which are safe to send twice: when a thread's
+    /// connection turns out to be stale (Redis restarted since it was last used) the command
+    /// is retried once on the fresh connection before Redis is treated as down.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn().await?;
-        match tokio::time::timeout(self.settings.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.failed(e)),
-            Err(_) => Err(self.failed("timed out")),
+        let mut retried = false;
+        loop {
+            match tokio::time::timeout(self.settings.timeout, cmd.query_async::<T>(&mut conn)).await
+            {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if !retried && e.is_connection_dropped() && !e.is_timeout() => {
+                    retried = true;
+                }
+                Ok(Err(e)) => return Err(self.failed(e)),
+                Err(_) => return Err(self.failed("timed out")),
+            }
         }
     }
 
@@ -778,9 +789,14 @@ impl RedisStore {
         Ok(pubsub)
     }
 
-    /// A cheap liveness probe (for `/hello`).
+    /// A liveness probe for `/hello`: answers within 250 ms whatever Redis does (a health
+    /// check must never hang), and at once while Redis is known to be down.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.query::<String>(&redis::cmd("PING")).await.map(|_| ())
+        let limit = self.settings.timeout.min(Duration::from_millis(250));
+        match tokio::time::timeout(limit, self.query::<String>(&redis::cmd("PING"))).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(unavailable("no answer to PING in time")),
+        }
     }
 }
 
