@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 mod upstream;
+pub mod write_deadline;
 
 use std::future::Future;
 use std::net::SocketAddr;

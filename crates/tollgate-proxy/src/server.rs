@@ -27,6 +27,7 @@ use crate::Gateway;
 use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
 use crate::proxy::{self, ConnCtx, WorkerCtx};
 use crate::upstream::UpstreamPool;
+use crate::write_deadline::WriteDeadline;
 
 /// Binds `count` listening sockets sharing `addr` through `SO_REUSEPORT`.
 ///
@@ -204,6 +205,7 @@ async fn serve_connection(
         max_headers: config.edge.max_request_headers,
     };
     let verdict = Arc::new(FramingVerdict::default());
+    let stream = WriteDeadline::new(stream, config.edge.write_timeout);
     let io = TokioIo::new(FramingGuard::new(stream, limits, Arc::clone(&verdict)));
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));

@@ -226,3 +226,36 @@ async fn slow_client_is_disconnected_by_read_timeout() {
     );
     assert_upstream_untouched(&up);
 }
+
+#[tokio::test]
+async fn client_that_stops_reading_is_cut_off_by_write_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tollgate_testkit::Reply;
+    const BIG: usize = 64 * 1024 * 1024;
+    let (gw, up) =
+        start(gateway!().conf(json!({"http_server_options": {"write_timeout": 1}}))).await;
+    up.on("/big", Reply::stream(BIG));
+    let c = RawClient::connect(gw.addr()).await.unwrap();
+    let (mut rd, mut wr) = c.into_stream().into_split();
+    let head = format!("GET /f/big HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Read nothing for 3 s: the gateway's writes block, and after write_timeout (1 s) it must
+    // give up on this client instead of holding the connection.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rd.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after 10 s; read {total} bytes"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => total += n,
+        }
+    }
+    assert!(
+        total < BIG,
+        "the whole {BIG}-byte response arrived ({total} bytes): the stalled client was never cut off"
+    );
+    assert!(total > 0, "no response bytes arrived at all");
+}
