@@ -59,6 +59,10 @@ pub struct TykConf {
     pub use_db_app_configs: bool,
     /// Database settings for API definitions.
     pub db_app_conf_options: DbAppConfOptions,
+    /// Tollgate extension: Prometheus metrics on their own listener.
+    pub prometheus: PrometheusConf,
+    /// Tollgate extension: one structured log line per request (target `tollgate::access`).
+    pub enable_access_log: bool,
     /// Tollgate extension: worker threads (0 or absent = one per CPU).
     pub worker_threads: Option<usize>,
 }
@@ -90,6 +94,20 @@ pub struct StorageConf {
     pub use_ssl: bool,
     /// Network timeout in seconds.
     pub timeout: Option<u64>,
+}
+
+/// `prometheus` (Tollgate extension).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PrometheusConf {
+    /// Serve metrics.
+    pub enabled: bool,
+    /// Bind address (default 127.0.0.1: metrics stay off the public interface).
+    pub listen_address: String,
+    /// Port (default 9464).
+    pub listen_port: Option<u16>,
+    /// Path (default `/metrics`).
+    pub path: String,
 }
 
 /// `db_app_conf_options`.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 mod file;
 
-pub use file::{HttpServerOptions, PoliciesConf, StorageConf, TykConf};
+pub use file::{HttpServerOptions, PoliciesConf, PrometheusConf, StorageConf, TykConf};
 
 /// Why a configuration could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,10 @@ pub struct GatewayConfig {
     /// `X-RateLimit-*` report the rate limit (`rate_limit_response_headers: rate_limits`)
     /// instead of the quota.
     pub rate_limit_headers: bool,
+    /// Where Prometheus metrics are served; `None` = off.
+    pub prometheus: Option<(SocketAddr, String)>,
+    /// Log one line per request.
+    pub access_log: bool,
     /// PostgreSQL URL of the API definitions table (`use_db_app_configs`); `None` = files.
     pub api_db_url: Option<Secret>,
     /// `policies.policy_record_name`, resolved; `None` = no policies.
@@ -277,6 +281,26 @@ impl GatewayConfig {
             }
         };
 
+        let prometheus = if file.prometheus.enabled {
+            let p = &file.prometheus;
+            let ip: IpAddr = match p.listen_address.trim() {
+                "" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                a => a.parse().map_err(|_| {
+                    invalid(
+                        "prometheus.listen_address",
+                        format!("`{a}` is not an IP address"),
+                    )
+                })?,
+            };
+            let path = match p.path.trim() {
+                "" => "/metrics".to_owned(),
+                s if s.starts_with('/') => s.to_owned(),
+                s => format!("/{s}"),
+            };
+            Some((SocketAddr::new(ip, p.listen_port.unwrap_or(9464)), path))
+        } else {
+            None
+        };
         let api_db_url = if file.use_db_app_configs {
             let url = file.db_app_conf_options.connection_string.expose().trim();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -323,6 +347,8 @@ impl GatewayConfig {
                 basic_auth_hash_key_function: file.basic_auth_hash_key_function.clone(),
             },
             storage,
+            prometheus,
+            access_log: file.enable_access_log,
             api_db_url,
             rate_limit_headers: file.rate_limit_response_headers == "rate_limits",
             policy_file,

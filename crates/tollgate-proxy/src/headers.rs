@@ -11,6 +11,8 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Correlates a request across gateway logs and the upstream.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The admin API secret header.
 pub const X_TYK_AUTHORIZATION: HeaderName = HeaderName::from_static("x-tyk-authorization");
 /// Non-standard hop-by-hop header some clients still send.

@@ -19,6 +19,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod limits;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod router;
@@ -64,6 +65,8 @@ pub struct Gateway {
     pub sessions: Arc<tollgate_storage::Sessions>,
     /// The PostgreSQL definitions table, when definitions come from there.
     pub api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
+    /// Prometheus metrics, when enabled.
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 impl Gateway {
@@ -83,6 +86,10 @@ impl Gateway {
             admin,
             sessions,
             api_db,
+            metrics: config_for_set
+                .prometheus
+                .is_some()
+                .then(|| metrics::Metrics::new(config_for_set.worker_threads)),
         })
     }
 
@@ -99,6 +106,9 @@ impl Gateway {
 
     /// Replaces the routing table atomically (every worker picks it up on its next request).
     pub fn swap_routes(&self, routes: Routes) {
+        if let Some(m) = &self.metrics {
+            m.reloaded(tollgate_session::time::unix_now());
+        }
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         self.routes
             .store(Arc::new(RouteSet::new(routes, &self.config, generation)));

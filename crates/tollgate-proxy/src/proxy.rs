@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -21,7 +22,8 @@ use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::chain::RequestCtx;
 use crate::error::GatewayError;
 use crate::framing::FramingVerdict;
-use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::metrics::{Rejection, Sample, WorkerMetrics};
 use crate::path;
 use crate::router::ApiRoute;
 use crate::upstream::{self, UpstreamPool};
@@ -31,15 +33,18 @@ use crate::{Gateway, Routes};
 pub(crate) struct WorkerCtx {
     pub(crate) index: usize,
     pub(crate) pool: Rc<UpstreamPool>,
+    /// This worker's metrics table, when metrics are on.
+    pub(crate) metrics: Option<Arc<WorkerMetrics>>,
     /// This worker's routing table and the generation it belongs to.
     routes: RefCell<Option<(u64, Arc<Routes>)>>,
 }
 
 impl WorkerCtx {
-    pub(crate) fn new(index: usize, pool: Rc<UpstreamPool>) -> Rc<Self> {
+    pub(crate) fn new(index: usize, pool: Rc<UpstreamPool>, gateway: &Gateway) -> Rc<Self> {
         Rc::new(Self {
             index,
             pool,
+            metrics: gateway.metrics.as_ref().map(|m| m.worker(index)),
             routes: RefCell::new(None),
         })
     }
@@ -72,14 +77,25 @@ pub(crate) struct ConnCtx {
 }
 
 /// Serves one request.
-pub(crate) async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let index = conn.next_index.get();
     conn.next_index.set(index + 1);
     let close = conn.gateway.config.close_connections;
-    let mut resp = match serve(conn, index, req).await {
+    // Observation costs nothing unless metrics or the access log are on.
+    let access_log = conn.gateway.config.access_log;
+    let observing = access_log || conn.worker.metrics.is_some();
+    let started = observing.then(Instant::now);
+    let mut seen = Observed::default();
+    if access_log {
+        seen.request_id = Some(request_id(&mut req));
+        seen.method = Some(req.method().clone());
+        seen.path = Some(req.uri().path().to_owned());
+    }
+    let mut resp = match serve(conn, index, req, &mut seen).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err);
+            seen.classify(&err);
             err.into_response()
         }
     };
@@ -87,13 +103,113 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Incoming>) -> Response<P
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Some(started) = started {
+        seen.finish(conn, resp.status(), started.elapsed());
+    }
     resp
+}
+
+/// What one request did, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Observed {
+    api: Option<Arc<str>>,
+    key_id: Option<Box<str>>,
+    upstream: Option<Duration>,
+    upstream_error: bool,
+    store_error: bool,
+    rejection: Option<Rejection>,
+    request_id: Option<HeaderValue>,
+    method: Option<http::Method>,
+    path: Option<String>,
+}
+
+impl Observed {
+    fn classify(&mut self, err: &GatewayError) {
+        match err {
+            GatewayError::Refused(r) => {
+                self.rejection = Some(match r.message {
+                    "Rate Limit Exceeded" | "API Rate Limit Exceeded" => Rejection::Rate,
+                    "Quota exceeded" => Rejection::Quota,
+                    _ if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+                        self.store_error = true;
+                        Rejection::Other
+                    }
+                    _ => Rejection::Auth,
+                });
+            }
+            GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. } => {
+                self.upstream_error = true;
+            }
+            _ => self.rejection = Some(Rejection::Other),
+        }
+    }
+
+    fn finish(self, conn: &ConnCtx, status: StatusCode, total: Duration) {
+        static NO_API: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+        if let Some(metrics) = &conn.worker.metrics {
+            let sample = Sample {
+                status: status.as_u16(),
+                total,
+                upstream: self.upstream,
+                rejection: self.rejection,
+                upstream_error: self.upstream_error,
+            };
+            metrics.record(self.api.as_ref().unwrap_or(&NO_API), &sample);
+            if self.store_error
+                && let Some(all) = &conn.gateway.metrics
+            {
+                all.store_error();
+            }
+        }
+        if conn.gateway.config.access_log {
+            // The key is logged by the id it is stored under, hashed when it is stored raw:
+            // a raw key never reaches the log.
+            let key = self.key_id.as_deref().map(|id| {
+                if conn.gateway.config.keys.hash_keys {
+                    id.to_owned()
+                } else {
+                    tollgate_session::HashAlgorithm::Sha256.hash(id.as_bytes())
+                }
+            });
+            tracing::info!(
+                target: "tollgate::access",
+                request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+                method = self.method.as_ref().map_or("", http::Method::as_str),
+                path = self.path.as_deref().unwrap_or(""),
+                api_id = self.api.as_deref().unwrap_or(""),
+                key = key.as_deref().unwrap_or(""),
+                status = status.as_u16(),
+                latency_ms = total.as_secs_f64() * 1000.0,
+                upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
+                "request"
+            );
+        }
+    }
+}
+
+/// The request's `X-Request-Id`, generated (and added, so the upstream sees it) when absent.
+fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
+    if let Some(v) = req.headers().get(X_REQUEST_ID) {
+        return v.clone();
+    }
+    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        u32::from_le_bytes(b)
+    });
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = HeaderValue::from_str(&format!("{:08x}{n:016x}", *PREFIX))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+    id
 }
 
 async fn serve(
     conn: &ConnCtx,
     index: u64,
     mut req: Request<Incoming>,
+    seen: &mut Observed,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // 1. A head the framing guard refused reaches us as a stand-in request, in order.
     if let Some(rejection) = conn.verdict.rejection_for(index) {
@@ -119,6 +235,10 @@ async fn serve(
     let route = routes
         .lookup(request_host(&req), path)
         .ok_or(GatewayError::NoRoute)?;
+    let observing = conn.worker.metrics.is_some() || conn.gateway.config.access_log;
+    if observing {
+        seen.api = Some(Arc::clone(&route.spec.api_id));
+    }
 
     let (mut parts, body) = req.into_parts();
 
@@ -134,7 +254,11 @@ async fn serve(
     };
     let outcome = route.chain.run(&mut cx).await;
     let (body_limit, rate_headers) = (cx.body_limit, cx.rate_headers);
+    if observing {
+        seen.key_id = cx.key_id.take();
+    }
     if let Err(err) = outcome {
+        seen.classify(&err);
         let mut resp = err.into_response();
         // Tyk's rate_limits mode reports the window on refusals too.
         if let Some(h) = rate_headers.filter(|_| conn.gateway.config.rate_limit_headers) {
@@ -144,7 +268,12 @@ async fn serve(
     }
 
     // 6. Forward; the limit headers go on the upstream's response.
-    let mut resp = forward(conn, route, parts, body, body_limit).await?;
+    let sent = observing.then(Instant::now);
+    let result = forward(conn, route, parts, body, body_limit).await;
+    if let Some(sent) = sent {
+        seen.upstream = Some(sent.elapsed());
+    }
+    let mut resp = result?;
     if let Some(h) = rate_headers {
         h.apply(resp.headers_mut());
     }

@@ -153,7 +153,7 @@ async fn worker(
         config.max_idle_upstream_per_host,
         !config.proxy_close_connections,
     );
-    let worker_ctx = WorkerCtx::new(index, pool);
+    let worker_ctx = WorkerCtx::new(index, pool, &gateway);
     let tracker = Rc::new(ConnTracker::default());
     loop {
         tokio::select! {

@@ -3,6 +3,7 @@
 //! Everything that needs every concrete type lives here; the crates below know only their own
 //! part. Start-up errors end the process with one line naming the file, field or address.
 
+mod metrics;
 mod reload;
 
 use std::io::IsTerminal as _;
@@ -34,7 +35,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Held until exit: dropping it flushes the log lines still queued.
+    let _log_flush = init_logging();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -44,18 +46,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr through a background writer, so a request never waits for the terminal
+/// or a pipe (the access log writes a line per request). When the queue is full, lines are
+/// dropped rather than blocking traffic.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -125,6 +132,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let _rt = control.enter();
         Signals::install()?
     };
+    let metrics_listener = match (&config.prometheus, &gateway.metrics) {
+        (Some((addr, path)), Some(metrics)) => {
+            let listener = std::net::TcpListener::bind(addr).with_context(|| {
+                format!("cannot listen on {addr} (prometheus.listen_address/listen_port)")
+            })?;
+            listener
+                .set_nonblocking(true)
+                .context("configuring the metrics listener")?;
+            tracing::info!(address = %addr, path = %path, "Prometheus metrics");
+            Some((listener, path.clone(), Arc::clone(metrics)))
+        }
+        _ => None,
+    };
     let workers = Workers::start(&gateway, listeners).context("starting worker threads")?;
     tracing::info!(
         address = %local,
@@ -138,6 +158,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     control.block_on(async {
         tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
         tokio::spawn(flush_counters(Arc::clone(&gateway)));
+        if let Some((listener, path, metrics)) = metrics_listener {
+            tokio::spawn(metrics::serve(listener, path, metrics));
+        }
         let on_group_reload = reload_handle.clone();
         tokio::spawn(tollgate_storage::notify::listen(
             Arc::clone(&gateway.sessions),

@@ -1,0 +1,240 @@
+//! Prometheus metrics, the access log and request ids, against the real binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, client, gateway};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(up: &MockUpstream, metrics_port: u16) -> Gateway {
+    let mut keyed = api_def("keyed", "/keyed/", &up.url());
+    keyed["use_keyless"] = json!(false);
+    gateway!()
+        .conf(json!({
+            "enable_access_log": true,
+            "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": metrics_port, "path": "/metrics"}
+        }))
+        .api("open.json", api_def("open", "/open/", &up.url()))
+        .api("keyed.json", keyed)
+        .start()
+        .await
+}
+
+async fn scrape(port: u16) -> String {
+    let resp = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    resp.text().await.unwrap()
+}
+
+/// The value of one sample line, e.g. `tollgate_requests_total{api_id="open",code="2xx"}`.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}")) as u64
+}
+
+#[tokio::test]
+async fn metrics_count_the_traffic_sent() {
+    let up = MockUpstream::start().await;
+    let port = free_port();
+    let gw = start(&up, port).await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(c.get(gw.url("/open/x")).send().await.unwrap().status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            c.get(gw.url("/keyed/x")).send().await.unwrap().status(),
+            401
+        );
+    }
+    assert_eq!(
+        c.get(gw.url("/keyed/x"))
+            .header("authorization", "unknown-key")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        c.get(gw.url("/nowhere")).send().await.unwrap().status(),
+        404
+    );
+
+    let text = scrape(port).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_requests_total{api_id="open",code="2xx"}"#
+        ),
+        5
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_requests_total{api_id="keyed",code="4xx"}"#
+        ),
+        3
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_rejected_requests_total{api_id="keyed",reason="auth"}"#
+        ),
+        3
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_rejected_requests_total{api_id="keyed",reason="quota"}"#
+        ),
+        0
+    );
+    assert_eq!(
+        sample(&text, r#"tollgate_requests_total{api_id="",code="4xx"}"#),
+        1
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_request_duration_seconds_count{api_id="open"}"#
+        ),
+        5
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_upstream_duration_seconds_count{api_id="open"}"#
+        ),
+        5
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_upstream_duration_seconds_count{api_id="keyed"}"#
+        ),
+        0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tollgate_request_duration_seconds_bucket{api_id="open",le="+Inf"}"#
+        ),
+        5
+    );
+    assert_eq!(sample(&text, "tollgate_reloads_total"), 0);
+
+    // Every line is a comment or `name{labels} number` (the text format parses).
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        assert!(series.starts_with("tollgate_"), "{line}");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+    }
+
+    // A reload is counted.
+    let (status, _) = gw
+        .admin(reqwest::Method::GET, "/tyk/reload?block=true", None)
+        .await;
+    assert_eq!(status, 200);
+    let text = scrape(port).await;
+    assert_eq!(sample(&text, "tollgate_reloads_total"), 1);
+    assert!(sample(&text, "tollgate_last_reload_timestamp_seconds") > 1_700_000_000);
+
+    // The metrics are not on the public port.
+    assert_eq!(
+        c.get(gw.url("/metrics")).send().await.unwrap().status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn access_log_and_request_ids() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, free_port()).await;
+    let c = client();
+    let (status, created) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/tyk/keys/create",
+            Some(&json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+
+    // No X-Request-Id from the client: the upstream gets a generated one.
+    let r = c
+        .get(gw.url("/keyed/a"))
+        .header("authorization", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A client's own id passes through unchanged.
+    let r = c
+        .get(gw.url("/open/b"))
+        .header("x-request-id", "client-id-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let recs = up.wait_for_requests(2, Duration::from_secs(5)).await;
+    let generated = recs[0].headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 24, "generated id {generated}");
+    assert_eq!(recs[1].headers["x-request-id"], "client-id-42");
+
+    // One access line per request, with the key's hash and never the raw key.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = gw.log();
+        if log.contains("client-id-42") || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tollgate::access"))
+        .collect();
+    assert!(access.len() >= 2, "access lines: {access:#?}\nlog:\n{log}");
+    let keyed = access
+        .iter()
+        .find(|l| l.contains("path=\"/keyed/a\""))
+        .unwrap_or_else(|| panic!("no access line for /keyed/a:\n{log}"));
+    assert!(keyed.contains("status=200"), "{keyed}");
+    assert!(
+        keyed.contains("api_id=\"keyed\"") || keyed.contains("api_id=keyed"),
+        "{keyed}"
+    );
+    assert!(keyed.contains(&key_hash), "{keyed}");
+    assert!(keyed.contains(&generated), "{keyed}");
+    assert!(!log.contains(&key), "the raw key reached the log");
+}
