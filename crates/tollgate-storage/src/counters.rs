@@ -65,7 +65,8 @@ fn per_ns(per: f64) -> u64 {
     ns.max(1)
 }
 
-fn whole(rate: f64) -> u64 {
+/// A rate as a whole number of requests (at least 1).
+pub(crate) fn whole(rate: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let r = rate.floor() as u64;
     r.max(1)

@@ -17,7 +17,7 @@ use tollgate_limits::{QuotaDecision, QuotaSnapshot, RateDecision};
 use tollgate_session::LimitPlan;
 
 use crate::StoreError;
-use crate::counters::{Admitted, Limited};
+use crate::counters::{Admitted, Limited, whole};
 
 /// Tyk's prefix for sessions.
 const SESSION_PREFIX: &str = "apikey-";
@@ -323,6 +323,18 @@ impl RedisStore {
         unavailable(e)
     }
 
+    /// Awaits one Redis call with the deadline; a failure marks Redis down.
+    async fn deadline<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(_) => Err(self.failed("timed out")),
+        }
+    }
+
     /// Runs one command with the deadline.
     ///
     /// Used for session reads and writes, which are safe to send twice: when a thread's
@@ -388,16 +400,8 @@ impl RedisStore {
             let mut cmd = redis::cmd("KEYS");
             cmd.arg(&pattern);
             // KEYS fans out to every master in cluster mode; SCAN cursors do not.
-            match tokio::time::timeout(
-                self.settings.timeout,
-                cmd.query_async::<Vec<String>>(&mut conn),
-            )
-            .await
-            {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(self.failed(e)),
-                Err(_) => return Err(self.failed("timed out")),
-            }
+            self.deadline(cmd.query_async::<Vec<String>>(&mut conn))
+                .await?
         } else {
             let mut out = Vec::new();
             let mut cursor: u64 = 0;
@@ -492,18 +496,10 @@ impl RedisStore {
             .arg(quota_max)
             .arg(plan.quota_renewal_rate.max(0))
             .arg(format!("{}-{}", std::process::id(), self.next_salt()));
-        let reply: Vec<i64> =
-            match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    self.failed(e);
-                    return Err(Limited::Unavailable);
-                }
-                Err(_) => {
-                    self.failed("timed out");
-                    return Err(Limited::Unavailable);
-                }
-            };
+        let reply: Vec<i64> = self
+            .deadline(inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| Limited::Unavailable)?;
         let [status, rate_left, retry_us, quota_left, ttl_ms] = reply[..] else {
             return Err(Limited::Unavailable);
         };
@@ -571,18 +567,10 @@ impl RedisStore {
             }
             pipe.add_command(hmget);
         }
-        let values: Vec<Value> =
-            match tokio::time::timeout(self.settings.timeout, pipe.query_async(conn)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    self.failed(e);
-                    return Err(Limited::Unavailable);
-                }
-                Err(_) => {
-                    self.failed("timed out");
-                    return Err(Limited::Unavailable);
-                }
-            };
+        let values: Vec<Value> = self
+            .deadline(pipe.query_async(conn))
+            .await
+            .map_err(|_| Limited::Unavailable)?;
         let mut values = values.into_iter();
         let mut next_int = || {
             values
@@ -699,12 +687,7 @@ impl RedisStore {
             .arg(whole(rate))
             .arg(micros(per))
             .arg(format!("{}-{}", std::process::id(), self.next_salt()));
-        let reply: Vec<i64> =
-            match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(self.failed(e)),
-                Err(_) => return Err(self.failed("timed out")),
-            };
+        let reply: Vec<i64> = self.deadline(inv.invoke_async(&mut conn)).await?;
         let [allowed, left, retry_us] = reply[..] else {
             return Err(unavailable("unexpected script reply"));
         };
@@ -814,12 +797,6 @@ fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-fn whole(rate: f64) -> u64 {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let r = rate.floor() as u64;
-    r.max(1)
 }
 
 fn micros(per: f64) -> u64 {
