@@ -59,6 +59,8 @@ pub struct TykConf {
     pub use_db_app_configs: bool,
     /// Database settings for API definitions.
     pub db_app_conf_options: DbAppConfOptions,
+    /// Analytics settings.
+    pub analytics_config: AnalyticsConf,
     /// Tollgate extension: Prometheus metrics on their own listener.
     pub prometheus: PrometheusConf,
     /// Tollgate extension: one structured log line per request (target `tollgate::access`).
@@ -94,6 +96,16 @@ pub struct StorageConf {
     pub use_ssl: bool,
     /// Network timeout in seconds.
     pub timeout: Option<u64>,
+}
+
+/// `analytics_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsConf {
+    /// Queue size between requests and the writer (default 10000, at least 1000 as in Tyk).
+    pub records_buffer_size: Option<usize>,
+    /// Seconds the Redis analytics list lives without a reader (0 = 60).
+    pub storage_expiration_time: Option<u64>,
 }
 
 /// `prometheus` (Tollgate extension).

@@ -35,6 +35,8 @@ pub struct ApiDefinition {
     pub auth_configs: std::collections::BTreeMap<String, AuthConf>,
     /// Remove the credential before proxying.
     pub strip_auth_data: bool,
+    /// No analytics records for this API.
+    pub do_not_track: bool,
     /// One limit for all traffic to this API (keyless too).
     pub global_rate_limit: GlobalRateLimit,
     /// Skip key and API rate limits.

@@ -83,6 +83,8 @@ pub struct ApiSpec {
     pub auth: AuthMode,
     /// Remove the credential before proxying.
     pub strip_auth_data: bool,
+    /// No analytics records.
+    pub do_not_track: bool,
     /// `global_rate_limit` as (rate, per) when on.
     pub global_rate_limit: Option<(f64, f64)>,
     /// Key rate limits off.
@@ -158,6 +160,7 @@ impl ApiSpec {
         Ok(Self {
             auth,
             strip_auth_data: def.strip_auth_data,
+            do_not_track: def.do_not_track,
             global_rate_limit: {
                 let g = &def.global_rate_limit;
                 (!g.disabled && !def.disable_rate_limit && g.rate > 0.0 && g.per > 0.0)

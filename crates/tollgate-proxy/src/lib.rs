@@ -67,6 +67,8 @@ pub struct Gateway {
     pub api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
     /// Prometheus metrics, when enabled.
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// The analytics queue, when analytics are recorded.
+    pub analytics: Option<Arc<tollgate_analytics::AnalyticsQueue>>,
 }
 
 impl Gateway {
@@ -77,6 +79,7 @@ impl Gateway {
         admin: Arc<dyn AdminApi>,
         sessions: Arc<tollgate_storage::Sessions>,
         api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
+        analytics: Option<Arc<tollgate_analytics::AnalyticsQueue>>,
     ) -> Arc<Self> {
         let config_for_set = Arc::clone(&config);
         Arc::new(Self {
@@ -86,6 +89,7 @@ impl Gateway {
             admin,
             sessions,
             api_db,
+            analytics,
             metrics: config_for_set
                 .prometheus
                 .is_some()

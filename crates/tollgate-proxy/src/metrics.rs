@@ -174,8 +174,8 @@ impl Metrics {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, with the analytics queue's state when there is one.
+    pub fn render(&self, analytics: Option<&tollgate_analytics::AnalyticsQueue>) -> String {
         let mut all: HashMap<Arc<str>, ApiMetrics> = HashMap::new();
         for w in &self.workers {
             let apis = w.apis.lock().unwrap_or_else(PoisonError::into_inner);
@@ -261,6 +261,17 @@ impl Metrics {
             self.last_reload.load(Ordering::Relaxed),
             self.store_errors.load(Ordering::Relaxed),
         );
+        if let Some(q) = analytics {
+            let _ = write!(
+                out,
+                "# HELP tollgate_analytics_queue_depth Analytics records waiting to be written.\n# TYPE tollgate_analytics_queue_depth gauge\ntollgate_analytics_queue_depth {}\n\
+                 # HELP tollgate_analytics_written_total Analytics records written to the sink.\n# TYPE tollgate_analytics_written_total counter\ntollgate_analytics_written_total {}\n\
+                 # HELP tollgate_analytics_dropped_total Analytics records dropped (queue full or sink down).\n# TYPE tollgate_analytics_dropped_total counter\ntollgate_analytics_dropped_total {}\n",
+                q.depth(),
+                q.written(),
+                q.dropped(),
+            );
+        }
         out
     }
 }
@@ -296,7 +307,7 @@ mod tests {
         m.worker(0).record(&api, &ok);
         m.worker(1).record(&api, &ok);
         m.worker(1).record(&api, &quota);
-        let text = m.render();
+        let text = m.render(None);
         assert!(
             text.contains("tollgate_requests_total{api_id=\"a\",code=\"2xx\"} 2"),
             "{text}"

@@ -83,13 +83,28 @@ pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Respon
     let close = conn.gateway.config.close_connections;
     // Observation costs nothing unless metrics or the access log are on.
     let access_log = conn.gateway.config.access_log;
-    let observing = access_log || conn.worker.metrics.is_some();
+    let analytics = conn.gateway.analytics.is_some();
+    let observing = access_log || analytics || conn.worker.metrics.is_some();
     let started = observing.then(Instant::now);
     let mut seen = Observed::default();
     if access_log {
         seen.request_id = Some(request_id(&mut req));
+    }
+    if access_log || analytics {
         seen.method = Some(req.method().clone());
         seen.path = Some(req.uri().path().to_owned());
+    }
+    if analytics {
+        seen.timestamp = Some(tollgate_analytics::Timestamp::now());
+        let text = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        seen.user_agent = text(header::USER_AGENT);
+        seen.content_length = text(header::CONTENT_LENGTH).parse().unwrap_or(0);
     }
     let mut resp = match serve(conn, index, req, &mut seen).await {
         Ok(resp) => resp,
@@ -121,9 +136,107 @@ struct Observed {
     request_id: Option<HeaderValue>,
     method: Option<http::Method>,
     path: Option<String>,
+    /// Set when an analytics record is to be written for this request.
+    track: Option<Tracked>,
+    timestamp: Option<tollgate_analytics::Timestamp>,
+    user_agent: String,
+    content_length: i64,
+}
+
+/// What an analytics record needs from the route and the key.
+#[derive(Debug, Default)]
+struct Tracked {
+    api_name: Arc<str>,
+    org_id: Arc<str>,
+    host: String,
+    strip: Option<String>,
+    alias: String,
+    tags: Vec<String>,
 }
 
 impl Observed {
+    /// The key as analytics and logs show it: its storage id when keys are hashed, else a
+    /// SHA-256 of the raw key.
+    fn key_hash(&self, conn: &ConnCtx) -> String {
+        self.key_id.as_deref().map_or_else(String::new, |id| {
+            if conn.gateway.config.keys.hash_keys {
+                id.to_owned()
+            } else {
+                tollgate_session::HashAlgorithm::Sha256.hash(id.as_bytes())
+            }
+        })
+    }
+
+    fn record(
+        &self,
+        conn: &ConnCtx,
+        track: &Tracked,
+        timestamp: tollgate_analytics::Timestamp,
+        status: StatusCode,
+        total: Duration,
+    ) -> tollgate_analytics::Record {
+        let raw_path = self.path.clone().unwrap_or_default();
+        let path = match &track.strip {
+            Some(lp) => match raw_path.strip_prefix(lp.as_str()) {
+                Some(rest) if rest.starts_with('/') => rest.to_owned(),
+                Some(rest) => format!("/{rest}"),
+                None => raw_path.clone(),
+            },
+            None => raw_path.clone(),
+        };
+        let api_key = self.key_hash(conn);
+        let api_id = self.api.as_deref().unwrap_or("").to_owned();
+        let mut tags = track.tags.clone();
+        if !api_key.is_empty() {
+            tags.push(format!("key-{api_key}"));
+        }
+        tags.push(format!("org-{}", track.org_id));
+        tags.push(format!("api-{api_id}"));
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut record = tollgate_analytics::Record {
+            method: self
+                .method
+                .as_ref()
+                .map_or("", http::Method::as_str)
+                .to_owned(),
+            host: track.host.clone(),
+            path,
+            raw_path,
+            content_length: self.content_length,
+            user_agent: self.user_agent.clone(),
+            day: 0,
+            month: 0,
+            year: 0,
+            hour: 0,
+            response_code: i64::from(status.as_u16()),
+            api_key,
+            timestamp,
+            api_version: "Non Versioned".to_owned(),
+            api_name: track.api_name.to_string(),
+            api_id,
+            org_id: track.org_id.to_string(),
+            oauth_id: String::new(),
+            request_time: ms(total),
+            raw_request: String::new(),
+            raw_response: String::new(),
+            ip_address: conn.peer_ip.to_str().unwrap_or("").to_owned(),
+            network: tollgate_analytics::Network::default(),
+            latency: tollgate_analytics::Latency {
+                total: ms(total),
+                upstream: self.upstream.map_or(0, ms),
+            },
+            tags,
+            alias: track.alias.clone(),
+            track_path: false,
+            expire_at: tollgate_analytics::Timestamp {
+                secs: timestamp.secs.saturating_add(100 * 365 * 86_400),
+                nanos: 0,
+            },
+        };
+        record.set_calendar();
+        record
+    }
+
     fn classify(&mut self, err: &GatewayError) {
         match err {
             GatewayError::Refused(r) => {
@@ -161,23 +274,22 @@ impl Observed {
                 all.store_error();
             }
         }
+        if let (Some(queue), Some(track), Some(timestamp)) =
+            (&conn.gateway.analytics, &self.track, self.timestamp)
+        {
+            queue.record(self.record(conn, track, timestamp, status, total));
+        }
         if conn.gateway.config.access_log {
             // The key is logged by the id it is stored under, hashed when it is stored raw:
             // a raw key never reaches the log.
-            let key = self.key_id.as_deref().map(|id| {
-                if conn.gateway.config.keys.hash_keys {
-                    id.to_owned()
-                } else {
-                    tollgate_session::HashAlgorithm::Sha256.hash(id.as_bytes())
-                }
-            });
+            let key = self.key_hash(conn);
             tracing::info!(
                 target: "tollgate::access",
                 request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
                 method = self.method.as_ref().map_or("", http::Method::as_str),
                 path = self.path.as_deref().unwrap_or(""),
                 api_id = self.api.as_deref().unwrap_or(""),
-                key = key.as_deref().unwrap_or(""),
+                key = key.as_str(),
                 status = status.as_u16(),
                 latency_ms = total.as_secs_f64() * 1000.0,
                 upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
@@ -235,9 +347,22 @@ async fn serve(
     let route = routes
         .lookup(request_host(&req), path)
         .ok_or(GatewayError::NoRoute)?;
-    let observing = conn.worker.metrics.is_some() || conn.gateway.config.access_log;
+    let observing = conn.worker.metrics.is_some()
+        || conn.gateway.config.access_log
+        || conn.gateway.analytics.is_some();
     if observing {
         seen.api = Some(Arc::clone(&route.spec.api_id));
+    }
+    if conn.gateway.analytics.is_some() && !route.spec.do_not_track {
+        let spec = &route.spec;
+        seen.track = Some(Tracked {
+            api_name: Arc::clone(&spec.name),
+            org_id: Arc::clone(&spec.org_id),
+            host: spec.target.host_header.to_str().unwrap_or("").to_owned(),
+            strip: spec.strip_listen_path.then(|| spec.listen_path.clone()),
+            alias: String::new(),
+            tags: Vec::new(),
+        });
     }
 
     let (mut parts, body) = req.into_parts();
@@ -256,6 +381,10 @@ async fn serve(
     let (body_limit, rate_headers) = (cx.body_limit, cx.rate_headers);
     if observing {
         seen.key_id = cx.key_id.take();
+    }
+    if let (Some(track), Some(key)) = (seen.track.as_mut(), cx.key.as_ref()) {
+        track.alias.clone_from(&key.session.alias);
+        track.tags.clone_from(&key.session.tags);
     }
     if let Err(err) = outcome {
         seen.classify(&err);

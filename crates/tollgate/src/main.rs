@@ -125,7 +125,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let (reload_handle, reload_rx) = ReloadHandle::channel();
     let admin = tollgate_admin::Admin::new(reload_handle.clone());
-    let gateway = Gateway::new(Arc::clone(&config), routes, admin, sessions, api_db);
+    let (analytics, analytics_writer) = analytics_pipeline(&config, &sessions);
+    let gateway = Gateway::new(
+        Arc::clone(&config),
+        routes,
+        admin,
+        sessions,
+        api_db,
+        analytics,
+    );
     // Signal handlers go in before the port serves, so an early SIGHUP/SIGTERM is never
     // taken by the default action (which would kill the process).
     let signals = {
@@ -158,8 +166,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     control.block_on(async {
         tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
         tokio::spawn(flush_counters(Arc::clone(&gateway)));
+        if let Some(writer) = analytics_writer {
+            tokio::spawn(writer);
+        }
         if let Some((listener, path, metrics)) = metrics_listener {
-            tokio::spawn(metrics::serve(listener, path, metrics));
+            tokio::spawn(metrics::serve(
+                listener,
+                path,
+                metrics,
+                gateway.analytics.clone(),
+            ));
         }
         let on_group_reload = reload_handle.clone();
         tokio::spawn(tollgate_storage::notify::listen(
@@ -178,6 +194,51 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Analytics records go to Tyk's Redis list (where Tyk Pump reads them) when
+/// `enable_analytics` is on and keys live in Redis; the embedded store has no sink yet.
+fn analytics_pipeline(
+    config: &GatewayConfig,
+    sessions: &Sessions,
+) -> (
+    Option<Arc<tollgate_analytics::AnalyticsQueue>>,
+    Option<impl std::future::Future<Output = ()> + Send + 'static>,
+) {
+    if !config.enable_analytics {
+        return (None, None);
+    }
+    let Some(redis) = sessions.redis_store().cloned() else {
+        tracing::warn!(
+            "enable_analytics is on but analytics need the Redis backend for now; no records are written"
+        );
+        return (None, None);
+    };
+    let opts = &config.file.analytics_config;
+    let capacity = opts.records_buffer_size.unwrap_or(10_000).max(1000);
+    let expire = opts
+        .storage_expiration_time
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    let (queue, rx) = tollgate_analytics::AnalyticsQueue::new(capacity);
+    let sink = RedisAnalytics { redis, expire };
+    let writer = tollgate_analytics::run_writer(Arc::clone(&queue), rx, sink);
+    (Some(queue), Some(writer))
+}
+
+/// Writes analytics batches to Tyk's Redis list.
+struct RedisAnalytics {
+    redis: Arc<tollgate_storage::redis::RedisStore>,
+    expire: u64,
+}
+
+impl tollgate_analytics::Sink for RedisAnalytics {
+    async fn write(&self, batch: Vec<Vec<u8>>) -> Result<(), String> {
+        self.redis
+            .push_analytics(tollgate_analytics::REDIS_LIST, batch, self.expire)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Opens the configured session store.

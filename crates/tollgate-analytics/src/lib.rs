@@ -1,0 +1,416 @@
+//! Analytics records in Tyk's format, and the bounded queue between the request path and the
+//! sinks.
+//!
+//! A record is a msgpack map keyed by Tyk's Go field names (`Method`, `APIKey`, `TimeStamp`,
+//! ...), timestamps as `[unix seconds, nanoseconds]` as Tyk's msgpack library writes them, so
+//! an existing Tyk Pump reading the Redis list `analytics-tyk-system-analytics` decodes
+//! Tollgate's records unchanged.
+//!
+//! Recording never blocks a request: [`AnalyticsQueue::record`] puts the record in a bounded
+//! queue or, when the writer has fallen behind and the queue is full, drops it and counts the
+//! drop. [`run_writer`] drains the queue in batches (every 200 ms, or sooner when a batch is
+//! full) into a [`Sink`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+use tokio::sync::mpsc;
+
+/// Tyk's analytics list in Redis.
+pub const REDIS_LIST: &str = "analytics-tyk-system-analytics";
+/// Batches are written at least this often.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Largest batch written at once.
+pub const MAX_BATCH: usize = 1000;
+
+/// A point in time, encoded as Tyk's msgpack library encodes `time.Time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    /// Unix seconds.
+    pub secs: i64,
+    /// Nanoseconds within the second.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: d.subsec_nanos(),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.secs, self.nanos).serialize(s)
+    }
+}
+
+/// Latencies in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Gateway total.
+    #[serde(rename = "Total")]
+    pub total: i64,
+    /// Upstream part (0 when the request never reached one).
+    #[serde(rename = "Upstream")]
+    pub upstream: i64,
+}
+
+/// Tyk's (empty) network statistics: zero for HTTP.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Network {
+    /// Always 0.
+    #[serde(rename = "OpenConnections")]
+    pub open_connections: i64,
+    /// Always 0.
+    #[serde(rename = "ClosedConnection")]
+    pub closed_connection: i64,
+    /// Always 0.
+    #[serde(rename = "BytesIn")]
+    pub bytes_in: i64,
+    /// Always 0.
+    #[serde(rename = "BytesOut")]
+    pub bytes_out: i64,
+}
+
+/// One request, as Tyk records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// HTTP method.
+    #[serde(rename = "Method")]
+    pub method: String,
+    /// Upstream host.
+    #[serde(rename = "Host")]
+    pub host: String,
+    /// Request path with the listen path stripped when the API strips it.
+    #[serde(rename = "Path")]
+    pub path: String,
+    /// Request path.
+    #[serde(rename = "RawPath")]
+    pub raw_path: String,
+    /// Request `Content-Length` (0 when absent).
+    #[serde(rename = "ContentLength")]
+    pub content_length: i64,
+    /// `User-Agent`.
+    #[serde(rename = "UserAgent")]
+    pub user_agent: String,
+    /// Day of month (UTC).
+    #[serde(rename = "Day")]
+    pub day: i64,
+    /// Month 1-12 (UTC).
+    #[serde(rename = "Month")]
+    pub month: i64,
+    /// Year (UTC).
+    #[serde(rename = "Year")]
+    pub year: i64,
+    /// Hour (UTC).
+    #[serde(rename = "Hour")]
+    pub hour: i64,
+    /// Status sent to the client.
+    #[serde(rename = "ResponseCode")]
+    pub response_code: i64,
+    /// The key's hash (never the raw key); empty for keyless requests.
+    #[serde(rename = "APIKey")]
+    pub api_key: String,
+    /// When the request arrived.
+    #[serde(rename = "TimeStamp")]
+    pub timestamp: Timestamp,
+    /// Version name (`Non Versioned` while versions are not applied).
+    #[serde(rename = "APIVersion")]
+    pub api_version: String,
+    /// API name.
+    #[serde(rename = "APIName")]
+    pub api_name: String,
+    /// API id.
+    #[serde(rename = "APIID")]
+    pub api_id: String,
+    /// Org id.
+    #[serde(rename = "OrgID")]
+    pub org_id: String,
+    /// OAuth client (unused: empty).
+    #[serde(rename = "OauthID")]
+    pub oauth_id: String,
+    /// Total latency in milliseconds.
+    #[serde(rename = "RequestTime")]
+    pub request_time: i64,
+    /// Base64 request (detailed recording; not recorded).
+    #[serde(rename = "RawRequest")]
+    pub raw_request: String,
+    /// Base64 response (detailed recording; not recorded).
+    #[serde(rename = "RawResponse")]
+    pub raw_response: String,
+    /// Client IP.
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    /// Zero network statistics.
+    #[serde(rename = "Network")]
+    pub network: Network,
+    /// Latencies.
+    #[serde(rename = "Latency")]
+    pub latency: Latency,
+    /// Tags: the key's, then `key-<hash>`, `org-<org>`, `api-<api>`.
+    #[serde(rename = "Tags")]
+    pub tags: Vec<String>,
+    /// The key's alias.
+    #[serde(rename = "Alias")]
+    pub alias: String,
+    /// Endpoint tracking (not used).
+    #[serde(rename = "TrackPath")]
+    pub track_path: bool,
+    /// When the record may be purged.
+    #[serde(rename = "ExpireAt")]
+    pub expire_at: Timestamp,
+}
+
+impl Record {
+    /// Fills the calendar fields from `timestamp` (UTC).
+    pub fn set_calendar(&mut self) {
+        let days = self.timestamp.secs.div_euclid(86_400);
+        let secs = self.timestamp.secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        self.day = doy - (153 * mp + 2) / 5 + 1;
+        self.month = if mp < 10 { mp + 3 } else { mp - 9 };
+        self.year = yoe + era * 400 + i64::from(self.month <= 2);
+        self.hour = secs / 3600;
+    }
+
+    /// The msgpack bytes Tyk Pump reads.
+    ///
+    /// # Errors
+    /// Encoding failed (it does not for well-formed records).
+    pub fn to_msgpack(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec_named(self)
+    }
+}
+
+/// Where batches of encoded records go.
+pub trait Sink: Send + 'static {
+    /// Writes one batch.
+    ///
+    /// # Errors
+    /// The sink is unavailable; the batch is dropped and counted.
+    fn write(
+        &self,
+        batch: Vec<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// The bounded queue between requests and the writer.
+#[derive(Debug)]
+pub struct AnalyticsQueue {
+    tx: mpsc::Sender<Record>,
+    dropped: AtomicU64,
+    written: AtomicU64,
+}
+
+impl AnalyticsQueue {
+    /// A queue of `capacity` records and the receiving end for [`run_writer`].
+    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Record>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Arc::new(Self {
+                tx,
+                dropped: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+            }),
+            rx,
+        )
+    }
+
+    /// Queues a record without waiting; a full queue drops it (counted).
+    pub fn record(&self, record: Record) {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped because the queue was full or a sink failed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records written to the sink.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Records waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Drains the queue into `sink` until every sender is gone.
+pub async fn run_writer(
+    queue: Arc<AnalyticsQueue>,
+    mut rx: mpsc::Receiver<Record>,
+    sink: impl Sink,
+) {
+    let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let deadline = tokio::time::sleep(FLUSH_INTERVAL);
+        tokio::pin!(deadline);
+        let open = loop {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some(r) => {
+                        batch.push(r);
+                        if batch.len() >= MAX_BATCH {
+                            break true;
+                        }
+                    }
+                    None => break false,
+                },
+                () = &mut deadline => break true,
+            }
+        };
+        if !batch.is_empty() {
+            let encoded: Vec<Vec<u8>> = batch
+                .drain(..)
+                .filter_map(|r| r.to_msgpack().ok())
+                .collect();
+            let n = encoded.len() as u64;
+            match sink.write(encoded).await {
+                Ok(()) => {
+                    queue.written.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    queue.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(error = %e, records = n, "analytics sink failed; records dropped");
+                }
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        let mut r = Record {
+            method: "GET".into(),
+            host: "up:80".into(),
+            path: "/x".into(),
+            raw_path: "/api/x".into(),
+            content_length: 0,
+            user_agent: "ua".into(),
+            day: 0,
+            month: 0,
+            year: 0,
+            hour: 0,
+            response_code: 200,
+            api_key: "h".into(),
+            timestamp: Timestamp {
+                secs: 1_723_203_634,
+                nanos: 5,
+            },
+            api_version: "Non Versioned".into(),
+            api_name: "A".into(),
+            api_id: "a".into(),
+            org_id: "o".into(),
+            oauth_id: String::new(),
+            request_time: 3,
+            raw_request: String::new(),
+            raw_response: String::new(),
+            ip_address: "127.0.0.1".into(),
+            network: Network::default(),
+            latency: Latency {
+                total: 3,
+                upstream: 2,
+            },
+            tags: vec!["key-h".into()],
+            alias: String::new(),
+            track_path: false,
+            expire_at: Timestamp { secs: 1, nanos: 0 },
+        };
+        r.set_calendar();
+        r
+    }
+
+    #[test]
+    fn msgpack_uses_go_field_names_and_time_pairs() {
+        let bytes = record().to_msgpack().unwrap();
+        let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        let map = v.as_map().unwrap();
+        let get = |k: &str| {
+            map.iter()
+                .find(|(key, _)| key.as_str() == Some(k))
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get("Method").as_str(), Some("GET"));
+        assert_eq!(get("ResponseCode").as_i64(), Some(200));
+        assert_eq!(get("APIID").as_str(), Some("a"));
+        let ts = get("TimeStamp");
+        let ts = ts.as_array().unwrap();
+        assert_eq!(ts[0].as_i64(), Some(1_723_203_634));
+        assert_eq!(ts[1].as_i64(), Some(5));
+        assert_eq!(get("Latency").as_map().unwrap().len(), 2);
+        assert_eq!(get("Month").as_i64(), Some(8));
+        assert_eq!(get("Day").as_i64(), Some(9));
+        assert_eq!(get("Year").as_i64(), Some(2024));
+        assert_eq!(get("Hour").as_i64(), Some(11));
+    }
+
+    struct Collect(Arc<std::sync::Mutex<Vec<Vec<u8>>>>, bool);
+
+    impl Sink for Collect {
+        async fn write(&self, batch: Vec<Vec<u8>>) -> Result<(), String> {
+            if self.1 {
+                return Err("down".into());
+            }
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn full_queue_drops_and_counts_and_writer_flushes() {
+        let (q, rx) = AnalyticsQueue::new(2);
+        for _ in 0..5 {
+            q.record(record());
+        }
+        assert_eq!(q.dropped(), 3);
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = tokio::spawn(run_writer(
+            Arc::clone(&q),
+            rx,
+            Collect(Arc::clone(&out), false),
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(out.lock().unwrap().len(), 2);
+        assert_eq!(q.written(), 2);
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_counts_drops() {
+        let (q, rx) = AnalyticsQueue::new(10);
+        q.record(record());
+        let writer = tokio::spawn(run_writer(
+            Arc::clone(&q),
+            rx,
+            Collect(Arc::default(), true),
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(q.dropped(), 1);
+        writer.abort();
+    }
+}

@@ -1,0 +1,221 @@
+//! Analytics records in Tyk Pump's format: a known request sequence through a gateway on its
+//! own Redis, then the records read back from `analytics-tyk-system-analytics` and decoded as
+//! msgpack.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/keys.rs"]
+mod keys_common;
+#[path = "common/redis.rs"]
+mod redis_common;
+
+use std::time::{Duration, Instant};
+
+use redis_common::*;
+use rmpv::Value as Mp;
+use serde_json::json;
+use tollgate_testkit::{MockUpstream, api_def, client};
+
+fn field<'a>(rec: &'a Mp, name: &str) -> &'a Mp {
+    rec.as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("record has no field {name}: {rec}"))
+}
+
+async fn records(port: u16) -> Vec<Mp> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg("analytics-tyk-system-analytics")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    raw.iter()
+        .map(|b| rmpv::decode::read_value(&mut &b[..]).expect("record is msgpack"))
+        .collect()
+}
+
+#[tokio::test]
+async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let mut keyed = api_def("keyed", "/keyed/", &up.url());
+    keyed["use_keyless"] = json!(false);
+    keyed["name"] = json!("Keyed API");
+    let mut limited = api_def("limited", "/limited/", &up.url());
+    limited["global_rate_limit"] = json!({"rate": 1, "per": 60});
+    let mut quiet = api_def("quiet", "/quiet/", &up.url());
+    quiet["do_not_track"] = json!(true);
+    let gw = node(&redis_storage(redis.port()))
+        .conf(json!({"enable_analytics": true}))
+        .api("keyed.json", keyed)
+        .api("limited.json", limited)
+        .api("quiet.json", quiet)
+        .start()
+        .await;
+    let (status, created) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/tyk/keys/create",
+            Some(
+                &json!({"org_id": "default", "alias": "my-alias", "tags": ["t1"],
+                "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+
+    let c = client();
+    let send = |path: &str, key: Option<&str>| {
+        let mut r = c.get(gw.url(path)).header("user-agent", "analytics-test");
+        if let Some(k) = key {
+            r = r.header("authorization", k);
+        }
+        r.send()
+    };
+    assert_eq!(
+        send("/keyed/ok?x=1", Some(&key)).await.unwrap().status(),
+        200
+    );
+    assert_eq!(send("/keyed/nokey", None).await.unwrap().status(), 401);
+    assert_eq!(
+        send("/keyed/bad", Some("not-a-key"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(send("/limited/a", None).await.unwrap().status(), 200);
+    assert_eq!(send("/limited/b", None).await.unwrap().status(), 429);
+    assert_eq!(send("/quiet/c", None).await.unwrap().status(), 200);
+
+    // Written within a flush interval (200 ms) or two.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let recs = loop {
+        let recs = records(redis.port()).await;
+        if recs.len() >= 5 || Instant::now() > deadline {
+            break recs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let codes: Vec<i64> = recs
+        .iter()
+        .map(|r| field(r, "ResponseCode").as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![200, 401, 403, 200, 429],
+        "do_not_track API recorded, or a record missing"
+    );
+
+    let ok = &recs[0];
+    assert_eq!(field(ok, "Method").as_str(), Some("GET"));
+    assert_eq!(field(ok, "RawPath").as_str(), Some("/keyed/ok"));
+    assert_eq!(
+        field(ok, "Path").as_str(),
+        Some("/ok"),
+        "listen path stripped"
+    );
+    assert_eq!(field(ok, "APIID").as_str(), Some("keyed"));
+    assert_eq!(field(ok, "APIName").as_str(), Some("Keyed API"));
+    assert_eq!(field(ok, "OrgID").as_str(), Some("default"));
+    assert_eq!(field(ok, "APIKey").as_str(), Some(key_hash.as_str()));
+    assert_eq!(field(ok, "Alias").as_str(), Some("my-alias"));
+    assert_eq!(field(ok, "UserAgent").as_str(), Some("analytics-test"));
+    assert_eq!(field(ok, "IPAddress").as_str(), Some("127.0.0.1"));
+    assert_eq!(field(ok, "APIVersion").as_str(), Some("Non Versioned"));
+    let tags: Vec<&str> = field(ok, "Tags")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains(&"t1") && tags.contains(&format!("key-{key_hash}").as_str()),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&"org-default") && tags.contains(&"api-keyed"),
+        "{tags:?}"
+    );
+    // time.Time as [seconds, nanoseconds], as Tyk's msgpack library writes it.
+    let ts = field(ok, "TimeStamp").as_array().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - ts[0].as_i64().unwrap()).abs() < 60, "{ts:?}");
+    assert_eq!(field(ok, "Year").as_i64().unwrap(), 1970 + now / 31_556_952);
+    let latency = field(ok, "Latency");
+    assert!(
+        field(latency, "Total").as_i64().unwrap() >= field(latency, "Upstream").as_i64().unwrap()
+    );
+    // The raw key never appears in any record.
+    for r in &recs {
+        assert!(!format!("{r}").contains(&key), "raw key recorded: {r}");
+    }
+    // Rejected requests are recorded without a key and with no upstream time.
+    assert_eq!(field(&recs[1], "APIKey").as_str(), Some(""));
+    assert_eq!(
+        field(field(&recs[4], "Latency"), "Upstream").as_i64(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_sink_costs_no_traffic_and_counts_drops() {
+    let mut redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = node(&redis_storage(redis.port()))
+        .conf(json!({"enable_analytics": true,
+            "prometheus": {"enabled": true, "listen_port": metrics_port}}))
+        .api("open.json", api_def("open", "/open/", &up.url()))
+        .start()
+        .await;
+    redis.stop().await;
+    let c = client();
+    for i in 0..50 {
+        let r = c.get(gw.url(&format!("/open/{i}"))).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i} failed while the analytics sink was down"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let text = c
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tollgate_analytics_dropped_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no drop counter in:\n{text}"));
+        if dropped >= 50 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drop counter stuck at {dropped}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
