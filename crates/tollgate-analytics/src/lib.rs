@@ -208,33 +208,50 @@ pub trait Sink: Send + 'static {
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
 }
 
-/// The bounded queue between requests and the writer.
+/// Records a worker collects before handing them to the writer in one go.
+pub const LOCAL_BATCH: usize = 64;
+
+/// The bounded queue between the workers and the writer. Workers hand over batches (see
+/// [`LocalBatch`]) so the request path touches the shared queue once per batch, not per record.
 #[derive(Debug)]
 pub struct AnalyticsQueue {
-    tx: mpsc::Sender<Record>,
+    tx: mpsc::Sender<Vec<Record>>,
     dropped: AtomicU64,
     written: AtomicU64,
+    queued: AtomicU64,
 }
 
 impl AnalyticsQueue {
-    /// A queue of `capacity` records and the receiving end for [`run_writer`].
-    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Record>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// A queue holding about `capacity` records and the receiving end for [`run_writer`].
+    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Vec<Record>>) {
+        let (tx, rx) = mpsc::channel((capacity / LOCAL_BATCH).max(4));
         (
             Arc::new(Self {
                 tx,
                 dropped: AtomicU64::new(0),
                 written: AtomicU64::new(0),
+                queued: AtomicU64::new(0),
             }),
             rx,
         )
     }
 
-    /// Queues a record without waiting; a full queue drops it (counted).
-    pub fn record(&self, record: Record) {
-        if self.tx.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Queues a batch without waiting; a full queue drops it (counted).
+    pub fn send(&self, batch: Vec<Record>) {
+        let n = batch.len() as u64;
+        if n == 0 {
+            return;
         }
+        if self.tx.try_send(batch).is_err() {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues one record (tests and low-volume callers; workers use [`LocalBatch`]).
+    pub fn record(&self, record: Record) {
+        self.send(vec![record]);
     }
 
     /// Records dropped because the queue was full or a sink failed.
@@ -247,16 +264,56 @@ impl AnalyticsQueue {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// Records waiting in the queue.
-    pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    /// Records handed to the writer and not yet written or dropped.
+    pub fn depth(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
-/// Drains the queue into `sink` until every sender is gone.
+/// One worker's pending records: filled on the request path without touching anything shared,
+/// handed to the queue every [`LOCAL_BATCH`] records and by the worker's flush timer.
+#[derive(Debug)]
+pub struct LocalBatch {
+    queue: Arc<AnalyticsQueue>,
+    pending: std::cell::RefCell<Vec<Record>>,
+}
+
+impl LocalBatch {
+    /// A batch feeding `queue`.
+    pub fn new(queue: Arc<AnalyticsQueue>) -> Self {
+        Self {
+            queue,
+            pending: std::cell::RefCell::new(Vec::with_capacity(LOCAL_BATCH)),
+        }
+    }
+
+    /// Adds a record; hands the batch over once it is full.
+    pub fn record(&self, record: Record) {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.push(record);
+            pending.len() >= LOCAL_BATCH
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Hands over whatever is pending.
+    pub fn flush(&self) {
+        let batch = std::mem::replace(
+            &mut *self.pending.borrow_mut(),
+            Vec::with_capacity(LOCAL_BATCH),
+        );
+        self.queue.send(batch);
+    }
+}
+
+/// Drains the queue into `sink` until every sender is gone: a write at least every
+/// [`FLUSH_INTERVAL`], or as soon as [`MAX_BATCH`] records are waiting.
 pub async fn run_writer(
     queue: Arc<AnalyticsQueue>,
-    mut rx: mpsc::Receiver<Record>,
+    mut rx: mpsc::Receiver<Vec<Record>>,
     sink: impl Sink,
 ) {
     let mut batch: Vec<Record> = Vec::with_capacity(MAX_BATCH);
@@ -266,8 +323,8 @@ pub async fn run_writer(
         let open = loop {
             tokio::select! {
                 got = rx.recv() => match got {
-                    Some(r) => {
-                        batch.push(r);
+                    Some(mut records) => {
+                        batch.append(&mut records);
                         if batch.len() >= MAX_BATCH {
                             break true;
                         }
@@ -278,11 +335,15 @@ pub async fn run_writer(
             }
         };
         if !batch.is_empty() {
+            let n = batch.len() as u64;
+            queue.queued.fetch_sub(
+                n.min(queue.queued.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             let encoded: Vec<Vec<u8>> = batch
                 .drain(..)
                 .filter_map(|r| r.to_msgpack().ok())
                 .collect();
-            let n = encoded.len() as u64;
             match sink.write(encoded).await {
                 Ok(()) => {
                     queue.written.fetch_add(n, Ordering::Relaxed);
@@ -383,11 +444,12 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_drops_and_counts_and_writer_flushes() {
+        // Room for 4 batches: the fifth and sixth are dropped and counted.
         let (q, rx) = AnalyticsQueue::new(2);
-        for _ in 0..5 {
+        for _ in 0..6 {
             q.record(record());
         }
-        assert_eq!(q.dropped(), 3);
+        assert_eq!(q.dropped(), 2);
         let out = Arc::new(std::sync::Mutex::new(Vec::new()));
         let writer = tokio::spawn(run_writer(
             Arc::clone(&q),
@@ -395,9 +457,26 @@ mod tests {
             Collect(Arc::clone(&out), false),
         ));
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(out.lock().unwrap().len(), 2);
-        assert_eq!(q.written(), 2);
+        assert_eq!(out.lock().unwrap().len(), 4);
+        assert_eq!(q.written(), 4);
+        assert_eq!(q.depth(), 0);
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn local_batches_hand_over_when_full_or_flushed() {
+        let (q, mut rx) = AnalyticsQueue::new(10_000);
+        let local = LocalBatch::new(Arc::clone(&q));
+        for _ in 0..LOCAL_BATCH + 3 {
+            local.record(record());
+        }
+        assert_eq!(rx.try_recv().unwrap().len(), LOCAL_BATCH);
+        assert!(
+            rx.try_recv().is_err(),
+            "the 3 extra records wait for a flush"
+        );
+        local.flush();
+        assert_eq!(rx.try_recv().unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -35,6 +35,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) pool: Rc<UpstreamPool>,
     /// This worker's metrics table, when metrics are on.
     pub(crate) metrics: Option<Arc<WorkerMetrics>>,
+    /// This worker's pending analytics records, when analytics are on.
+    pub(crate) analytics: Option<tollgate_analytics::LocalBatch>,
     /// This worker's routing table and the generation it belongs to.
     routes: RefCell<Option<(u64, Arc<Routes>)>>,
 }
@@ -45,6 +47,10 @@ impl WorkerCtx {
             index,
             pool,
             metrics: gateway.metrics.as_ref().map(|m| m.worker(index)),
+            analytics: gateway
+                .analytics
+                .as_ref()
+                .map(|q| tollgate_analytics::LocalBatch::new(Arc::clone(q))),
             routes: RefCell::new(None),
         })
     }
@@ -274,10 +280,10 @@ impl Observed {
                 all.store_error();
             }
         }
-        if let (Some(queue), Some(track), Some(timestamp)) =
-            (&conn.gateway.analytics, &self.track, self.timestamp)
+        if let (Some(batch), Some(track), Some(timestamp)) =
+            (&conn.worker.analytics, &self.track, self.timestamp)
         {
-            queue.record(self.record(conn, track, timestamp, status, total));
+            batch.record(self.record(conn, track, timestamp, status, total));
         }
         if conn.gateway.config.access_log {
             // The key is logged by the id it is stored under, hashed when it is stored raw:

@@ -154,6 +154,19 @@ async fn worker(
         !config.proxy_close_connections,
     );
     let worker_ctx = WorkerCtx::new(index, pool, &gateway);
+    if worker_ctx.analytics.is_some() {
+        // Records wait at most one flush interval in the worker before the writer sees them.
+        let ctx = Rc::clone(&worker_ctx);
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(tollgate_analytics::FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Some(batch) = &ctx.analytics {
+                    batch.flush();
+                }
+            }
+        });
+    }
     let tracker = Rc::new(ConnTracker::default());
     loop {
         tokio::select! {
@@ -176,6 +189,9 @@ async fn worker(
         }
     }
     drop(listener);
+    if let Some(batch) = &worker_ctx.analytics {
+        batch.flush();
+    }
     if tracker.open.get() > 0 {
         let drained = tracker.drained.notified();
         if tokio::time::timeout(config.graceful_shutdown_timeout, drained)
