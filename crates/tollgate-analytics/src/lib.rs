@@ -53,6 +53,19 @@ impl Serialize for Timestamp {
     }
 }
 
+fn shared_str<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+fn shared_strs<S: Serializer>(v: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq as _;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for t in v {
+        seq.serialize_element(&**t)?;
+    }
+    seq.end()
+}
+
 /// Latencies in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -88,8 +101,8 @@ pub struct Record {
     #[serde(rename = "Method")]
     pub method: String,
     /// Upstream host.
-    #[serde(rename = "Host")]
-    pub host: String,
+    #[serde(rename = "Host", serialize_with = "shared_str")]
+    pub host: Arc<str>,
     /// Request path with the listen path stripped when the API strips it.
     #[serde(rename = "Path")]
     pub path: String,
@@ -125,28 +138,28 @@ pub struct Record {
     pub timestamp: Timestamp,
     /// Version name (`Non Versioned` while versions are not applied).
     #[serde(rename = "APIVersion")]
-    pub api_version: String,
+    pub api_version: &'static str,
     /// API name.
-    #[serde(rename = "APIName")]
-    pub api_name: String,
+    #[serde(rename = "APIName", serialize_with = "shared_str")]
+    pub api_name: Arc<str>,
     /// API id.
-    #[serde(rename = "APIID")]
-    pub api_id: String,
+    #[serde(rename = "APIID", serialize_with = "shared_str")]
+    pub api_id: Arc<str>,
     /// Org id.
-    #[serde(rename = "OrgID")]
-    pub org_id: String,
+    #[serde(rename = "OrgID", serialize_with = "shared_str")]
+    pub org_id: Arc<str>,
     /// OAuth client (unused: empty).
     #[serde(rename = "OauthID")]
-    pub oauth_id: String,
+    pub oauth_id: &'static str,
     /// Total latency in milliseconds.
     #[serde(rename = "RequestTime")]
     pub request_time: i64,
     /// Base64 request (detailed recording; not recorded).
     #[serde(rename = "RawRequest")]
-    pub raw_request: String,
+    pub raw_request: &'static str,
     /// Base64 response (detailed recording; not recorded).
     #[serde(rename = "RawResponse")]
-    pub raw_response: String,
+    pub raw_response: &'static str,
     /// Client IP.
     #[serde(rename = "IPAddress")]
     pub ip_address: String,
@@ -157,8 +170,8 @@ pub struct Record {
     #[serde(rename = "Latency")]
     pub latency: Latency,
     /// Tags: the key's, then `key-<hash>`, `org-<org>`, `api-<api>`.
-    #[serde(rename = "Tags")]
-    pub tags: Vec<String>,
+    #[serde(rename = "Tags", serialize_with = "shared_strs")]
+    pub tags: Vec<Arc<str>>,
     /// The key's alias.
     #[serde(rename = "Alias")]
     pub alias: String,
@@ -382,14 +395,14 @@ mod tests {
                 secs: 1_723_203_634,
                 nanos: 5,
             },
-            api_version: "Non Versioned".into(),
+            api_version: "Non Versioned",
             api_name: "A".into(),
             api_id: "a".into(),
             org_id: "o".into(),
-            oauth_id: String::new(),
+            oauth_id: "",
             request_time: 3,
-            raw_request: String::new(),
-            raw_response: String::new(),
+            raw_request: "",
+            raw_response: "",
             ip_address: "127.0.0.1".into(),
             network: Network::default(),
             latency: Latency {

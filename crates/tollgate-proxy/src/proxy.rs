@@ -150,14 +150,16 @@ struct Observed {
 }
 
 /// What an analytics record needs from the route and the key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tracked {
     api_name: Arc<str>,
     org_id: Arc<str>,
-    host: String,
+    host: Arc<str>,
+    org_tag: Arc<str>,
+    api_tag: Arc<str>,
     strip: Option<String>,
     alias: String,
-    tags: Vec<String>,
+    tags: Vec<Arc<str>>,
 }
 
 impl Observed {
@@ -191,13 +193,14 @@ impl Observed {
             None => raw_path.clone(),
         };
         let api_key = self.key_hash(conn);
-        let api_id = self.api.as_deref().unwrap_or("").to_owned();
-        let mut tags = track.tags.clone();
+        let api_id = self.api.clone().unwrap_or_else(|| Arc::from(""));
+        let mut tags = Vec::with_capacity(track.tags.len() + 3);
+        tags.extend(track.tags.iter().cloned());
         if !api_key.is_empty() {
-            tags.push(format!("key-{api_key}"));
+            tags.push(Arc::from(format!("key-{api_key}")));
         }
-        tags.push(format!("org-{}", track.org_id));
-        tags.push(format!("api-{api_id}"));
+        tags.push(Arc::clone(&track.org_tag));
+        tags.push(Arc::clone(&track.api_tag));
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let mut record = tollgate_analytics::Record {
             method: self
@@ -205,7 +208,7 @@ impl Observed {
                 .as_ref()
                 .map_or("", http::Method::as_str)
                 .to_owned(),
-            host: track.host.clone(),
+            host: Arc::clone(&track.host),
             path,
             raw_path,
             content_length: self.content_length,
@@ -217,14 +220,14 @@ impl Observed {
             response_code: i64::from(status.as_u16()),
             api_key,
             timestamp,
-            api_version: "Non Versioned".to_owned(),
-            api_name: track.api_name.to_string(),
+            api_version: "Non Versioned",
+            api_name: Arc::clone(&track.api_name),
             api_id,
-            org_id: track.org_id.to_string(),
-            oauth_id: String::new(),
+            org_id: Arc::clone(&track.org_id),
+            oauth_id: "",
             request_time: ms(total),
-            raw_request: String::new(),
-            raw_response: String::new(),
+            raw_request: "",
+            raw_response: "",
             ip_address: conn.peer_ip.to_str().unwrap_or("").to_owned(),
             network: tollgate_analytics::Network::default(),
             latency: tollgate_analytics::Latency {
@@ -361,10 +364,13 @@ async fn serve(
     }
     if conn.gateway.analytics.is_some() && !route.spec.do_not_track {
         let spec = &route.spec;
+        let texts = &route.record_texts;
         seen.track = Some(Tracked {
             api_name: Arc::clone(&spec.name),
             org_id: Arc::clone(&spec.org_id),
-            host: spec.target.host_header.to_str().unwrap_or("").to_owned(),
+            host: Arc::clone(&texts.host),
+            org_tag: Arc::clone(&texts.org_tag),
+            api_tag: Arc::clone(&texts.api_tag),
             strip: spec.strip_listen_path.then(|| spec.listen_path.clone()),
             alias: String::new(),
             tags: Vec::new(),
@@ -390,7 +396,12 @@ async fn serve(
     }
     if let (Some(track), Some(key)) = (seen.track.as_mut(), cx.key.as_ref()) {
         track.alias.clone_from(&key.session.alias);
-        track.tags.clone_from(&key.session.tags);
+        track.tags = key
+            .session
+            .tags
+            .iter()
+            .map(|t| Arc::from(t.as_str()))
+            .collect();
     }
     if let Err(err) = outcome {
         seen.classify(&err);

@@ -20,6 +20,26 @@ pub struct ApiRoute {
     pub spec: ApiSpec,
     /// The stages every request to this API passes, in order.
     pub(crate) chain: Chain,
+    /// Strings every analytics record of this API carries, made once.
+    pub(crate) record_texts: RecordTexts,
+}
+
+/// Per-API analytics strings: the upstream host and the `org-`/`api-` tags.
+#[derive(Debug)]
+pub(crate) struct RecordTexts {
+    pub(crate) host: Arc<str>,
+    pub(crate) org_tag: Arc<str>,
+    pub(crate) api_tag: Arc<str>,
+}
+
+impl RecordTexts {
+    fn new(spec: &ApiSpec) -> Self {
+        Self {
+            host: spec.target.host_header.to_str().unwrap_or("").into(),
+            org_tag: format!("org-{}", spec.org_id).into(),
+            api_tag: format!("api-{}", spec.api_id).into(),
+        }
+    }
 }
 
 /// An immutable routing snapshot.
@@ -40,6 +60,7 @@ impl Routes {
         for api in loaded.iter().filter(|a| a.spec.active) {
             let route = Arc::new(ApiRoute {
                 chain: Chain::compile(&api.spec, config),
+                record_texts: RecordTexts::new(&api.spec),
                 spec: api.spec.clone(),
             });
             match route
