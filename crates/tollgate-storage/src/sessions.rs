@@ -25,6 +25,8 @@ use crate::redis::RedisStore;
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// How long an unknown key is remembered as unknown (Redis backend).
 const MISS_TTL: Duration = Duration::from_secs(2);
+/// At most this many unknown keys are remembered; beyond it the memory starts over.
+const MAX_MISSES: usize = 100_000;
 
 /// One stored key, with its effective session compiled against the policies of `epoch`.
 #[derive(Debug)]
@@ -197,7 +199,12 @@ impl Sessions {
             },
             Ok(None) => {
                 self.map.pin().remove(id);
-                self.misses.pin().insert(id.into(), Instant::now());
+                let misses = self.misses.pin();
+                // Unknown keys are attacker-controlled: bound the memory they can take.
+                if misses.len() >= MAX_MISSES {
+                    misses.clear();
+                }
+                misses.insert(id.into(), Instant::now());
                 Ok(None)
             }
             // Redis is down: a key seen before is still served (nothing can change it while
