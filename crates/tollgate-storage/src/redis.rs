@@ -774,12 +774,20 @@ impl RedisStore {
     /// # Errors
     /// Redis cannot be reached.
     pub async fn subscribe(&self) -> Result<redis::aio::PubSub, StoreError> {
-        let url = self
-            .settings
-            .urls
-            .first()
-            .ok_or_else(|| unavailable("no Redis address configured"))?;
-        let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+        // Cluster nodes relay published messages to each other, so any reachable node will
+        // do; try them in turn.
+        let mut last = unavailable("no Redis address configured");
+        for url in &self.settings.urls {
+            match self.subscribe_to(url).await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn subscribe_to(&self, url: &str) -> Result<redis::aio::PubSub, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
         let mut pubsub = tokio::time::timeout(self.settings.timeout, client.get_async_pubsub())
             .await
             .map_err(|_| unavailable("connecting timed out"))?
