@@ -138,6 +138,10 @@ async fn route(
                 _ => method_not_allowed(),
             }
         }
+        ["analytics", "aggregates"] => match *req.method() {
+            Method::GET => analytics_aggregates(gateway, &req),
+            _ => method_not_allowed(),
+        },
         ["policies"] => match *req.method() {
             Method::GET => policies::list(gateway),
             _ => method_not_allowed(),
@@ -237,6 +241,50 @@ async fn health(gateway: &Gateway) -> Response<Full<Bytes>> {
             "details": details,
         }),
     )
+}
+
+/// `GET /tyk/analytics/aggregates?api_id=X[&from=unix][&to=unix]`: this node's aggregates
+/// (default range: the last 24 hours).
+fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(queue) = &gateway.analytics else {
+        return status_reply(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "Analytics are not enabled (enable_analytics)",
+        );
+    };
+    let Some(api_id) = query_value(req, "api_id").filter(|v| !v.is_empty()) else {
+        return status_reply(StatusCode::BAD_REQUEST, "error", "missing api_id parameter");
+    };
+    let now = tollgate_session::time::unix_now();
+    let number = |name: &str, default: i64| match query_value(req, name) {
+        None => Ok(default),
+        Some(v) => v.parse::<i64>().map_err(|_| name.to_owned()),
+    };
+    let (from, to) = match (number("from", now - 86_400), number("to", now + 1)) {
+        (Ok(f), Ok(t)) if f <= t => (f, t),
+        (Err(name), _) | (_, Err(name)) => {
+            return status_reply(
+                StatusCode::BAD_REQUEST,
+                "error",
+                &format!("`{name}` must be Unix seconds"),
+            );
+        }
+        _ => {
+            return status_reply(StatusCode::BAD_REQUEST, "error", "`from` is after `to`");
+        }
+    };
+    let summary = queue
+        .aggregates()
+        .summary(&percent_decode(&api_id), from, to);
+    match serde_json::to_value(&summary) {
+        Ok(v) => json_reply(StatusCode::OK, &v),
+        Err(_) => status_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            "encoding failed",
+        ),
+    }
 }
 
 fn method_not_allowed() -> Response<Full<Bytes>> {

@@ -11,6 +11,10 @@
 //! drop. [`run_writer`] drains the queue in batches (every 200 ms, or sooner when a batch is
 //! full) into a [`Sink`].
 
+mod aggregates;
+
+pub use aggregates::{Aggregates, KeyCount, Summary};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -232,6 +236,7 @@ pub struct AnalyticsQueue {
     dropped: AtomicU64,
     written: AtomicU64,
     queued: AtomicU64,
+    aggregates: Aggregates,
 }
 
 impl AnalyticsQueue {
@@ -244,6 +249,7 @@ impl AnalyticsQueue {
                 dropped: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 queued: AtomicU64::new(0),
+                aggregates: Aggregates::default(),
             }),
             rx,
         )
@@ -275,6 +281,11 @@ impl AnalyticsQueue {
     /// Records written to the sink.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// This gateway's per-API hourly aggregates.
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
     }
 
     /// Records handed to the writer and not yet written or dropped.
@@ -353,6 +364,9 @@ pub async fn run_writer(
                 n.min(queue.queued.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
             );
+            for r in &batch {
+                queue.aggregates.add(r);
+            }
             let encoded: Vec<Vec<u8>> = batch
                 .drain(..)
                 .filter_map(|r| r.to_msgpack().ok())
@@ -490,6 +504,41 @@ mod tests {
         );
         local.flush();
         assert_eq!(rx.try_recv().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn aggregates_count_classes_latency_and_keys() {
+        let agg = Aggregates::default();
+        for (code, ms, key) in [
+            (200, 3, "k1"),
+            (200, 40, "k1"),
+            (404, 1, "k2"),
+            (503, 900, ""),
+        ] {
+            let mut r = record();
+            r.response_code = code;
+            r.request_time = ms;
+            r.api_key = key.into();
+            agg.add(&r);
+        }
+        let s = agg.summary("a", 1_723_200_000, 1_723_210_000);
+        assert_eq!(s.requests, 4);
+        assert_eq!(s.errors, 2);
+        assert_eq!(s.status_classes["2xx"], 2);
+        assert_eq!(s.latency_ms["p50"], 3);
+        assert_eq!(s.latency_ms["p99"], 1000);
+        assert_eq!(
+            s.top_keys[0],
+            KeyCount {
+                key: "k1".into(),
+                requests: 2
+            }
+        );
+        assert_eq!(agg.summary("a", 0, 1000).requests, 0, "outside the range");
+        assert_eq!(
+            agg.summary("other", 1_723_200_000, 1_723_210_000).requests,
+            0
+        );
     }
 
     #[tokio::test]

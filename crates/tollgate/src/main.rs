@@ -208,12 +208,6 @@ fn analytics_pipeline(
     if !config.enable_analytics {
         return (None, None);
     }
-    let Some(redis) = sessions.redis_store().cloned() else {
-        tracing::warn!(
-            "enable_analytics is on but analytics need the Redis backend for now; no records are written"
-        );
-        return (None, None);
-    };
     let opts = &config.file.analytics_config;
     let capacity = opts.records_buffer_size.unwrap_or(10_000).max(1000);
     let expire = opts
@@ -221,23 +215,39 @@ fn analytics_pipeline(
         .filter(|s| *s > 0)
         .unwrap_or(60);
     let (queue, rx) = tollgate_analytics::AnalyticsQueue::new(capacity);
-    let sink = RedisAnalytics { redis, expire };
+    let sink = match sessions.redis_store().cloned() {
+        Some(redis) => AnalyticsSink::Redis { redis, expire },
+        None => {
+            tracing::info!(
+                "analytics: embedded store, records are kept as local hourly aggregates"
+            );
+            AnalyticsSink::Local
+        }
+    };
     let writer = tollgate_analytics::run_writer(Arc::clone(&queue), rx, sink);
     (Some(queue), Some(writer))
 }
 
-/// Writes analytics batches to Tyk's Redis list.
-struct RedisAnalytics {
-    redis: Arc<tollgate_storage::redis::RedisStore>,
-    expire: u64,
+/// Where analytics batches go (the writer also keeps local aggregates of every record).
+enum AnalyticsSink {
+    /// Tyk's Redis list, for Tyk Pump.
+    Redis {
+        redis: Arc<tollgate_storage::redis::RedisStore>,
+        expire: u64,
+    },
+    /// Nowhere else: the local aggregates are all (embedded store).
+    Local,
 }
 
-impl tollgate_analytics::Sink for RedisAnalytics {
+impl tollgate_analytics::Sink for AnalyticsSink {
     async fn write(&self, batch: Vec<Vec<u8>>) -> Result<(), String> {
-        self.redis
-            .push_analytics(tollgate_analytics::REDIS_LIST, batch, self.expire)
-            .await
-            .map_err(|e| e.to_string())
+        match self {
+            Self::Redis { redis, expire } => redis
+                .push_analytics(tollgate_analytics::REDIS_LIST, batch, *expire)
+                .await
+                .map_err(|e| e.to_string()),
+            Self::Local => Ok(()),
+        }
     }
 }
 

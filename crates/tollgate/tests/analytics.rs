@@ -219,3 +219,93 @@ async fn a_stopped_sink_costs_no_traffic_and_counts_drops() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
+    let up = MockUpstream::start().await;
+    let mut keyed = api_def("keyed", "/keyed/", &up.url());
+    keyed["use_keyless"] = json!(false);
+    let gw = tollgate_testkit::gateway!()
+        .conf(json!({"enable_analytics": true}))
+        .api("keyed.json", keyed)
+        .api("open.json", api_def("open", "/open/", &up.url()))
+        .start()
+        .await;
+    let (status, created) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/tyk/keys/create",
+            Some(&json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let c = client();
+    for _ in 0..3 {
+        let r = c
+            .get(gw.url("/keyed/x"))
+            .header("authorization", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        c.get(gw.url("/keyed/x")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(c.get(gw.url("/open/x")).send().await.unwrap().status(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let summary = loop {
+        let (status, body) = gw
+            .admin(
+                reqwest::Method::GET,
+                "/tyk/analytics/aggregates?api_id=keyed",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if body["requests"] == 4 || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(summary["requests"], 4, "{summary}");
+    assert_eq!(summary["status_classes"]["2xx"], 3, "{summary}");
+    assert_eq!(summary["status_classes"]["4xx"], 1, "{summary}");
+    assert_eq!(summary["errors"], 1, "{summary}");
+    assert_eq!(summary["top_keys"][0]["key"], json!(key_hash), "{summary}");
+    assert_eq!(summary["top_keys"][0]["requests"], 3, "{summary}");
+    assert!(
+        summary["latency_ms"]["p99"].as_i64().unwrap()
+            >= summary["latency_ms"]["p50"].as_i64().unwrap()
+    );
+
+    // A range in the past holds nothing; bad parameters are refused.
+    let (status, old) = gw
+        .admin(
+            reqwest::Method::GET,
+            "/tyk/analytics/aggregates?api_id=keyed&from=0&to=3600",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(old["requests"], 0);
+    let (status, body) = gw
+        .admin(reqwest::Method::GET, "/tyk/analytics/aggregates", None)
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["message"].as_str()),
+        (400, Some("missing api_id parameter"))
+    );
+    let (status, _) = gw
+        .admin(
+            reqwest::Method::GET,
+            "/tyk/analytics/aggregates?api_id=keyed&from=abc",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+}
