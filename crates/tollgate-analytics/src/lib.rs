@@ -12,6 +12,7 @@
 //! full) into a [`Sink`].
 
 mod aggregates;
+pub mod pg;
 
 pub use aggregates::{Aggregates, KeyCount, Summary};
 
@@ -213,7 +214,7 @@ impl Record {
     }
 }
 
-/// Where batches of encoded records go.
+/// Where batches of records go.
 pub trait Sink: Send + 'static {
     /// Writes one batch.
     ///
@@ -221,8 +222,13 @@ pub trait Sink: Send + 'static {
     /// The sink is unavailable; the batch is dropped and counted.
     fn write(
         &self,
-        batch: Vec<Vec<u8>>,
+        batch: &[Record],
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// The msgpack encoding of a batch, for sinks that store Tyk's wire format.
+pub fn encode_batch(batch: &[Record]) -> Vec<Vec<u8>> {
+    batch.iter().filter_map(|r| r.to_msgpack().ok()).collect()
 }
 
 /// Records a worker collects before handing them to the writer in one go.
@@ -367,11 +373,9 @@ pub async fn run_writer(
             for r in &batch {
                 queue.aggregates.add(r);
             }
-            let encoded: Vec<Vec<u8>> = batch
-                .drain(..)
-                .filter_map(|r| r.to_msgpack().ok())
-                .collect();
-            match sink.write(encoded).await {
+            let result = sink.write(&batch).await;
+            batch.clear();
+            match result {
                 Ok(()) => {
                     queue.written.fetch_add(n, Ordering::Relaxed);
                 }
@@ -460,11 +464,11 @@ mod tests {
     struct Collect(Arc<std::sync::Mutex<Vec<Vec<u8>>>>, bool);
 
     impl Sink for Collect {
-        async fn write(&self, batch: Vec<Vec<u8>>) -> Result<(), String> {
+        async fn write(&self, batch: &[Record]) -> Result<(), String> {
             if self.1 {
                 return Err("down".into());
             }
-            self.0.lock().unwrap().extend(batch);
+            self.0.lock().unwrap().extend(encode_batch(batch));
             Ok(())
         }
     }

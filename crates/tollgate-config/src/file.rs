@@ -106,6 +106,11 @@ pub struct AnalyticsConf {
     pub records_buffer_size: Option<usize>,
     /// Seconds the Redis analytics list lives without a reader (0 = 60).
     pub storage_expiration_time: Option<u64>,
+    /// Tollgate extension: `postgres` writes records to PostgreSQL instead of Redis.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Tollgate extension: the `postgres://` URL for `type: postgres`.
+    pub connection_string: Secret,
 }
 
 /// `prometheus` (Tollgate extension).

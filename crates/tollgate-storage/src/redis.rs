@@ -204,6 +204,8 @@ pub struct RedisStore {
     api_script: Script,
     /// Process-relative millis until which the backend counts as down.
     down_until: AtomicU64,
+    /// When the last probe of a recovering Redis started (process-relative millis).
+    probe_started: AtomicU64,
     origin: Instant,
     salt: AtomicU64,
 }
@@ -243,6 +245,7 @@ impl RedisStore {
             key_script: Script::new(KEY_SCRIPT),
             api_script: Script::new(API_SCRIPT),
             down_until: AtomicU64::new(0),
+            probe_started: AtomicU64::new(0),
             origin: Instant::now(),
             salt: AtomicU64::new(0),
         }))
@@ -270,8 +273,25 @@ impl RedisStore {
     /// This thread's connection. Each worker thread keeps its own multiplexed connection,
     /// driven by its own runtime, so a Redis call never wakes another thread.
     async fn conn(&self) -> Result<Conn, StoreError> {
-        if !self.is_up() {
+        let now = self.now_ms();
+        let down_until = self.down_until.load(Ordering::Relaxed);
+        if now < down_until {
             return Err(unavailable("Redis is unreachable"));
+        }
+        if down_until != 0 {
+            // Recovering: one request at a time probes Redis (each probe may take the whole
+            // timeout); the others keep failing fast until it answers. A probe that is
+            // abandoned mid-way stops counting once the timeout has passed.
+            let started = self.probe_started.load(Ordering::Relaxed);
+            let timeout_ms = u64::try_from(self.settings.timeout.as_millis()).unwrap_or(u64::MAX);
+            if now < started.saturating_add(timeout_ms)
+                || self
+                    .probe_started
+                    .compare_exchange(started, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return Err(unavailable("Redis is unreachable"));
+            }
         }
         let cached = THREAD_CONNS.with(|conns| {
             conns
@@ -323,13 +343,24 @@ impl RedisStore {
         unavailable(e)
     }
 
+    /// Redis answered: it is up again.
+    fn answered(&self) {
+        if self.down_until.load(Ordering::Relaxed) != 0 {
+            self.down_until.store(0, Ordering::Relaxed);
+            tracing::info!("Redis answers again");
+        }
+    }
+
     /// Awaits one Redis call with the deadline; a failure marks Redis down.
     async fn deadline<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => {
+                self.answered();
+                Ok(v)
+            }
             Ok(Err(e)) => Err(self.failed(e)),
             Err(_) => Err(self.failed("timed out")),
         }
@@ -346,7 +377,10 @@ impl RedisStore {
         loop {
             match tokio::time::timeout(self.settings.timeout, cmd.query_async::<T>(&mut conn)).await
             {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    self.answered();
+                    return Ok(v);
+                }
                 Ok(Err(e)) if !retried && e.is_connection_dropped() && !e.is_timeout() => {
                     retried = true;
                 }

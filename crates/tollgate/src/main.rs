@@ -215,9 +215,17 @@ fn analytics_pipeline(
         .filter(|s| *s > 0)
         .unwrap_or(60);
     let (queue, rx) = tollgate_analytics::AnalyticsQueue::new(capacity);
-    let sink = match sessions.redis_store().cloned() {
-        Some(redis) => AnalyticsSink::Redis { redis, expire },
-        None => {
+    let postgres = (opts.kind == "postgres").then(|| opts.connection_string.expose().to_owned());
+    let sink = match (postgres, sessions.redis_store().cloned()) {
+        (Some(url), _) => {
+            tracing::info!(
+                table = tollgate_analytics::pg::TABLE,
+                "analytics records go to PostgreSQL"
+            );
+            AnalyticsSink::Postgres(tollgate_analytics::pg::PgSink::new(url))
+        }
+        (None, Some(redis)) => AnalyticsSink::Redis { redis, expire },
+        (None, None) => {
             tracing::info!(
                 "analytics: embedded store, records are kept as local hourly aggregates"
             );
@@ -235,17 +243,24 @@ enum AnalyticsSink {
         redis: Arc<tollgate_storage::redis::RedisStore>,
         expire: u64,
     },
+    /// Rows in PostgreSQL (`analytics_config.type: "postgres"`).
+    Postgres(tollgate_analytics::pg::PgSink),
     /// Nowhere else: the local aggregates are all (embedded store).
     Local,
 }
 
 impl tollgate_analytics::Sink for AnalyticsSink {
-    async fn write(&self, batch: Vec<Vec<u8>>) -> Result<(), String> {
+    async fn write(&self, batch: &[tollgate_analytics::Record]) -> Result<(), String> {
         match self {
             Self::Redis { redis, expire } => redis
-                .push_analytics(tollgate_analytics::REDIS_LIST, batch, *expire)
+                .push_analytics(
+                    tollgate_analytics::REDIS_LIST,
+                    tollgate_analytics::encode_batch(batch),
+                    *expire,
+                )
                 .await
                 .map_err(|e| e.to_string()),
+            Self::Postgres(pg) => pg.write(batch).await,
             Self::Local => Ok(()),
         }
     }

@@ -309,3 +309,118 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// Runs one SQL statement with psql; returns stdout (tuples only).
+fn psql(db: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-X",
+            "-w",
+            "-q",
+            "-A",
+            "-t",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql failed (PostgreSQL on 127.0.0.1:5432, user postgres, trust auth is needed): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+struct AnalyticsDb(String);
+
+impl Drop for AnalyticsDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-X",
+                "-w",
+                "-q",
+                "-c",
+            ])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn records_arrive_in_postgresql() {
+    let name = format!(
+        "tg_analytics_{}_{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    psql("test", &format!("CREATE DATABASE {name}"));
+    let db = AnalyticsDb(name);
+    let up = MockUpstream::start().await;
+    let gw = tollgate_testkit::gateway!()
+        .conf(
+            json!({"enable_analytics": true, "analytics_config": {"type": "postgres",
+            "connection_string": format!("postgres://postgres@127.0.0.1:5432/{}", db.0)}}),
+        )
+        .api("open.json", api_def("open", "/open/", &up.url()))
+        .start()
+        .await;
+    let c = client();
+    for i in 0..5 {
+        let r = c
+            .get(gw.url(&format!("/open/item/{i}")))
+            .header("user-agent", "pg-test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        c.get(gw.url("/nowhere")).send().await.unwrap().status(),
+        404
+    );
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let count = loop {
+        let exists = psql(
+            &db.0,
+            "SELECT to_regclass('tollgate_analytics') IS NOT NULL",
+        );
+        let n = if exists == "t" {
+            psql(&db.0, "SELECT count(*) FROM tollgate_analytics")
+                .parse::<u64>()
+                .unwrap()
+        } else {
+            0
+        };
+        if n >= 5 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        count, 5,
+        "unrouted requests are not recorded; the 5 proxied ones are"
+    );
+    let row = psql(
+        &db.0,
+        "SELECT api_id, method, path, raw_path, response_code, user_agent, ip_address FROM tollgate_analytics ORDER BY id LIMIT 1",
+    );
+    assert_eq!(row, "open|GET|/item/0|/open/item/0|200|pg-test|127.0.0.1");
+    let recent = psql(
+        &db.0,
+        "SELECT count(*) FROM tollgate_analytics WHERE ts > now() - interval '1 minute'",
+    );
+    assert_eq!(recent, "5");
+}
