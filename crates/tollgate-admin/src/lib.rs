@@ -138,6 +138,10 @@ async fn route(
                 _ => method_not_allowed(),
             }
         }
+        ["analytics", "records"] => match *req.method() {
+            Method::GET => analytics_records(gateway, &req),
+            _ => method_not_allowed(),
+        },
         ["analytics", "aggregates"] => match *req.method() {
             Method::GET => analytics_aggregates(gateway, &req),
             _ => method_not_allowed(),
@@ -278,6 +282,35 @@ fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Response<
         .aggregates()
         .summary(&percent_decode(&api_id), from, to);
     match serde_json::to_value(&summary) {
+        Ok(v) => json_reply(StatusCode::OK, &v),
+        Err(_) => status_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error",
+            "encoding failed",
+        ),
+    }
+}
+
+/// `GET /tyk/analytics/records[?api_id=X][&limit=N]`: this node's most recent records,
+/// newest first (at most 1000 are kept; default limit 100).
+fn analytics_records(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(queue) = &gateway.analytics else {
+        return status_reply(
+            StatusCode::BAD_REQUEST,
+            "error",
+            "Analytics are not enabled (enable_analytics)",
+        );
+    };
+    let limit = match query_value(req, "limit").map(|v| v.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return status_reply(StatusCode::BAD_REQUEST, "error", "`limit` must be a number");
+        }
+    };
+    let api = query_value(req, "api_id").map(|a| percent_decode(&a));
+    let records = queue.aggregates().recent(api.as_deref(), limit);
+    match serde_json::to_value(&records) {
         Ok(v) => json_reply(StatusCode::OK, &v),
         Err(_) => status_reply(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -25,10 +25,14 @@ struct Hour {
     keys: HashMap<String, u64>,
 }
 
-/// Aggregates of this gateway's records.
+/// How many recent records are kept.
+pub const RECENT_RECORDS: usize = 1000;
+
+/// Aggregates of this gateway's records, and its most recent records.
 #[derive(Debug, Default)]
 pub struct Aggregates {
     hours: Mutex<BTreeMap<(String, i64), Hour>>,
+    recent: Mutex<std::collections::VecDeque<Record>>,
 }
 
 /// The answer to an aggregates query.
@@ -62,8 +66,27 @@ pub struct KeyCount {
 }
 
 impl Aggregates {
+    /// The most recent records of `api_id` (all APIs when `None`), newest first.
+    pub fn recent(&self, api_id: Option<&str>, limit: usize) -> Vec<Record> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent
+            .iter()
+            .rev()
+            .filter(|r| api_id.is_none_or(|a| &*r.api_id == a))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// Adds one record.
     pub fn add(&self, r: &Record) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() >= RECENT_RECORDS {
+                recent.pop_front();
+            }
+            recent.push_back(r.clone());
+        }
         let hour = r.timestamp.secs.div_euclid(3600) * 3600;
         let mut hours = self.hours.lock().unwrap_or_else(PoisonError::into_inner);
         let h = hours.entry((r.api_id.to_string(), hour)).or_default();

@@ -14,7 +14,7 @@
 mod aggregates;
 pub mod pg;
 
-pub use aggregates::{Aggregates, KeyCount, Summary};
+pub use aggregates::{Aggregates, KeyCount, RECENT_RECORDS, Summary};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -538,6 +538,10 @@ mod tests {
                 requests: 2
             }
         );
+        let recent = agg.recent(Some("a"), 2);
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].response_code, 503, "newest first");
+        assert!(agg.recent(Some("other"), 10).is_empty());
         assert_eq!(agg.summary("a", 0, 1000).requests, 0, "outside the range");
         assert_eq!(
             agg.summary("other", 1_723_200_000, 1_723_210_000).requests,

@@ -283,6 +283,21 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
             >= summary["latency_ms"]["p50"].as_i64().unwrap()
     );
 
+    // The most recent records, newest first.
+    let (status, recent) = gw
+        .admin(
+            reqwest::Method::GET,
+            "/tyk/analytics/records?api_id=keyed&limit=2",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{recent}");
+    let recent = recent.as_array().unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0]["ResponseCode"], 401, "{recent:?}");
+    assert_eq!(recent[1]["ResponseCode"], 200, "{recent:?}");
+    assert_eq!(recent[1]["APIKey"], json!(key_hash));
+
     // A range in the past holds nothing; bad parameters are refused.
     let (status, old) = gw
         .admin(
