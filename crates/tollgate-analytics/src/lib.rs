@@ -191,18 +191,8 @@ pub struct Record {
 impl Record {
     /// Fills the calendar fields from `timestamp` (UTC).
     pub fn set_calendar(&mut self) {
-        let days = self.timestamp.secs.div_euclid(86_400);
-        let secs = self.timestamp.secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        self.day = doy - (153 * mp + 2) / 5 + 1;
-        self.month = if mp < 10 { mp + 3 } else { mp - 9 };
-        self.year = yoe + era * 400 + i64::from(self.month <= 2);
-        self.hour = secs / 3600;
+        let (year, month, day, secs) = tollgate_session::time::civil_utc(self.timestamp.secs);
+        (self.year, self.month, self.day, self.hour) = (year, month, day, secs / 3600);
     }
 
     /// The msgpack bytes Tyk Pump reads.

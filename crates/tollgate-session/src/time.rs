@@ -9,8 +9,22 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// RFC 3339 in UTC (`2026-11-28T01:02:03Z`), as `date_created` carries it.
-pub fn rfc3339_utc(unix: i64) -> String {
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The UTC calendar date of a Unix time: `(year, month 1-12, day 1-31, seconds into the day)`.
+pub fn civil_utc(unix: i64) -> (i64, i64, i64, i64) {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     // Howard Hinnant's civil-from-days.
@@ -23,6 +37,12 @@ pub fn rfc3339_utc(unix: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, secs)
+}
+
+/// RFC 3339 in UTC (`2026-11-28T01:02:03Z`), as `date_created` carries it.
+pub fn rfc3339_utc(unix: i64) -> String {
+    let (year, month, day, secs) = civil_utc(unix);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,

@@ -52,12 +52,6 @@ pub struct Counters {
     removed: Mutex<Vec<String>>,
 }
 
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn per_ns(per: f64) -> u64 {
     // Saturating float-to-int conversion; `per` is validated positive by the caller.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -133,7 +127,7 @@ impl Counters {
                 &plan.quota_id,
                 plan.quota_max,
                 plan.quota_renewal_rate,
-                unix_now_ms(),
+                tollgate_session::time::unix_now_ms(),
             );
             if !d.allowed {
                 if limit_rate {

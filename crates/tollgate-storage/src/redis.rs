@@ -574,7 +574,7 @@ impl RedisStore {
         c: &PipelinedCheck<'_>,
         now_unix: i64,
     ) -> Result<Admitted, Limited> {
-        let now_us = unix_micros();
+        let now_us = tollgate_session::time::unix_now_micros();
         let width = c.per_us.div_ceil(BUCKETS).max(1);
         let cur = now_us / width;
         let first = now_us.saturating_sub(c.per_us) / width;
@@ -852,12 +852,6 @@ struct PipelinedCheck<'a> {
     per_us: u64,
     quota_max: i64,
     renewal: i64,
-}
-
-fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn micros(per: f64) -> u64 {
