@@ -154,6 +154,9 @@ async fn worker(
         !config.proxy_close_connections,
     );
     let worker_ctx = WorkerCtx::new(index, pool, &gateway);
+    // Requests run as tasks of this thread's LocalSet, so their counter updates can share
+    // Redis round trips.
+    tollgate_storage::batching::enable_on_this_thread();
     if worker_ctx.analytics.is_some() {
         // Records wait at most one flush interval in the worker before the writer sees them.
         let ctx = Rc::clone(&worker_ctx);

@@ -8,6 +8,7 @@
 //! Backends: the embedded store ([`embedded`], one redb file, the zero-setup default). Redis
 //! joins the same enum for multi-node deployments.
 
+pub mod batching;
 mod counters;
 pub mod embedded;
 pub mod notify;

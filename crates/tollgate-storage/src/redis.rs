@@ -487,10 +487,14 @@ impl RedisStore {
 
     /// Checks the key's rate limit and quota in one round trip.
     ///
+    /// Above [`EXACT_LOG_LIMIT`] (or with a quota alone) the check needs no script, and on a
+    /// gateway worker thread concurrent requests of one key share the round trip (see
+    /// [`crate::batching`]).
+    ///
     /// # Errors
     /// [`Limited`] when refused or when Redis cannot be reached.
     pub async fn check_key(
-        &self,
+        self: &Arc<Self>,
         plan: &LimitPlan,
         rate_on: bool,
         quota_on: bool,
@@ -509,19 +513,26 @@ impl RedisStore {
         if rate == 0 && quota_max == 0 {
             return Ok(Admitted::default());
         }
-        let (buckets_key, rate_key, quota_key) = self.counter_names(plan);
-        let mut conn = self.conn().await.map_err(|_| Limited::Unavailable)?;
         if rate == 0 || rate > EXACT_LOG_LIMIT {
-            let check = PipelinedCheck {
-                buckets_key: &buckets_key,
-                quota_key: &quota_key,
+            let params = CountParams {
                 rate,
                 per_us: micros(plan.per),
                 quota_max,
                 renewal: plan.quota_renewal_rate.max(0),
             };
-            return self.check_pipelined(&mut conn, &check, now_unix).await;
+            if let Some(answer) = crate::batching::join(self, plan, params) {
+                return answer.await;
+            }
+            let spec = self.count_spec(plan, params);
+            let (counted, followup) = self
+                .count(&spec, 1, now_unix, &mut WindowCache::default())
+                .await
+                .map_err(|_| Limited::Unavailable)?;
+            self.follow_up(followup).await;
+            return counted.answer(0);
         }
+        let (buckets_key, rate_key, quota_key) = self.counter_names(plan);
+        let mut conn = self.conn().await.map_err(|_| Limited::Unavailable)?;
         let mut inv = self.key_script.key(&rate_key);
         inv.key(&buckets_key)
             .key(&quota_key)
@@ -537,11 +548,6 @@ impl RedisStore {
         let [status, rate_left, retry_us, quota_left, ttl_ms] = reply[..] else {
             return Err(Limited::Unavailable);
         };
-        let renews_at = if ttl_ms > 0 {
-            now_unix + ttl_ms.div_euclid(1000) + i64::from(ttl_ms % 1000 > 0)
-        } else {
-            0
-        };
         let rate_decision = RateDecision {
             allowed: status != 2,
             remaining: u64::try_from(rate_left.max(0)).unwrap_or(0),
@@ -552,7 +558,7 @@ impl RedisStore {
         let quota_decision = QuotaDecision {
             allowed: status != 3,
             remaining: quota_left.max(0),
-            renews_at,
+            renews_at: renews_at(now_unix, ttl_ms),
         };
         match status {
             2 => Err(Limited::Rate(rate_decision)),
@@ -564,139 +570,192 @@ impl RedisStore {
         }
     }
 
-    /// The cheap path (no script): quota by `INCR` (exact: a request passes iff its increment
-    /// is within the quota; refused ones are taken back) and the bucketed window by `HINCRBY`
-    /// then summing the window's buckets (never over the rate). Bucket numbers come from this
-    /// gateway's clock, so nodes' clocks must agree to well under one bucket (per/20).
-    async fn check_pipelined(
-        &self,
-        conn: &mut Conn,
-        c: &PipelinedCheck<'_>,
-        now_unix: i64,
-    ) -> Result<Admitted, Limited> {
-        let now_us = tollgate_session::time::unix_now_micros();
-        let width = c.per_us.div_ceil(BUCKETS).max(1);
-        let cur = now_us / width;
-        let first = now_us.saturating_sub(c.per_us) / width;
-        let mut pipe = redis::pipe();
-        if c.quota_max > 0 {
-            if c.renewal > 0 {
-                pipe.cmd("SET")
-                    .arg(c.quota_key)
-                    .arg(0)
-                    .arg("EX")
-                    .arg(c.renewal)
-                    .arg("NX")
-                    .ignore();
-            }
-            pipe.cmd("INCR").arg(c.quota_key);
-            pipe.cmd("PTTL").arg(c.quota_key);
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The counter names and limits of one key for [`Self::count`].
+    pub(crate) fn count_spec(&self, plan: &LimitPlan, params: CountParams) -> CountSpec {
+        let (buckets_key, _, quota_key) = self.counter_names(plan);
+        CountSpec {
+            buckets_key,
+            quota_key,
+            params,
         }
-        if c.rate > 0 {
-            pipe.cmd("HINCRBY").arg(c.buckets_key).arg(cur).arg(1);
+    }
+
+    /// Counts `n` requests of one key in one round trip, with no script: the quota by `INCRBY`
+    /// and the bucketed window by `HINCRBY` then summing the window's buckets. The answer is
+    /// the one the n requests would have had reaching Redis one after another: the first ones
+    /// that fit both limits pass, and what the others counted is taken back by the returned
+    /// follow-up (which also prunes old buckets when one starts). Never over either limit: a
+    /// request passes only if its own increment is within it.
+    ///
+    /// Bucket numbers come from this gateway's clock, so nodes' clocks must agree to well
+    /// under one bucket (per/20).
+    pub(crate) async fn count(
+        &self,
+        spec: &CountSpec,
+        n: u32,
+        now_unix: i64,
+        window: &mut WindowCache,
+    ) -> Result<(Counted, Option<Pipeline>), StoreError> {
+        let mut conn = self.conn().await?;
+        let p = spec.params;
+        let n_i = i64::from(n);
+        let now_us = tollgate_session::time::unix_now_micros();
+        let width = p.per_us.div_ceil(BUCKETS).max(1);
+        let cur = now_us / width;
+        let first = now_us.saturating_sub(p.per_us) / width;
+        // Buckets before the previous one are closed: their sum is read once per bucket and
+        // kept, so most round trips read just the previous bucket (still open to requests in
+        // flight and to clocks a little behind) besides counting in the current one.
+        let known = window.older_sum(first, cur);
+        let mut pipe = redis::pipe();
+        if p.quota_max > 0 {
+            pipe.cmd("INCRBY").arg(&spec.quota_key).arg(n);
+            pipe.cmd("PTTL").arg(&spec.quota_key);
+        }
+        if p.rate > 0 {
+            pipe.cmd("HINCRBY").arg(&spec.buckets_key).arg(cur).arg(n);
             let mut hmget = redis::cmd("HMGET");
-            hmget.arg(c.buckets_key);
-            for b in first..=cur {
+            hmget.arg(&spec.buckets_key);
+            let from = if known.is_some() {
+                cur.saturating_sub(1).max(first)
+            } else {
+                first
+            };
+            for b in from..cur {
                 hmget.arg(b);
+            }
+            if from == cur {
+                // HMGET needs a field: the current bucket's count is HINCRBY's reply.
+                hmget.arg(cur);
             }
             pipe.add_command(hmget);
         }
-        let values: Vec<Value> = self
-            .deadline(pipe.query_async(conn))
-            .await
-            .map_err(|_| Limited::Unavailable)?;
+        let values: Vec<Value> = self.deadline(pipe.query_async(&mut conn)).await?;
         let mut values = values.into_iter();
         let mut next_int = || {
             values
                 .next()
                 .and_then(|v| redis::from_redis_value::<i64>(v).ok())
         };
-        let (used, ttl_ms) = if c.quota_max > 0 {
-            (next_int().unwrap_or(i64::MAX), next_int().unwrap_or(-1))
+        let (used, ttl_ms) = if p.quota_max > 0 {
+            let used = next_int().ok_or_else(|| unavailable("unexpected INCRBY reply"))?;
+            (used, next_int().unwrap_or(-1))
         } else {
             (0, -1)
         };
-        let (bucket_now, in_window) = if c.rate > 0 {
-            let created = next_int().unwrap_or(0);
+        let (bucket_now, in_window) = if p.rate > 0 {
+            let bucket_now = next_int().ok_or_else(|| unavailable("unexpected HINCRBY reply"))?;
             let counts: Vec<Option<i64>> = values
                 .next()
                 .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or_default();
-            (created, counts.into_iter().flatten().sum::<i64>())
+                .ok_or_else(|| unavailable("unexpected HMGET reply"))?;
+            let counts: Vec<i64> = counts.into_iter().map(Option::unwrap_or_default).collect();
+            let older_and_previous = if cur == first {
+                // A window of one bucket: HINCRBY's reply is all of it.
+                0
+            } else if let Some(older) = known {
+                older + counts.first().copied().unwrap_or(0)
+            } else {
+                // counts: first..=cur-1; all but the last are closed.
+                let previous = counts.last().copied().unwrap_or(0);
+                let all: i64 = counts.iter().sum();
+                window.remember(first, cur, all - previous);
+                all
+            };
+            let in_window = older_and_previous + bucket_now;
+            (bucket_now, in_window)
         } else {
             (0, 0)
         };
-        let rate_i = i64::try_from(c.rate).unwrap_or(i64::MAX);
-        let rate_ok = c.rate == 0 || in_window <= rate_i;
-        let quota_ok = c.quota_max == 0 || used <= c.quota_max;
-        let renews_at = if ttl_ms > 0 {
-            now_unix + ttl_ms.div_euclid(1000) + i64::from(ttl_ms % 1000 > 0)
+        // How many of the n, counting from the first, fit under a limit that stood at
+        // `after - n` before this round trip.
+        let fits = |limit: i64, after: i64| (limit - (after - n_i)).clamp(0, n_i);
+        let rate_i = i64::try_from(p.rate).unwrap_or(i64::MAX);
+        let rate_fits = if p.rate > 0 {
+            fits(rate_i, in_window)
         } else {
-            0
+            n_i
         };
+        let quota_fits = if p.quota_max > 0 {
+            fits(p.quota_max, used)
+        } else {
+            n_i
+        };
+        let refused = n_i - rate_fits.min(quota_fits);
 
-        // Take back what a refused request counted; prune old buckets when one starts.
         let mut followup = redis::pipe();
         let mut any = false;
-        if !(rate_ok && quota_ok) {
-            if c.rate > 0 {
+        if refused > 0 {
+            if p.rate > 0 {
                 followup
                     .cmd("HINCRBY")
-                    .arg(c.buckets_key)
+                    .arg(&spec.buckets_key)
                     .arg(cur)
-                    .arg(-1)
+                    .arg(-refused)
                     .ignore();
             }
-            if c.quota_max > 0 {
-                followup.cmd("DECR").arg(c.quota_key).ignore();
+            if p.quota_max > 0 {
+                followup
+                    .cmd("DECRBY")
+                    .arg(&spec.quota_key)
+                    .arg(refused)
+                    .ignore();
             }
             any = true;
         }
-        if c.rate > 0 && bucket_now == 1 {
+        // A quota counter without an expiry was just made by INCRBY (or its maker died before
+        // giving it one): its period starts now. Whichever node sees it first sets it.
+        let mut renews = renews_at(now_unix, ttl_ms);
+        if p.quota_max > 0 && p.renewal > 0 && ttl_ms == -1 {
+            followup
+                .cmd("EXPIRE")
+                .arg(&spec.quota_key)
+                .arg(p.renewal)
+                .ignore();
+            renews = now_unix + p.renewal;
+            any = true;
+        }
+        if p.rate > 0 && bucket_now == n_i {
             let mut hdel = redis::cmd("HDEL");
-            hdel.arg(c.buckets_key);
+            hdel.arg(&spec.buckets_key);
             for b in first.saturating_sub(BUCKETS + 1)..first {
                 hdel.arg(b);
             }
             followup.add_command(hdel).ignore();
             followup
                 .cmd("PEXPIRE")
-                .arg(c.buckets_key)
-                .arg((c.per_us + width).div_ceil(1000))
+                .arg(&spec.buckets_key)
+                .arg((p.per_us + width).div_ceil(1000))
                 .ignore();
             any = true;
         }
-        if any && let Err(e) = followup.query_async::<()>(conn).await {
-            tracing::warn!(error = %e, "taking back a refused request's counts failed");
-        }
+        let counted = Counted {
+            params: p,
+            rate_fits,
+            quota_fits,
+            window_before: in_window - n_i,
+            used_before: used - n_i,
+            renews_at: renews,
+            retry_after_ns: ((first + 1) * width + p.per_us)
+                .saturating_sub(now_us)
+                .saturating_mul(1000),
+        };
+        Ok((counted, any.then_some(followup)))
+    }
 
-        let remaining = u64::try_from((rate_i - in_window).max(0)).unwrap_or(0);
-        let rate_decision = RateDecision {
-            allowed: rate_ok,
-            remaining,
-            retry_after_ns: if rate_ok {
-                0
-            } else {
-                ((first + 1) * width + c.per_us)
-                    .saturating_sub(now_us)
-                    .saturating_mul(1000)
-            },
+    /// Sends what [`Self::count`] left to do.
+    pub(crate) async fn follow_up(&self, followup: Option<Pipeline>) {
+        let Some(pipe) = followup else { return };
+        let Ok(mut conn) = self.conn().await else {
+            return;
         };
-        let quota_decision = QuotaDecision {
-            allowed: quota_ok,
-            remaining: (c.quota_max - used).max(0),
-            renews_at,
-        };
-        if !rate_ok {
-            return Err(Limited::Rate(rate_decision));
+        if let Err(e) = self.deadline(pipe.query_async::<()>(&mut conn)).await {
+            tracing::warn!(error = %e, "taking back refused requests' counts failed");
         }
-        if !quota_ok {
-            return Err(Limited::Quota(quota_decision));
-        }
-        Ok(Admitted {
-            rate: (c.rate > 0).then_some(rate_decision),
-            quota: (c.quota_max > 0).then_some(quota_decision),
-        })
     }
 
     /// Checks an API-wide rate limit.
@@ -844,18 +903,221 @@ impl RedisStore {
     }
 }
 
-/// One key's counters for [`RedisStore::check_pipelined`].
-struct PipelinedCheck<'a> {
-    buckets_key: &'a str,
-    quota_key: &'a str,
-    rate: u64,
-    per_us: u64,
-    quota_max: i64,
-    renewal: i64,
+/// The limits one script-free count applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CountParams {
+    /// Requests per window; 0 = no rate limit.
+    pub(crate) rate: u64,
+    pub(crate) per_us: u64,
+    /// 0 = no quota.
+    pub(crate) quota_max: i64,
+    pub(crate) renewal: i64,
+}
+
+/// One key's counters and limits for [`RedisStore::count`].
+#[derive(Debug)]
+pub(crate) struct CountSpec {
+    buckets_key: String,
+    quota_key: String,
+    params: CountParams,
+}
+
+/// What one [`RedisStore::count`] of n requests found; [`Counted::answer`] gives each of
+/// the n its own answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counted {
+    params: CountParams,
+    /// How many of the n (the first ones) fit the rate limit, and the quota.
+    rate_fits: i64,
+    quota_fits: i64,
+    /// The window's count and the quota's before the n were counted.
+    window_before: i64,
+    used_before: i64,
+    renews_at: i64,
+    retry_after_ns: u64,
+}
+
+impl Counted {
+    /// The answer of the i-th (from 0) request of the batch.
+    pub(crate) fn answer(&self, i: u32) -> Result<Admitted, Limited> {
+        let i = i64::from(i);
+        let p = self.params;
+        let rate_ok = i < self.rate_fits;
+        let quota_ok = i < self.quota_fits;
+        let rate_i = i64::try_from(p.rate).unwrap_or(i64::MAX);
+        let rate_decision = RateDecision {
+            allowed: rate_ok,
+            remaining: if rate_ok {
+                u64::try_from(rate_i - (self.window_before + i + 1)).unwrap_or(0)
+            } else {
+                0
+            },
+            retry_after_ns: if rate_ok { 0 } else { self.retry_after_ns },
+        };
+        let quota_decision = QuotaDecision {
+            allowed: quota_ok,
+            remaining: if quota_ok {
+                (p.quota_max - (self.used_before + i + 1)).max(0)
+            } else {
+                0
+            },
+            renews_at: self.renews_at,
+        };
+        if !rate_ok {
+            return Err(Limited::Rate(rate_decision));
+        }
+        if !quota_ok {
+            return Err(Limited::Quota(quota_decision));
+        }
+        Ok(Admitted {
+            rate: (p.rate > 0).then_some(rate_decision),
+            quota: (p.quota_max > 0).then_some(quota_decision),
+        })
+    }
+}
+
+/// The sum of a window's closed buckets (all but the previous and the current one), kept
+/// between round trips of one key.
+#[derive(Debug, Default)]
+pub(crate) struct WindowCache {
+    /// (first bucket, current bucket, sum of first..=current-2)
+    known: Option<(u64, u64, i64)>,
+}
+
+impl WindowCache {
+    fn older_sum(&self, first: u64, cur: u64) -> Option<i64> {
+        match self.known {
+            Some((f, c, sum)) if f == first && c == cur => Some(sum),
+            _ => None,
+        }
+    }
+
+    fn remember(&mut self, first: u64, cur: u64, sum: i64) {
+        self.known = Some((first, cur, sum));
+    }
+}
+
+/// When a counter with `ttl_ms` left renews, in Unix seconds (rounded up); 0 = never.
+fn renews_at(now_unix: i64, ttl_ms: i64) -> i64 {
+    if ttl_ms > 0 {
+        now_unix + ttl_ms.div_euclid(1000) + i64::from(ttl_ms % 1000 > 0)
+    } else {
+        0
+    }
 }
 
 fn micros(per: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let us = (per * 1e6) as u64;
     us.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(rate: u64, quota_max: i64) -> CountParams {
+        CountParams {
+            rate,
+            per_us: 60_000_000,
+            quota_max,
+            renewal: 3600,
+        }
+    }
+
+    /// The batch a count of n found, as the n requests would have seen it one by one.
+    fn counted(p: CountParams, n: i64, window_before: i64, used_before: i64) -> Counted {
+        let rate_i = i64::try_from(p.rate).unwrap();
+        Counted {
+            params: p,
+            rate_fits: if p.rate > 0 {
+                (rate_i - window_before).clamp(0, n)
+            } else {
+                n
+            },
+            quota_fits: if p.quota_max > 0 {
+                (p.quota_max - used_before).clamp(0, n)
+            } else {
+                n
+            },
+            window_before,
+            used_before,
+            renews_at: 1000,
+            retry_after_ns: 7,
+        }
+    }
+
+    #[test]
+    fn a_batch_admits_the_first_requests_that_fit_both_limits() {
+        // Rate: 3 slots left; quota: 5 left; a batch of 6.
+        let c = counted(params(10, 100), 6, 7, 95);
+        let answers: Vec<_> = (0..6).map(|i| c.answer(i)).collect();
+        for (i, a) in answers.iter().take(3).enumerate() {
+            let a = a.as_ref().unwrap();
+            let i = i64::try_from(i).unwrap();
+            assert_eq!(
+                a.rate.unwrap().remaining,
+                u64::try_from(10 - (7 + i + 1)).unwrap()
+            );
+            assert_eq!(a.quota.unwrap().remaining, 100 - (95 + i + 1));
+        }
+        for a in &answers[3..] {
+            let Err(Limited::Rate(d)) = a else {
+                panic!("want a rate refusal, got {a:?}")
+            };
+            assert_eq!((d.allowed, d.remaining, d.retry_after_ns), (false, 0, 7));
+        }
+    }
+
+    #[test]
+    fn requests_past_the_quota_but_within_the_rate_are_quota_refusals() {
+        // Quota: 2 left; rate: plenty; a batch of 4.
+        let c = counted(params(1000, 10), 4, 0, 8);
+        assert!(c.answer(0).is_ok());
+        assert_eq!(c.answer(1).unwrap().quota.unwrap().remaining, 0);
+        for i in 2..4 {
+            let Err(Limited::Quota(q)) = c.answer(i) else {
+                panic!("want a quota refusal")
+            };
+            assert_eq!((q.allowed, q.remaining, q.renews_at), (false, 0, 1000));
+        }
+    }
+
+    #[test]
+    fn a_counter_already_past_its_limit_refuses_the_whole_batch() {
+        // Other nodes' refused requests may have pushed the count past the limit.
+        let c = counted(params(0, 10), 3, 0, 12);
+        assert!((0..3).all(|i| matches!(c.answer(i), Err(Limited::Quota(_)))));
+        let c = counted(params(5, 0), 3, 9, 0);
+        assert!((0..3).all(|i| matches!(c.answer(i), Err(Limited::Rate(_)))));
+    }
+
+    #[test]
+    fn only_the_limits_that_apply_are_reported() {
+        let c = counted(params(0, 10), 1, 0, 0);
+        let a = c.answer(0).unwrap();
+        assert!(a.rate.is_none() && a.quota.is_some());
+        let c = counted(params(10, 0), 1, 0, 0);
+        let a = c.answer(0).unwrap();
+        assert!(a.rate.is_some() && a.quota.is_none());
+    }
+
+    #[test]
+    fn window_cache_answers_only_for_the_same_window() {
+        let mut w = WindowCache::default();
+        assert_eq!(w.older_sum(10, 30), None);
+        w.remember(10, 30, 42);
+        assert_eq!(w.older_sum(10, 30), Some(42));
+        assert_eq!(w.older_sum(11, 30), None);
+        assert_eq!(w.older_sum(11, 31), None);
+    }
+
+    #[test]
+    fn renewal_time_rounds_up_to_the_second() {
+        assert_eq!(renews_at(100, 1), 101);
+        assert_eq!(renews_at(100, 1000), 101);
+        assert_eq!(renews_at(100, 1001), 102);
+        assert_eq!(renews_at(100, -1), 0);
+        assert_eq!(renews_at(100, -2), 0);
+    }
 }

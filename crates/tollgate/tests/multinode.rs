@@ -334,3 +334,89 @@ async fn rate_limit_holds_across_nodes() {
     );
     assert_eq!(up.request_count(), total, "upstream request count");
 }
+
+/// Above 1000 requests per window the shared limiter counts in buckets, and
+/// concurrent requests of one key on one node share a Redis round trip. Both
+/// limits still hold exactly: every admitted request got its own slot of the
+/// quota (the quota headers of the 200s are all different), the rate limit
+/// admits exactly its rate, and what the refused requests counted is taken
+/// back from the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_counting_is_exact_across_nodes() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = keyed_nodes(&redis, &up, 3).await;
+    let body = session_with(
+        &[API],
+        json!({"rate": 1200, "allowance": 1200, "per": 60, "quota_max": 5000,
+               "quota_remaining": 5000, "quota_renewal_rate": 3600}),
+    );
+    let (key, _) = create_key(&gws[0], &body).await;
+
+    let sent = burst(
+        &addrs(&gws),
+        "/api/b",
+        Some(&key),
+        2000,
+        150,
+        Duration::from_secs(20),
+    )
+    .await;
+    let rate_body = tyk_error_body(MSG_RATE);
+    let bad = first_bad(&sent, |s| {
+        s.status() == 200
+            || s.resp
+                .as_ref()
+                .is_ok_and(|r| r.status == 429 && r.text() == rate_body)
+    });
+    assert!(
+        bad.is_empty(),
+        "statuses {:?}; unexpected:\n{bad}",
+        status_counts(&sent)
+    );
+    let ok: Vec<_> = sent.iter().filter(|s| s.status() == 200).collect();
+    assert_eq!(ok.len(), 1200, "statuses {:?}", status_counts(&sent));
+    assert_eq!(up.request_count(), 1200, "upstream request count");
+
+    let mut remaining: Vec<i64> = ok
+        .iter()
+        .map(|s| {
+            let r = s.resp.as_ref().unwrap();
+            r.header("X-RateLimit-Remaining")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no X-RateLimit-Remaining: {}", r.head))
+        })
+        .collect();
+    remaining.sort_unstable();
+    let want: Vec<i64> = (3800..5000).collect();
+    assert!(
+        remaining == want,
+        "each admitted request must get its own quota slot: remaining values \
+         {}..={} with {} distinct of 1200",
+        remaining.first().unwrap(),
+        remaining.last().unwrap(),
+        {
+            let mut d = remaining.clone();
+            d.dedup();
+            d.len()
+        }
+    );
+
+    // The 800 refused requests' quota counts are taken back (asynchronously).
+    let since = Instant::now();
+    poll_until(
+        since,
+        Duration::from_secs(2),
+        "quota_remaining 3800 on every node",
+        || async {
+            for gw in &gws {
+                let s = get_session(gw, &key).await;
+                if s["quota_remaining"] != 3800 {
+                    return Err(s["quota_remaining"].to_string());
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
