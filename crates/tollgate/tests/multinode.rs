@@ -420,3 +420,55 @@ async fn batched_counting_is_exact_across_nodes() {
     )
     .await;
 }
+
+/// The quota counter's period starts with its first request, and a counter
+/// left without an expiry (its node died between counting and setting it) is
+/// given one by the next request on any node, so the quota still renews.
+#[tokio::test]
+async fn quota_counter_always_gets_its_renewal_expiry() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = keyed_nodes(&redis, &up, 2).await;
+    let body = session_with(
+        &[API],
+        json!({"rate": 0, "allowance": 0, "quota_max": 50, "quota_remaining": 50,
+               "quota_renewal_rate": 600}),
+    );
+    let (key, _) = create_key(&gws[0], &body).await;
+    assert_echo_ok(&get_with_key(&gws[0], "/api/e", &key).await, "/e");
+
+    let counters = redis.cli(&["--raw", "KEYS", "quota-*"]).await;
+    let counter = counters.lines().next().expect("a quota counter").to_owned();
+    // The expiry is set right after the answer: give it a moment.
+    expires_in_600s(&redis, &counter).await;
+
+    assert_eq!(redis.cli(&["PERSIST", &counter]).await, "1");
+    assert_eq!(pttl(&redis, &counter).await, -1);
+    let r = get_with_key(&gws[1], "/api/e", &key).await;
+    assert_echo_ok(&r, "/e");
+    assert_eq!(r.header("X-RateLimit-Remaining"), Some("48"), "{}", r.head);
+    expires_in_600s(&redis, &counter).await;
+    assert_eq!(redis.cli(&["GET", &counter]).await, "2");
+}
+
+async fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    redis.cli(&["PTTL", key]).await.parse().unwrap()
+}
+
+/// Waits up to 2 s for `key` to expire in (590, 600] s.
+async fn expires_in_600s(redis: &RedisServer, key: &str) {
+    poll_until(
+        Instant::now(),
+        Duration::from_secs(2),
+        &format!("{key} expiring in 600 s"),
+        || async {
+            let ttl = pttl(redis, key).await;
+            if ttl > 590_000 && ttl <= 600_000 {
+                Ok(())
+            } else {
+                Err(ttl.to_string())
+            }
+        },
+    )
+    .await;
+}
