@@ -618,21 +618,21 @@ impl RedisStore {
         }
         if p.rate > 0 {
             pipe.cmd("HINCRBY").arg(&spec.buckets_key).arg(cur).arg(n);
-            let mut hmget = redis::cmd("HMGET");
-            hmget.arg(&spec.buckets_key);
+            // The buckets before the current one still to read (none for a one-bucket window:
+            // HINCRBY's reply is all of it).
             let from = if known.is_some() {
                 cur.saturating_sub(1).max(first)
             } else {
                 first
             };
-            for b in from..cur {
-                hmget.arg(b);
+            if from < cur {
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(&spec.buckets_key);
+                for b in from..cur {
+                    hmget.arg(b);
+                }
+                pipe.add_command(hmget);
             }
-            if from == cur {
-                // HMGET needs a field: the current bucket's count is HINCRBY's reply.
-                hmget.arg(cur);
-            }
-            pipe.add_command(hmget);
         }
         let values: Vec<Value> = self.deadline(pipe.query_async(&mut conn)).await?;
         let mut values = values.into_iter();
@@ -649,22 +649,23 @@ impl RedisStore {
         };
         let (bucket_now, in_window) = if p.rate > 0 {
             let bucket_now = next_int().ok_or_else(|| unavailable("unexpected HINCRBY reply"))?;
-            let counts: Vec<Option<i64>> = values
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .ok_or_else(|| unavailable("unexpected HMGET reply"))?;
-            let counts: Vec<i64> = counts.into_iter().map(Option::unwrap_or_default).collect();
             let older_and_previous = if cur == first {
-                // A window of one bucket: HINCRBY's reply is all of it.
                 0
-            } else if let Some(older) = known {
-                older + counts.first().copied().unwrap_or(0)
             } else {
-                // counts: first..=cur-1; all but the last are closed.
-                let previous = counts.last().copied().unwrap_or(0);
-                let all: i64 = counts.iter().sum();
-                window.remember(first, cur, all - previous);
-                all
+                // first..=cur-1 (all read), or just cur-1 (the older ones known).
+                let counts: Vec<Option<i64>> = values
+                    .next()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .ok_or_else(|| unavailable("unexpected HMGET reply"))?;
+                let read: i64 = counts.iter().flatten().sum();
+                match known {
+                    Some(older) => older + read,
+                    None => {
+                        let previous = counts.last().copied().flatten().unwrap_or(0);
+                        window.remember(first, cur, read - previous);
+                        read
+                    }
+                }
             };
             let in_window = older_and_previous + bucket_now;
             (bucket_now, in_window)
@@ -754,7 +755,7 @@ impl RedisStore {
             return;
         };
         if let Err(e) = self.deadline(pipe.query_async::<()>(&mut conn)).await {
-            tracing::warn!(error = %e, "taking back refused requests' counts failed");
+            tracing::warn!(error = %e, "counter follow-up (take-back, expiry, pruning) failed");
         }
     }
 

@@ -74,6 +74,22 @@ async fn refused_within_1s(
     took
 }
 
+/// Every request got a 200 or Tyk's 429 rate-limit refusal.
+fn assert_ok_or_rate_limited(sent: &[Sent]) {
+    let rate_body = tyk_error_body(MSG_RATE);
+    let bad = first_bad(sent, |s| {
+        s.status() == 200
+            || s.resp
+                .as_ref()
+                .is_ok_and(|r| r.status == 429 && r.text() == rate_body)
+    });
+    assert!(
+        bad.is_empty(),
+        "statuses {:?}; unexpected:\n{bad}",
+        status_counts(sent)
+    );
+}
+
 #[tokio::test]
 async fn key_created_on_one_node_works_on_every_node() {
     let redis = RedisServer::start().await;
@@ -298,18 +314,7 @@ async fn rate_limit_holds_across_nodes() {
         Duration::from_secs(5),
     )
     .await;
-    let rate_body = tyk_error_body(MSG_RATE);
-    let bad = first_bad(&sent, |s| {
-        s.status() == 200
-            || s.resp
-                .as_ref()
-                .is_ok_and(|r| r.status == 429 && r.text() == rate_body)
-    });
-    assert!(
-        bad.is_empty(),
-        "statuses {:?}; unexpected:\n{bad}",
-        status_counts(&sent)
-    );
+    assert_ok_or_rate_limited(&sent);
     let mut windows = [0usize; 3];
     for s in sent.iter().filter(|s| s.status() == 200) {
         let w = (s.at.as_secs() as usize).min(2);
@@ -362,18 +367,7 @@ async fn batched_counting_is_exact_across_nodes() {
         Duration::from_secs(20),
     )
     .await;
-    let rate_body = tyk_error_body(MSG_RATE);
-    let bad = first_bad(&sent, |s| {
-        s.status() == 200
-            || s.resp
-                .as_ref()
-                .is_ok_and(|r| r.status == 429 && r.text() == rate_body)
-    });
-    assert!(
-        bad.is_empty(),
-        "statuses {:?}; unexpected:\n{bad}",
-        status_counts(&sent)
-    );
+    assert_ok_or_rate_limited(&sent);
     let ok: Vec<_> = sent.iter().filter(|s| s.status() == 200).collect();
     assert_eq!(ok.len(), 1200, "statuses {:?}", status_counts(&sent));
     assert_eq!(up.request_count(), 1200, "upstream request count");
