@@ -135,6 +135,38 @@ return {1, left, 0}
 "
 );
 
+/// Gives back what refused requests of a batch added to a quota counter, unless the counter
+/// has since ended its period (expired, and perhaps been started again by another node): a
+/// plain `DECRBY` would then make the new period start below zero. The counter's own expiry
+/// tells the periods apart: within one period its PTTL only shrinks, so a PTTL above the one
+/// the count saw, a counter without expiry that had one, or no counter, is another period.
+///
+/// KEYS: quota counter. ARGV: amount, PTTL (ms) the count saw (-1: none yet). Returns 1 if
+/// given back.
+const QUOTA_TAKE_BACK_SCRIPT: &str = r"
+local ttl = redis.call('PTTL', KEYS[1])
+local seen = tonumber(ARGV[2])
+if ttl == -2 then return 0 end
+if seen < 0 or (ttl >= 0 and ttl <= seen) then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// The command that runs [`QUOTA_TAKE_BACK_SCRIPT`]. Sent as `EVAL` (Redis keeps it compiled
+/// by its digest): it runs only when a batch refused requests, never on the usual path, and
+/// needs no `NOSCRIPT` retry inside a pipeline.
+fn quota_take_back(quota_key: &str, amount: i64, seen_ttl_ms: i64) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(QUOTA_TAKE_BACK_SCRIPT)
+        .arg(1)
+        .arg(quota_key)
+        .arg(amount)
+        .arg(seen_ttl_ms.max(-1));
+    cmd
+}
+
 /// A connection to standalone Redis or to a Redis Cluster.
 #[derive(Clone)]
 enum Conn {
@@ -701,9 +733,7 @@ impl RedisStore {
             }
             if p.quota_max > 0 {
                 followup
-                    .cmd("DECRBY")
-                    .arg(&spec.quota_key)
-                    .arg(refused)
+                    .add_command(quota_take_back(&spec.quota_key, refused, ttl_ms))
                     .ignore();
             }
             any = true;
@@ -1120,5 +1150,135 @@ mod tests {
         assert_eq!(renews_at(100, 1001), 102);
         assert_eq!(renews_at(100, -1), 0);
         assert_eq!(renews_at(100, -2), 0);
+    }
+
+    /// A store on a private redis-server, and a plain connection to look at its counters.
+    async fn private_redis() -> (
+        tollgate_testkit::redis::RedisServer,
+        Arc<RedisStore>,
+        redis::aio::MultiplexedConnection,
+    ) {
+        let server = tollgate_testkit::redis::RedisServer::start().await;
+        let url = format!("redis://{}", server.addr());
+        let store = RedisStore::new(RedisSettings {
+            urls: vec![url.clone()],
+            cluster: false,
+            timeout: Duration::from_secs(2),
+            node_secret: String::new(),
+            allow_insecure: false,
+        })
+        .unwrap();
+        let conn = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        (server, store, conn)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        conn: &mut redis::aio::MultiplexedConnection,
+        cmd: &Cmd,
+    ) -> T {
+        cmd.query_async(conn).await.unwrap()
+    }
+
+    async fn counter(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<i64> {
+        run(conn, redis::cmd("GET").arg(key)).await
+    }
+
+    #[tokio::test]
+    async fn a_quota_take_back_lands_only_in_the_period_it_was_counted_in() {
+        let (_server, _store, mut conn) = private_redis().await;
+        let k = "quota-k";
+        let set = |v: i64, px: Option<i64>| {
+            let mut c = redis::cmd("SET");
+            c.arg(k).arg(v);
+            if let Some(px) = px {
+                c.arg("PX").arg(px);
+            }
+            c
+        };
+        // Same period, counted with its expiry: given back.
+        run::<()>(&mut conn, &set(10, Some(60_000))).await;
+        assert_eq!(
+            run::<i64>(&mut conn, &quota_take_back(k, 2, 60_000)).await,
+            1
+        );
+        assert_eq!(counter(&mut conn, k).await, Some(8));
+        // Same period, counted before any node had set its expiry: given back.
+        run::<()>(&mut conn, &set(5, None)).await;
+        assert_eq!(run::<i64>(&mut conn, &quota_take_back(k, 1, -1)).await, 1);
+        assert_eq!(counter(&mut conn, k).await, Some(4));
+        // The period ended and no request has started the next: nothing made below zero.
+        run::<()>(&mut conn, redis::cmd("DEL").arg(k)).await;
+        assert_eq!(
+            run::<i64>(&mut conn, &quota_take_back(k, 3, 60_000)).await,
+            0
+        );
+        assert_eq!(counter(&mut conn, k).await, None);
+        // The next period was started by another node, its expiry not set yet.
+        run::<()>(&mut conn, &set(1, None)).await;
+        assert_eq!(
+            run::<i64>(&mut conn, &quota_take_back(k, 3, 5_000)).await,
+            0
+        );
+        assert_eq!(counter(&mut conn, k).await, Some(1));
+        // The next period with its expiry: more time left than the count saw.
+        run::<()>(&mut conn, &set(1, Some(60_000))).await;
+        assert_eq!(
+            run::<i64>(&mut conn, &quota_take_back(k, 3, 5_000)).await,
+            0
+        );
+        assert_eq!(counter(&mut conn, k).await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_by_the_quota_gives_back_only_what_it_counted_in_its_own_period() {
+        let (_server, store, mut conn) = private_redis().await;
+        let spec = CountSpec {
+            buckets_key: "rate-limit-k:b".to_owned(),
+            quota_key: "quota-k".to_owned(),
+            params: params(0, 3),
+        };
+        let now = tollgate_session::time::unix_now();
+        // Two of three used; a batch of three: one admitted, two refused and given back.
+        run::<()>(
+            &mut conn,
+            redis::cmd("SET").arg("quota-k").arg(2).arg("EX").arg(3600),
+        )
+        .await;
+        let (counted, followup) = store
+            .count(&spec, 3, now, &mut WindowCache::default())
+            .await
+            .unwrap();
+        assert!(counted.answer(0).is_ok());
+        assert!(counted.answer(1).is_err() && counted.answer(2).is_err());
+        assert_eq!(counter(&mut conn, "quota-k").await, Some(5));
+        store.follow_up(followup).await;
+        assert_eq!(counter(&mut conn, "quota-k").await, Some(3));
+
+        // The same near the end of a period, which ends before the take-back: another node
+        // starts the next one with a request of its own, and that period keeps it.
+        run::<()>(
+            &mut conn,
+            redis::cmd("SET")
+                .arg("quota-k")
+                .arg(2)
+                .arg("PX")
+                .arg(10_000),
+        )
+        .await;
+        let (_, followup) = store
+            .count(&spec, 3, now, &mut WindowCache::default())
+            .await
+            .unwrap();
+        run::<()>(
+            &mut conn,
+            redis::cmd("SET").arg("quota-k").arg(1).arg("EX").arg(3600),
+        )
+        .await;
+        store.follow_up(followup).await;
+        assert_eq!(counter(&mut conn, "quota-k").await, Some(1));
     }
 }

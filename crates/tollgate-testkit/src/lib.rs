@@ -6,6 +6,7 @@
 //! - [`MockUpstream`]: an in-process HTTP/1.1 upstream that records every
 //!   request it receives and answers as configured per path prefix.
 //! - [`raw`]: a raw TCP client to send exact bytes and read exact responses.
+//! - [`redis`]: a private `redis-server` per test.
 //! - [`api_def`] / [`tyk_conf`]: JSON builders for Tyk-format configuration.
 //!
 //! Test support code: failing loudly (panicking with context) is the
@@ -15,6 +16,7 @@
 mod defs;
 mod gateway;
 pub mod raw;
+pub mod redis;
 mod upstream;
 
 pub use defs::{api_def, merge_json, tyk_conf};
