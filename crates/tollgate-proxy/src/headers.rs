@@ -20,8 +20,11 @@ pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connecti
 /// Keep-Alive parameters (hop-by-hop).
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
+const HOPS: usize = 8;
+
 /// Headers that describe one hop of a connection and must never be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Connection` first: [`remove_hop_by_hop`] relies on it.
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -34,26 +37,45 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers: the fixed list, every header the `Connection` header names,
 /// and `Upgrade` unless this message is an upgrade being tunnelled.
+///
+/// Runs twice per proxied request, so it looks at the names present once instead of making a
+/// hashed lookup per hop-by-hop name: most messages carry none, or only `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    let mut present = [false; HOPS];
+    let mut upgrade = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        }
+    }
+    // HOP_BY_HOP[0] is `Connection`.
+    if present[0] {
+        // Only the named headers present are collected: `close` and `keep-alive`, the usual
+        // tokens, cost a lookup and no allocation.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && headers.contains_key(*t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .filter(|n| !(keep_upgrade && n == header::UPGRADE))
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -109,6 +131,27 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn headers_named_by_connection_go_even_when_not_in_the_fixed_list() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive , x-a,x-b"),
+        );
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert(
+            "close",
+            HeaderValue::from_static("kept: an option, not a header"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        remove_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-length"], "{h:?}");
     }
 
     #[test]

@@ -318,12 +318,34 @@ fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
         let _ = getrandom::fill(&mut b);
         u32::from_le_bytes(b)
     });
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = HeaderValue::from_str(&format!("{:08x}{n:016x}", *PREFIX))
-        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    static THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    thread_local! {
+        // Each thread numbers its own requests (no counter shared between cores), in its own
+        // range: the top 16 bits are the thread's.
+        static NEXT: std::cell::Cell<u64> = std::cell::Cell::new(
+            THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 48,
+        );
+    }
+    let n = NEXT.with(|next| {
+        let n = next.get();
+        next.set(n + 1);
+        n
+    });
+    let mut hex = [0u8; 24];
+    write_hex(&mut hex[..8], u64::from(*PREFIX));
+    write_hex(&mut hex[8..], n);
+    let id = HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"));
     req.headers_mut().insert(X_REQUEST_ID, id.clone());
     id
+}
+
+/// Lower-case hex of the low `out.len() * 4` bits of `v`, most significant first.
+fn write_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 async fn serve(
@@ -637,6 +659,16 @@ mod tests {
         assert_eq!(up(&s, "/a/b?q=1"), "/t/a/b?k=v&q=1");
         let s = spec("/a/", "http://u", false);
         assert_eq!(up(&s, "/a/b?q=1"), "/a/b?q=1");
+    }
+
+    #[test]
+    fn hex_digits() {
+        let mut out = [0u8; 8];
+        write_hex(&mut out, 0x1234_abcd);
+        assert_eq!(&out, b"1234abcd");
+        let mut out = [0u8; 4];
+        write_hex(&mut out, 0xffff_0a0b);
+        assert_eq!(&out, b"0a0b");
     }
 
     #[test]
