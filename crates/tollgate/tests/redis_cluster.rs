@@ -94,7 +94,7 @@ async fn cluster_quota_is_exact_across_nodes() {
         json!({"rate": 0, "allowance": 0, "quota_max": 20, "quota_remaining": 20,
                "quota_renewal_rate": 3600}),
     );
-    let (key, _) = create_key(&gws[0], &body).await;
+    let (key, hash) = create_key(&gws[0], &body).await;
 
     let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
     let sent = burst(
@@ -125,4 +125,19 @@ async fn cluster_quota_is_exact_across_nodes() {
         assert_tyk_error(s.resp.as_ref().unwrap(), 403, MSG_QUOTA);
     }
     assert_eq!(up.request_count(), 20, "upstream request count");
+
+    // What refused requests counted was taken back (by a script, in the counter's slot):
+    // the counter holds exactly the 20 admitted.
+    let counter = format!("quota-{{{hash}}}");
+    let (cluster, counter) = (&cluster, &counter);
+    poll_until(
+        Instant::now(),
+        Duration::from_secs(5),
+        "quota counter back at 20",
+        || async move {
+            let v = cluster.cli(&["GET", counter]).await;
+            if v == "20" { Ok(()) } else { Err(v) }
+        },
+    )
+    .await;
 }
