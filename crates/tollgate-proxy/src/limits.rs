@@ -82,13 +82,25 @@ impl KeyLimits {
             return Ok(());
         };
         let plan = key.plan(&cx.api.api_id);
-        let now = unix_now();
-        match cx
-            .sessions
-            .counters()
-            .check_key(plan, self.rate_on, self.quota_on, now)
-            .await
-        {
+        let mut throttle_retries = plan.throttle.map_or(0, |t| t.retries);
+        let (checked, now) = loop {
+            let now = unix_now();
+            let checked = cx
+                .sessions
+                .counters()
+                .check_key(plan, self.rate_on, self.quota_on, now)
+                .await;
+            match (&checked, plan.throttle) {
+                // Throttling: over the rate, wait and ask again (refusals are not counted,
+                // so waiting costs the key nothing).
+                (Err(Limited::Rate(_)), Some(t)) if throttle_retries > 0 => {
+                    throttle_retries -= 1;
+                    tokio::time::sleep(t.interval).await;
+                }
+                _ => break (checked, now),
+            }
+        };
+        match checked {
             Ok(admitted) => {
                 cx.rate_headers = Some(if self.rate_headers {
                     admitted.rate.map_or(

@@ -39,6 +39,32 @@ pub struct LimitPlan {
     pub rate_id: Box<str>,
     /// Quota counter id, Tyk's name: `quota-[<scope>-]<key>`.
     pub quota_id: Box<str>,
+    /// Waiting and re-checking before a rate-limit refusal; `None` refuses at once.
+    pub throttle: Option<Throttle>,
+}
+
+/// Tyk's throttling: a request over the rate limit waits `interval` and is checked again, up
+/// to `retries` times, before it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// Wait before each re-check.
+    pub interval: std::time::Duration,
+    /// Re-checks before the refusal.
+    pub retries: u32,
+}
+
+impl Throttle {
+    /// From `throttle_interval` (seconds) and `throttle_retry_limit`; either ≤ 0 (Tyk's -1
+    /// default) or an interval too large to wait means no throttling.
+    pub fn new(interval_secs: f64, retry_limit: i64) -> Option<Self> {
+        let retries = u32::try_from(retry_limit).ok().filter(|r| *r > 0)?;
+        // Also false for NaN.
+        if interval_secs.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return None;
+        }
+        let interval = std::time::Duration::try_from_secs_f64(interval_secs).ok()?;
+        Some(Self { interval, retries })
+    }
 }
 
 impl LimitPlan {
@@ -64,7 +90,13 @@ impl LimitPlan {
             scope: scope.into(),
             rate_id: format!("rate-limit-{scoped}{storage_id}").into(),
             quota_id: format!("quota-{scoped}{storage_id}").into(),
+            throttle: None,
         }
+    }
+
+    fn throttled(mut self, interval_secs: f64, retry_limit: i64) -> Self {
+        self.throttle = Throttle::new(interval_secs, retry_limit);
+        self
     }
 }
 
@@ -121,7 +153,8 @@ impl ActiveKey {
             session.per,
             session.quota_max,
             session.quota_renewal_rate,
-        );
+        )
+        .throttled(session.throttle_interval, session.throttle_retry_limit);
         // A per-API `limit` counts on its own (scope = allowance_scope, else the API id);
         // otherwise the API shares the key's counters, or its allowance_scope's.
         let plans = session
@@ -143,6 +176,7 @@ impl ActiveKey {
                             l.quota_max,
                             l.quota_renewal_rate,
                         )
+                        .throttled(l.throttle_interval, l.throttle_retry_limit)
                     }
                     None => LimitPlan::new(
                         storage_id,
@@ -151,7 +185,8 @@ impl ActiveKey {
                         session.per,
                         session.quota_max,
                         session.quota_renewal_rate,
-                    ),
+                    )
+                    .throttled(session.throttle_interval, session.throttle_retry_limit),
                 };
                 (api_id.clone(), plan)
             })
@@ -236,6 +271,41 @@ mod tests {
 
     fn key(json: serde_json::Value) -> ActiveKey {
         ActiveKey::new(serde_json::from_value(json).unwrap(), "h")
+    }
+
+    #[test]
+    fn throttle_needs_both_a_positive_interval_and_retry_limit() {
+        let t = Throttle::new(0.25, 3).unwrap();
+        assert_eq!(t.interval, std::time::Duration::from_millis(250));
+        assert_eq!(t.retries, 3);
+        for (interval, retries) in [(-1.0, -1), (0.0, 3), (1.0, 0), (1.0, -1), (f64::NAN, 3)] {
+            assert_eq!(
+                Throttle::new(interval, retries),
+                None,
+                "{interval} {retries}"
+            );
+        }
+        assert_eq!(Throttle::new(f64::INFINITY, 3), None);
+    }
+
+    #[test]
+    fn a_per_api_limit_brings_its_own_throttle() {
+        let k = key(serde_json::json!({
+            "rate": 10, "per": 1, "throttle_interval": 2, "throttle_retry_limit": 4,
+            "access_rights": {
+                "a": {"api_id": "a"},
+                "b": {"api_id": "b", "limit": {"rate": 5, "per": 1, "throttle_interval": 0.5,
+                                               "throttle_retry_limit": 1}},
+                "c": {"api_id": "c", "limit": {"rate": 5, "per": 1}}}}));
+        let secs = |api: &str| {
+            k.plan(api)
+                .throttle
+                .map(|t| (t.interval.as_secs_f64(), t.retries))
+        };
+        assert_eq!(secs("a"), Some((2.0, 4)));
+        assert_eq!(secs("b"), Some((0.5, 1)));
+        assert_eq!(secs("c"), None);
+        assert_eq!(k.default_plan().throttle.map(|t| t.retries), Some(4));
     }
 
     #[test]

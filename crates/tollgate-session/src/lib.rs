@@ -10,7 +10,7 @@ pub mod policy;
 pub mod session;
 pub mod time;
 
-pub use access::{Access, ActiveKey, LimitPlan};
+pub use access::{Access, ActiveKey, LimitPlan, Throttle};
 pub use hashing::{HashAlgorithm, KeyHashing, KeyToken, custom_key, generate_key, key_hash};
 pub use password::{PasswordError, hash_password, is_slow, verify_password};
 pub use policy::{Policy, PolicyError, PolicySet};

@@ -551,6 +551,68 @@ async fn per_api_limits_are_independent() {
     assert_eq!(paths, ["/1", "/2", "/1", "/2", "/3"]);
 }
 
+// ---------------------------------------------------------------- throttling
+
+/// A key on `API` at `rate` per `per` seconds with Tyk's throttle settings.
+async fn throttled_key(gw: &Gateway, rate: i64, per: i64, interval: f64, retries: i64) -> String {
+    let mut body = session(&[API], rate, per, -1, 0);
+    body["throttle_interval"] = json!(interval);
+    body["throttle_retry_limit"] = json!(retries);
+    create_key(gw, &body).await
+}
+
+#[tokio::test]
+async fn a_throttled_request_waits_for_room_instead_of_a_429() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({}), json!({})).await;
+    let k = throttled_key(&gw, 2, 1, 0.4, 5).await;
+
+    let first = Instant::now();
+    for _ in 0..2 {
+        let r = get_key(&gw, TARGET, &k).await;
+        assert_eq!(r.status, 200, "{}", ctx(&r));
+    }
+    // Over the rate: re-checked every 0.4 s until the 1 s window has slid past the first
+    // admission, then proxied.
+    let r = get_key(&gw, TARGET, &k).await;
+    let waited = first.elapsed();
+    assert_eq!(r.status, 200, "{}", ctx(&r));
+    assert!(
+        waited >= Duration::from_millis(990) && waited < Duration::from_millis(2500),
+        "the throttled request ended {waited:?} after the first admission"
+    );
+    assert_eq!(up.request_count(), 3);
+}
+
+#[tokio::test]
+async fn throttling_gives_up_after_its_retry_limit() {
+    let up = MockUpstream::start().await;
+    let gw = start(&up, json!({}), json!({})).await;
+    let k = throttled_key(&gw, 1, 60, 0.2, 2).await;
+    assert_eq!(get_key(&gw, TARGET, &k).await.status, 200);
+
+    let sent = Instant::now();
+    let r = get_key(&gw, TARGET, &k).await;
+    let waited = sent.elapsed();
+    assert_429(&r, MSG_RATE, 60);
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(2000),
+        "two re-checks 0.2 s apart took {waited:?}"
+    );
+
+    // Tyk's defaults (-1) do not throttle: refused at once.
+    let plain = throttled_key(&gw, 1, 60, -1.0, -1).await;
+    assert_eq!(get_key(&gw, TARGET, &plain).await.status, 200);
+    let sent = Instant::now();
+    assert_429(&get_key(&gw, TARGET, &plain).await, MSG_RATE, 60);
+    assert!(
+        sent.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(up.request_count(), 2);
+}
+
 // -------------------------------------------------------- API-level settings
 
 #[tokio::test]
