@@ -52,15 +52,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     // HOP_BY_HOP[0] is `Connection`.
     if present[0] {
-        // Only the named headers present are collected: `close` and `keep-alive`, the usual
-        // tokens, cost a lookup and no allocation.
+        // Only the named headers present are collected (no allocation for the usual `close`
+        // and `keep-alive`); names of the fixed list are removed below anyway.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty() && headers.contains_key(*t))
+            .filter(|t| {
+                !t.is_empty()
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+                    && headers.contains_key(*t)
+            })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .filter(|n| !(keep_upgrade && n == header::UPGRADE))
             .collect();
