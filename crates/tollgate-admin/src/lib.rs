@@ -247,15 +247,19 @@ async fn health(gateway: &Gateway) -> Response<Full<Bytes>> {
     )
 }
 
+fn analytics_off() -> Response<Full<Bytes>> {
+    status_reply(
+        StatusCode::BAD_REQUEST,
+        "error",
+        "Analytics are not enabled (enable_analytics)",
+    )
+}
+
 /// `GET /tyk/analytics/aggregates?api_id=X[&from=unix][&to=unix]`: this node's aggregates
 /// (default range: the last 24 hours).
 fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(queue) = &gateway.analytics else {
-        return status_reply(
-            StatusCode::BAD_REQUEST,
-            "error",
-            "Analytics are not enabled (enable_analytics)",
-        );
+        return analytics_off();
     };
     let Some(api_id) = query_value(req, "api_id").filter(|v| !v.is_empty()) else {
         return status_reply(StatusCode::BAD_REQUEST, "error", "missing api_id parameter");
@@ -295,11 +299,7 @@ fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Response<
 /// newest first (at most 1000 are kept; default limit 100).
 fn analytics_records(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(queue) = &gateway.analytics else {
-        return status_reply(
-            StatusCode::BAD_REQUEST,
-            "error",
-            "Analytics are not enabled (enable_analytics)",
-        );
+        return analytics_off();
     };
     let limit = match query_value(req, "limit").map(|v| v.parse::<usize>()) {
         None => 100,

@@ -332,20 +332,11 @@ fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
         n
     });
     let mut hex = [0u8; 24];
-    write_hex(&mut hex[..8], u64::from(*PREFIX));
-    write_hex(&mut hex[8..], n);
+    tollgate_session::hex_into(&mut hex[..8], &PREFIX.to_be_bytes());
+    tollgate_session::hex_into(&mut hex[8..], &n.to_be_bytes());
     let id = HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"));
     req.headers_mut().insert(X_REQUEST_ID, id.clone());
     id
-}
-
-/// Lower-case hex of the low `out.len() * 4` bits of `v`, most significant first.
-fn write_hex(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-    }
 }
 
 async fn serve(
@@ -659,16 +650,6 @@ mod tests {
         assert_eq!(up(&s, "/a/b?q=1"), "/t/a/b?k=v&q=1");
         let s = spec("/a/", "http://u", false);
         assert_eq!(up(&s, "/a/b?q=1"), "/a/b?q=1");
-    }
-
-    #[test]
-    fn hex_digits() {
-        let mut out = [0u8; 8];
-        write_hex(&mut out, 0x1234_abcd);
-        assert_eq!(&out, b"1234abcd");
-        let mut out = [0u8; 4];
-        write_hex(&mut out, 0xffff_0a0b);
-        assert_eq!(&out, b"0a0b");
     }
 
     #[test]

@@ -81,14 +81,24 @@ fn murmur128(data: &[u8]) -> (u64, u64) {
     (v as u64, (v >> 64) as u64)
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
     }
     out
+}
+
+/// Lower-case hex of `bytes` written into `out` (two digits a byte; stops at the shorter),
+/// for callers that must not allocate.
+pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// The parts of a base64-JSON key.
@@ -190,6 +200,16 @@ impl KeyHashing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_into_writes_two_digits_a_byte() {
+        let mut out = [0u8; 8];
+        hex_into(&mut out, &0x1234_abcd_u32.to_be_bytes());
+        assert_eq!(&out, b"1234abcd");
+        let mut out = [0u8; 4];
+        hex_into(&mut out, &[0x0a, 0x0b, 0xff]);
+        assert_eq!(&out, b"0a0b");
+    }
 
     #[test]
     fn golden_vectors() {

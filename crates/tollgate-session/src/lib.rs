@@ -11,7 +11,9 @@ pub mod session;
 pub mod time;
 
 pub use access::{Access, ActiveKey, LimitPlan, Throttle};
-pub use hashing::{HashAlgorithm, KeyHashing, KeyToken, custom_key, generate_key, key_hash};
+pub use hashing::{
+    HashAlgorithm, KeyHashing, KeyToken, custom_key, generate_key, hex_into, key_hash,
+};
 pub use password::{PasswordError, hash_password, is_slow, verify_password};
 pub use policy::{Policy, PolicyError, PolicySet};
 pub use session::{AccessDefinition, AccessSpec, ApiLimit, BasicAuthData, SessionState};
