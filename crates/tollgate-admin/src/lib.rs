@@ -170,27 +170,9 @@ fn authorised(gateway: &Gateway, req: &Request<Incoming>) -> bool {
     given.as_bytes().ct_eq(secret.expose().as_bytes()).into()
 }
 
-/// Decodes `%XX` escapes; a malformed escape is kept as it is.
+/// Decodes `%XX` escapes in an id (`+` stays a plus); a malformed escape is kept as it is.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            )
-        {
-            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    tollgate_proxy::percent::decode(s, tollgate_proxy::percent::Plus::Literal).into_owned()
 }
 
 /// A query parameter's value (raw; admin parameters are ids and flags).

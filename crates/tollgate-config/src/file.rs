@@ -67,6 +67,18 @@ pub struct TykConf {
     pub enable_access_log: bool,
     /// Tollgate extension: worker threads (0 or absent = one per CPU).
     pub worker_threads: Option<usize>,
+    /// Error id → replacement status and message for the gateway's own error responses.
+    pub override_messages: std::collections::BTreeMap<String, MessageOverride>,
+}
+
+/// One `override_messages` entry: a zero `code` or empty `message` keeps Tyk's default part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct MessageOverride {
+    /// Replacement status (0 = keep).
+    pub code: i64,
+    /// Replacement message ("" = keep).
+    pub message: String,
 }
 
 /// `storage`: where sessions and counters live.

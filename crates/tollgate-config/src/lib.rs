@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 mod file;
 
-pub use file::{HttpServerOptions, PoliciesConf, PrometheusConf, StorageConf, TykConf};
+pub use file::{
+    HttpServerOptions, MessageOverride, PoliciesConf, PrometheusConf, StorageConf, TykConf,
+};
 
 /// Why a configuration could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -5,37 +5,18 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use http::Uri;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{StatusCode, Uri};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_definitions::CredentialSource;
 use tollgate_session::time::unix_now;
 use tollgate_session::{Access, custom_key, is_slow, verify_password};
 
-use crate::chain::RequestCtx;
-use crate::error::Refusal;
-
-const AUTH_FIELD_MISSING: Refusal =
-    Refusal::new(StatusCode::UNAUTHORIZED, "Authorization field missing");
-const DISALLOWED: Refusal = Refusal::new(
-    StatusCode::FORBIDDEN,
-    "Access to this API has been disallowed",
-);
-const RESOURCE_DISALLOWED: Refusal = Refusal::new(
-    StatusCode::FORBIDDEN,
-    "Access to this resource has been disallowed",
-);
-const INACTIVE: Refusal = Refusal::new(StatusCode::FORBIDDEN, "Key is inactive, please renew");
-/// The key store cannot be reached: a valid caller must not be told their key is bad.
-pub(crate) const STORE_UNAVAILABLE: Refusal = Refusal {
-    status: StatusCode::SERVICE_UNAVAILABLE,
-    message: "Key store unavailable, please retry",
-    www_authenticate: None,
-    retry_after: Some(1),
-};
-const EXPIRED: Refusal = Refusal::new(StatusCode::UNAUTHORIZED, "Key has expired, please renew");
+use crate::ctx::{RequestCtx, StageRequest};
+use crate::percent::{self, Plus};
+use crate::refusal::{Refusal, RefusalKind};
 
 /// Auth-token authentication (Tyk's standard auth).
 #[derive(Debug)]
@@ -46,25 +27,33 @@ pub(crate) struct TokenAuth {
 }
 
 impl TokenAuth {
-    pub(crate) async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<(), Refusal> {
-        let Some(found) = find_credential(cx.head, &self.source) else {
-            return Err(AUTH_FIELD_MISSING);
+    pub(crate) async fn on_request(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        let Some(found) = find_credential(req.head, &self.source) else {
+            return Err(RefusalKind::AuthFieldMissing.into());
         };
         let presented = found.value.as_ref();
         if presented.len() < self.min_token_length {
-            return Err(DISALLOWED);
+            return Err(RefusalKind::KeyNotFound.into());
         }
-        let entry = cx
+        let entry = req
             .sessions
-            .find(presented, &cx.api.org_id)
+            .find(presented, &req.api.org_id)
             .await
-            .map_err(|_| STORE_UNAVAILABLE)?
-            .ok_or(DISALLOWED)?;
-        // A key whose policies cannot be applied is refused like an unknown one, as in Tyk.
-        let active = cx.sessions.active(&entry).map_err(|_| DISALLOWED)?;
+            .map_err(|_| Refusal::store_unavailable())?
+            .ok_or(RefusalKind::KeyNotFound)?;
+        // A key whose policies cannot be applied is refused with the same message as an
+        // unknown one, as in Tyk.
+        let active = req
+            .sessions
+            .active(&entry)
+            .map_err(|_| RefusalKind::ApiDisallowed)?;
         let location = found.location;
         if self.strip {
-            strip_credential(cx.head, &self.source, location);
+            strip_credential(req.head, &self.source, location);
         }
         cx.key = Some(active);
         cx.key_id = Some(entry.storage_id.clone());
@@ -84,31 +73,37 @@ pub(crate) struct BasicAuth {
 }
 
 impl BasicAuth {
-    fn refuse(&self, status: StatusCode, message: &'static str) -> Refusal {
+    /// A 401 carries the challenge, so the client knows to send credentials.
+    fn refuse(&self, kind: RefusalKind) -> Refusal {
+        let unauthorised = kind.status_and_message().0 == http::StatusCode::UNAUTHORIZED;
         Refusal {
-            status,
-            message,
-            www_authenticate: (status == StatusCode::UNAUTHORIZED).then(|| self.challenge.clone()),
-            retry_after: None,
+            www_authenticate: unauthorised.then(|| self.challenge.clone()),
+            ..Refusal::new(kind)
         }
     }
 
-    pub(crate) async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<(), Refusal> {
-        let Some(found) = find_credential(cx.head, &self.source) else {
-            return Err(self.refuse(StatusCode::UNAUTHORIZED, "Authorization field missing"));
+    pub(crate) async fn on_request(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        let Some(found) = find_credential(req.head, &self.source) else {
+            return Err(self.refuse(RefusalKind::BasicAuthMissing));
         };
-        let (user, password) =
-            parse_basic(found.raw.as_ref()).map_err(|m| self.refuse(StatusCode::BAD_REQUEST, m))?;
-        let hashing = cx.sessions.hashing();
-        let token = custom_key(&cx.api.org_id, &user, hashing.algorithm);
-        let not_authorised = || self.refuse(StatusCode::UNAUTHORIZED, "User not authorised");
-        let entry = cx
+        let (user, password) = parse_basic(found.raw.as_ref()).map_err(|kind| self.refuse(kind))?;
+        let hashing = req.sessions.hashing();
+        let token = custom_key(&req.api.org_id, &user, hashing.algorithm);
+        let not_authorised = || self.refuse(RefusalKind::UserNotAuthorised);
+        let entry = req
             .sessions
             .get(&hashing.storage_id(&token))
             .await
-            .map_err(|_| STORE_UNAVAILABLE)?
+            .map_err(|_| Refusal::store_unavailable())?
             .ok_or_else(not_authorised)?;
-        let active = cx.sessions.active(&entry).map_err(|_| DISALLOWED)?;
+        let active = req
+            .sessions
+            .active(&entry)
+            .map_err(|_| RefusalKind::ApiDisallowed)?;
         let stored = entry.stored.basic_auth_data.clone();
         if is_slow(&stored) {
             let fingerprint = fingerprint(&stored.password, &password);
@@ -137,7 +132,7 @@ impl BasicAuth {
             return Err(not_authorised());
         }
         if self.strip {
-            strip_credential(cx.head, &self.source, found.location);
+            strip_credential(req.head, &self.source, found.location);
         }
         cx.key = Some(active);
         cx.key_id = Some(entry.storage_id.clone());
@@ -154,20 +149,20 @@ fn fingerprint(stored_hash: &str, password: &str) -> [u8; 32] {
 }
 
 /// `Basic base64(user:password)` → (user, password), split at the first colon.
-fn parse_basic(value: &str) -> Result<(String, String), &'static str> {
+pub(crate) fn parse_basic(value: &str) -> Result<(String, String), RefusalKind> {
     let encoded = value
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
         .map(|(_, rest)| rest.trim())
-        .ok_or("Attempted access with malformed header, header not in basic auth format")?;
+        .ok_or(RefusalKind::BasicAuthNotBasic)?;
     let decoded = STANDARD
         .decode(encoded)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or("Attempted access with malformed header, auth data not encoded correctly")?;
+        .ok_or(RefusalKind::BasicAuthBadEncoding)?;
     let (user, password) = decoded
         .split_once(':')
-        .ok_or("Attempted access with malformed header, values not in basic auth format")?;
+        .ok_or(RefusalKind::BasicAuthBadValues)?;
     Ok((user.to_owned(), password.to_owned()))
 }
 
@@ -176,26 +171,26 @@ fn parse_basic(value: &str) -> Result<(String, String), &'static str> {
 pub(crate) struct KeyChecks;
 
 impl KeyChecks {
-    pub(crate) fn on_request(cx: &RequestCtx<'_>) -> Result<(), Refusal> {
+    pub(crate) fn on_request(req: &StageRequest<'_>, cx: &RequestCtx) -> Result<(), Refusal> {
         let Some(key) = cx.key.as_deref() else {
             return Ok(());
         };
         let session = &key.session;
         if session.is_inactive {
-            return Err(INACTIVE);
+            return Err(RefusalKind::KeyInactive.into());
         }
         if session.is_expired(unix_now()) {
-            return Err(EXPIRED);
+            return Err(RefusalKind::KeyExpired.into());
         }
         match key.check(
-            &cx.api.api_id,
+            &req.api.api_id,
             None,
-            cx.head.method.as_str(),
-            cx.head.uri.path(),
+            req.head.method.as_str(),
+            req.head.uri.path(),
         ) {
             Access::Granted => Ok(()),
-            Access::ApiDenied => Err(DISALLOWED),
-            Access::ResourceDenied => Err(RESOURCE_DISALLOWED),
+            Access::ApiDenied => Err(RefusalKind::ApiDisallowed.into()),
+            Access::ResourceDenied => Err(RefusalKind::ResourceDisallowed.into()),
         }
     }
 }
@@ -255,10 +250,15 @@ fn strip_bearer(v: &str) -> &str {
     }
 }
 
+/// Query parameters and cookies are form-encoded: `+` is a space.
+fn form_decode(s: &str) -> Cow<'_, str> {
+    percent::decode(s, Plus::Space)
+}
+
 fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
     uri.query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode_component(k) == name).then(|| decode_component(v))
+        (form_decode(k) == name).then(|| form_decode(v))
     })
 }
 
@@ -272,38 +272,6 @@ fn cookie_value<'a>(head: &'a Parts, name: &str) -> Option<&'a str> {
             let (k, v) = c.trim().split_once('=')?;
             (k == name).then_some(v)
         })
-}
-
-/// Form-style percent decoding (`+` is a space); bad escapes are kept as they are.
-fn decode_component(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (
-                    bytes.get(i + 1).and_then(|b| hex(*b)),
-                    bytes.get(i + 2).and_then(|b| hex(*b)),
-                ) {
-                    (Some(h), Some(l)) => {
-                        #[allow(clippy::cast_possible_truncation)]
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Removes the credential from where it was found (`strip_auth_data`).
@@ -321,7 +289,7 @@ fn strip_credential(head: &mut Parts, source: &CredentialSource, location: Locat
                 let kept: Vec<&str> = query
                     .split('&')
                     .filter(|pair| {
-                        decode_component(pair.split_once('=').map_or(*pair, |(k, _)| k))
+                        form_decode(pair.split_once('=').map_or(*pair, |(k, _)| k))
                             != param.as_str()
                     })
                     .collect();
@@ -426,20 +394,9 @@ mod tests {
             parse_basic(&enc("u:p:q")).unwrap(),
             ("u".into(), "p:q".into())
         );
-        assert!(
-            parse_basic(&enc("nocolon"))
-                .unwrap_err()
-                .contains("values not in basic auth format")
-        );
-        assert!(
-            parse_basic("Basic !!")
-                .unwrap_err()
-                .contains("not encoded correctly")
-        );
-        assert!(
-            parse_basic("Bearer x")
-                .unwrap_err()
-                .contains("header not in basic auth format")
-        );
+        let message = |v: &str| parse_basic(v).unwrap_err().status_and_message().1;
+        assert!(message(&enc("nocolon")).contains("values not in basic auth format"));
+        assert!(message("Basic !!").contains("not encoded correctly"));
+        assert!(message("Bearer x").contains("header not in basic auth format"));
     }
 }

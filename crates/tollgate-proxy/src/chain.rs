@@ -3,43 +3,23 @@
 //! The chain is compiled once per API when its definition loads; a feature the API does not
 //! use is simply absent from it, so it costs nothing per request. Stages run in the order of
 //! [`Chain::compile`], which follows Tyk's middleware order because the first stage to refuse
-//! decides which error a client sees. Later issues add stages here (authentication, access
-//! rights, rate limit, quota, path rules, transforms) in Tyk's order:
+//! decides which error a client sees:
 //!
 //! ```text
-//! body size -> auth -> key expiry / access rights -> rate limit -> quota -> transforms
+//! body size -> auth -> key expiry / access rights -> key rate limit + quota -> API rate limit
 //! ```
-
-use std::sync::Arc;
+//!
+//! A stage reads and rewrites the request through [`StageRequest`], writes what it learns to
+//! [`RequestCtx`], and refuses with a typed [`Refusal`].
 
 use http::HeaderValue;
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, AuthMode};
-use tollgate_session::ActiveKey;
-use tollgate_storage::Sessions;
 
 use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
-use crate::error::GatewayError;
-use crate::limits::{ApiRateLimit, KeyLimits, RateHeaders};
-
-/// Per-request state the stages read and write.
-#[derive(Debug)]
-pub struct RequestCtx<'a> {
-    /// The request head (path already normalised); stages may rewrite it.
-    pub head: &'a mut http::request::Parts,
-    /// The API being served.
-    pub api: &'a ApiSpec,
-    /// Where keys are looked up.
-    pub sessions: &'a Sessions,
-    /// The body cap the forwarding step enforces while streaming; stages may lower it.
-    pub body_limit: Option<u64>,
-    /// The key, once authentication found one.
-    pub key: Option<Arc<ActiveKey>>,
-    /// The id that key is stored under.
-    pub key_id: Option<Box<str>>,
-    /// `X-RateLimit-*` values for the response, set by the limit stages.
-    pub rate_headers: Option<RateHeaders>,
-}
+use crate::ctx::{RequestCtx, StageRequest};
+use crate::limits::{ApiRateLimit, KeyLimits};
+use crate::refusal::{Refusal, RefusalKind};
 
 /// What a stage decided.
 #[derive(Debug)]
@@ -66,33 +46,20 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
-    async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<Flow, GatewayError> {
+    async fn on_request(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<Flow, Refusal> {
         match self {
-            Self::BodyLimit(s) => s.on_request(cx),
-            Self::TokenAuth(s) => s
-                .on_request(cx)
-                .await
-                .map(|()| Flow::Continue)
-                .map_err(Into::into),
-            Self::BasicAuth(s) => s
-                .on_request(cx)
-                .await
-                .map(|()| Flow::Continue)
-                .map_err(Into::into),
-            Self::KeyChecks => KeyChecks::on_request(cx)
-                .map(|()| Flow::Continue)
-                .map_err(Into::into),
-            Self::KeyLimits(s) => s
-                .on_request(cx)
-                .await
-                .map(|()| Flow::Continue)
-                .map_err(Into::into),
-            Self::ApiRateLimit(s) => s
-                .on_request(cx)
-                .await
-                .map(|()| Flow::Continue)
-                .map_err(Into::into),
+            Self::BodyLimit(s) => s.on_request(req, cx)?,
+            Self::TokenAuth(s) => s.on_request(req, cx).await?,
+            Self::BasicAuth(s) => s.on_request(req, cx).await?,
+            Self::KeyChecks => KeyChecks::on_request(req, cx)?,
+            Self::KeyLimits(s) => s.on_request(req, cx).await?,
+            Self::ApiRateLimit(s) => s.on_request(req, cx).await?,
         }
+        Ok(Flow::Continue)
     }
 }
 
@@ -164,13 +131,17 @@ impl Chain {
         }
     }
 
-    /// Runs every stage in order; the first error ends the request.
+    /// Runs every stage in order; the first refusal ends the request.
     ///
     /// # Errors
     /// The refusal of the first stage that refuses.
-    pub(crate) async fn run(&self, cx: &mut RequestCtx<'_>) -> Result<(), GatewayError> {
+    pub(crate) async fn run(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
         for stage in &self.stages {
-            match stage.on_request(cx).await? {
+            match stage.on_request(req, cx).await? {
                 Flow::Continue => {}
             }
         }
@@ -191,18 +162,18 @@ pub(crate) struct BodyLimit {
 }
 
 impl BodyLimit {
-    fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<Flow, GatewayError> {
-        let declared = cx
+    fn on_request(&self, req: &StageRequest<'_>, cx: &mut RequestCtx) -> Result<(), Refusal> {
+        let declared = req
             .head
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.limit) {
-            return Err(GatewayError::BodyTooLarge);
+            return Err(RefusalKind::BodyTooLarge.into());
         }
         cx.body_limit = Some(cx.body_limit.map_or(self.limit, |l| l.min(self.limit)));
-        Ok(Flow::Continue)
+        Ok(())
     }
 }
 
@@ -210,7 +181,9 @@ impl BodyLimit {
 mod tests {
     use super::*;
     use std::path::Path;
+    use std::sync::Arc;
     use tollgate_session::{HashAlgorithm, KeyHashing};
+    use tollgate_storage::Sessions;
 
     fn spec(extra: serde_json::Value) -> ApiSpec {
         let mut raw = serde_json::json!({"api_id": "a", "use_keyless": true,
@@ -236,19 +209,16 @@ mod tests {
         chain: &Chain,
         spec: &ApiSpec,
         req: http::Request<()>,
-    ) -> (Result<(), GatewayError>, Option<u64>) {
+    ) -> (Result<(), Refusal>, Option<u64>) {
         let (mut head, ()) = req.into_parts();
         let sessions = sessions();
-        let mut cx = RequestCtx {
+        let mut req = StageRequest {
             head: &mut head,
             api: spec,
             sessions: &sessions,
-            body_limit: None,
-            key: None,
-            key_id: None,
-            rate_headers: None,
         };
-        let r = chain.run(&mut cx).await;
+        let mut cx = RequestCtx::default();
+        let r = chain.run(&mut req, &mut cx).await;
         (r, cx.body_limit)
     }
 
@@ -265,10 +235,10 @@ mod tests {
             .header("content-length", "11")
             .body(())
             .unwrap();
-        assert!(matches!(
-            run(&chain, &s, req).await.0,
-            Err(GatewayError::BodyTooLarge)
-        ));
+        assert_eq!(
+            run(&chain, &s, req).await.0.unwrap_err().kind,
+            RefusalKind::BodyTooLarge
+        );
         let (r, limit) = run(&chain, &s, http::Request::post("/a/").body(()).unwrap()).await;
         r.unwrap();
         assert_eq!(limit, Some(10));
@@ -285,10 +255,10 @@ mod tests {
             .header("content-length", "6")
             .body(())
             .unwrap();
-        assert!(matches!(
-            run(&chain, &s, req).await.0,
-            Err(GatewayError::BodyTooLarge)
-        ));
+        assert_eq!(
+            run(&chain, &s, req).await.0.unwrap_err().kind,
+            RefusalKind::BodyTooLarge
+        );
     }
 
     #[tokio::test]
@@ -297,9 +267,7 @@ mod tests {
         let chain = Chain::compile(&s, &config("{}"));
         assert_eq!(chain.stages.len(), 3);
         let (r, _) = run(&chain, &s, http::Request::get("/a/").body(()).unwrap()).await;
-        match r {
-            Err(GatewayError::Refused(r)) => assert_eq!(r.message, "Authorization field missing"),
-            other => panic!("{other:?}"),
-        }
+        let kind = r.unwrap_err().kind;
+        assert_eq!(kind.status_and_message().1, "Authorization field missing");
     }
 }

@@ -19,6 +19,32 @@ pub const X_TYK_AUTHORIZATION: HeaderName = HeaderName::from_static("x-tyk-autho
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// Keep-Alive parameters (hop-by-hop).
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `X-RateLimit-Limit`.
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining`.
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset`.
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// The values of the `X-RateLimit-*` headers for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    /// `X-RateLimit-Limit`.
+    pub limit: i64,
+    /// `X-RateLimit-Remaining`.
+    pub remaining: i64,
+    /// `X-RateLimit-Reset` (Unix seconds).
+    pub reset: i64,
+}
+
+impl RateHeaders {
+    /// Sets the three headers, replacing any the upstream sent.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(self.limit));
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
+        headers.insert(X_RATELIMIT_RESET, HeaderValue::from(self.reset));
+    }
+}
 
 const HOPS: usize = 8;
 

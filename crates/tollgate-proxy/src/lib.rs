@@ -15,16 +15,23 @@
 mod auth;
 pub mod body;
 pub mod chain;
+pub mod ctx;
 pub mod error;
 pub mod framing;
 pub mod headers;
-pub mod limits;
+mod limits;
 pub mod metrics;
+mod observe;
 pub mod path;
-pub mod proxy;
+pub mod percent;
+mod proxy;
+pub mod refusal;
+pub mod request_body;
+mod respond;
 pub mod router;
 pub mod server;
-mod upstream;
+pub mod upstream;
+mod worker;
 pub mod write_deadline;
 
 use std::future::Future;
@@ -69,6 +76,8 @@ pub struct Gateway {
     pub metrics: Option<Arc<metrics::Metrics>>,
     /// The analytics queue, when analytics are recorded.
     pub analytics: Option<Arc<tollgate_analytics::AnalyticsQueue>>,
+    /// The gateway's own error messages, after `override_messages`.
+    pub messages: refusal::Messages,
 }
 
 impl Gateway {
@@ -90,6 +99,7 @@ impl Gateway {
             sessions,
             api_db,
             analytics,
+            messages: refusal::Messages::compile(&config_for_set.file.override_messages),
             metrics: config_for_set
                 .prometheus
                 .is_some()
@@ -160,7 +170,25 @@ pub struct ReloadRequest {
     /// Who asked (for the log).
     pub reason: &'static str,
     /// Answered with the reload's outcome when it has been applied.
-    pub done: Option<oneshot::Sender<Result<(), String>>>,
+    pub done: Option<oneshot::Sender<Result<(), ReloadError>>>,
+}
+
+/// Why a reload did not happen. Cloned to every caller a coalesced reload answers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    /// The reloader task is gone (the gateway is stopping).
+    #[error("the reloader has stopped")]
+    Stopped,
+    /// The definitions could not be read; the old table stays.
+    #[error(transparent)]
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl ReloadError {
+    /// A failed reload with its cause.
+    pub fn failed(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Failed(Arc::from(err.into()))
+    }
 }
 
 /// Asks the reloader (owned by the binary) to re-read the API definitions.
@@ -185,16 +213,15 @@ impl ReloadHandle {
     ///
     /// # Errors
     /// The reload failed (the old table stays), or the reloader is gone.
-    pub async fn request_and_wait(&self, reason: &'static str) -> Result<(), String> {
+    pub async fn request_and_wait(&self, reason: &'static str) -> Result<(), ReloadError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(ReloadRequest {
                 reason,
                 done: Some(done),
             })
-            .map_err(|_| "the reloader has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the reloader has stopped".to_owned())?
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
     }
 }
 

@@ -1,46 +1,13 @@
 //! Rate-limit and quota stages: the key's own limits, then the API-wide limit (Tyk's order:
 //! a key over its limit is refused before it can use up the API's shared allowance).
 
-use http::HeaderValue;
-use http::header::{HeaderName, RETRY_AFTER};
-use http::{HeaderMap, StatusCode};
 use tollgate_limits::RateDecision;
 use tollgate_session::time::unix_now;
 use tollgate_storage::Limited;
 
-use crate::chain::RequestCtx;
-use crate::error::Refusal;
-
-/// `X-RateLimit-Limit`.
-pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-/// `X-RateLimit-Remaining`.
-pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-/// `X-RateLimit-Reset`.
-pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-
-const RATE_EXCEEDED: &str = "Rate Limit Exceeded";
-const API_RATE_EXCEEDED: &str = "API Rate Limit Exceeded";
-const QUOTA_EXCEEDED: &str = "Quota exceeded";
-
-/// The values of the `X-RateLimit-*` headers for one response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateHeaders {
-    /// `X-RateLimit-Limit`.
-    pub limit: i64,
-    /// `X-RateLimit-Remaining`.
-    pub remaining: i64,
-    /// `X-RateLimit-Reset` (Unix seconds).
-    pub reset: i64,
-}
-
-impl RateHeaders {
-    /// Sets the three headers, replacing any the upstream sent.
-    pub fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(self.limit));
-        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
-        headers.insert(X_RATELIMIT_RESET, HeaderValue::from(self.reset));
-    }
-}
+use crate::ctx::{RequestCtx, StageRequest};
+use crate::headers::RateHeaders;
+use crate::refusal::{Refusal, RefusalKind};
 
 fn retry_after_secs(ns: u64) -> i64 {
     i64::try_from(ns.div_ceil(1_000_000_000))
@@ -58,15 +25,6 @@ fn rate_headers(limit: f64, d: &RateDecision, now: i64) -> RateHeaders {
     }
 }
 
-fn refused(status: StatusCode, message: &'static str, retry_after: i64) -> Refusal {
-    Refusal {
-        status,
-        message,
-        www_authenticate: None,
-        retry_after: Some(retry_after),
-    }
-}
-
 /// The key's rate limit and quota, checked together (one round trip on Redis).
 #[derive(Debug)]
 pub(crate) struct KeyLimits {
@@ -77,15 +35,19 @@ pub(crate) struct KeyLimits {
 }
 
 impl KeyLimits {
-    pub(crate) async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<(), Refusal> {
+    pub(crate) async fn on_request(
+        &self,
+        req: &StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
         let Some(key) = cx.key.clone() else {
             return Ok(());
         };
-        let plan = key.plan(&cx.api.api_id);
+        let plan = key.plan(&req.api.api_id);
         let mut throttle_retries = plan.throttle.map_or(0, |t| t.retries);
         let (checked, now) = loop {
             let now = unix_now();
-            let checked = cx
+            let checked = req
                 .sessions
                 .counters()
                 .check_key(plan, self.rate_on, self.quota_on, now)
@@ -131,18 +93,16 @@ impl KeyLimits {
                 if self.rate_headers {
                     cx.rate_headers = Some(rate_headers(plan.rate, &d, now));
                 }
-                Err(refused(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    RATE_EXCEEDED,
+                Err(Refusal::retry_after(
+                    RefusalKind::RateLimited,
                     retry_after_secs(d.retry_after_ns),
                 ))
             }
-            Err(Limited::Quota(q)) => Err(refused(
-                StatusCode::FORBIDDEN,
-                QUOTA_EXCEEDED,
+            Err(Limited::Quota(q)) => Err(Refusal::retry_after(
+                RefusalKind::QuotaExceeded,
                 (q.renews_at - now).max(1),
             )),
-            Err(Limited::Unavailable) => Err(crate::auth::STORE_UNAVAILABLE),
+            Err(Limited::Unavailable) => Err(Refusal::store_unavailable()),
         }
     }
 }
@@ -157,9 +117,13 @@ pub(crate) struct ApiRateLimit {
 }
 
 impl ApiRateLimit {
-    pub(crate) async fn on_request(&self, cx: &mut RequestCtx<'_>) -> Result<(), Refusal> {
+    pub(crate) async fn on_request(
+        &self,
+        req: &StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
         let now = unix_now();
-        match cx
+        match req
             .sessions
             .counters()
             .check_api(&self.counter_id, self.rate, self.per)
@@ -175,17 +139,11 @@ impl ApiRateLimit {
                 if self.rate_headers {
                     cx.rate_headers = Some(rate_headers(self.rate, &d, now));
                 }
-                Err(refused(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    API_RATE_EXCEEDED,
+                Err(Refusal::retry_after(
+                    RefusalKind::ApiRateLimited,
                     retry_after_secs(d.retry_after_ns),
                 ))
             }
         }
     }
-}
-
-/// Adds `Retry-After` to a refusal response.
-pub(crate) fn set_retry_after(headers: &mut HeaderMap, secs: i64) {
-    headers.insert(RETRY_AFTER, HeaderValue::from(secs));
 }

@@ -12,29 +12,22 @@ const BOUNDS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Why the gateway refused a request itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// Authentication or access rights.
-    Auth,
-    /// A rate limit (key or API).
-    Rate,
-    /// A quota.
-    Quota,
-    /// Anything else (framing, size, no route, key store unavailable).
-    Other,
-}
+/// Why the gateway refused a request itself: the refusal's class, never its message.
+pub use crate::refusal::RefusalClass as Rejection;
 
-impl Rejection {
-    const ALL: [Self; 4] = [Self::Auth, Self::Rate, Self::Quota, Self::Other];
+const REJECTIONS: [Rejection; 4] = [
+    Rejection::Auth,
+    Rejection::Rate,
+    Rejection::Quota,
+    Rejection::Other,
+];
 
-    fn label(self) -> &'static str {
-        match self {
-            Self::Auth => "auth",
-            Self::Rate => "rate",
-            Self::Quota => "quota",
-            Self::Other => "other",
-        }
+fn reason_label(r: Rejection) -> &'static str {
+    match r {
+        Rejection::Auth => "auth",
+        Rejection::Rate => "rate",
+        Rejection::Quota => "quota",
+        Rejection::Other => "other",
     }
 }
 
@@ -201,12 +194,12 @@ impl Metrics {
         }
         out.push_str("# HELP tollgate_rejected_requests_total Requests the gateway refused, by reason.\n# TYPE tollgate_rejected_requests_total counter\n");
         for (api, m) in &apis {
-            for r in Rejection::ALL {
+            for r in REJECTIONS {
                 let _ = writeln!(
                     out,
                     "tollgate_rejected_requests_total{{api_id=\"{}\",reason=\"{}\"}} {}",
                     label(api),
-                    r.label(),
+                    reason_label(r),
                     m.rejected[r as usize]
                 );
             }

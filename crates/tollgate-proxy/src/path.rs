@@ -54,15 +54,6 @@ fn is_normal(bytes: &[u8]) -> bool {
     true
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -73,19 +64,15 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, MalformedPath> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
-                return Err(MalformedPath);
-            };
-            let (Some(hv), Some(lv)) = (hex_val(h), hex_val(l)) else {
-                return Err(MalformedPath);
-            };
-            let v = hv * 16 + lv;
+            // Unlike credentials, a path with a broken escape is refused: rules must never
+            // match a path the upstream could read differently.
+            let v = crate::percent::escape_at(bytes, i).ok_or(MalformedPath)?;
             if is_unreserved(v) {
                 out.push(char::from(v));
             } else {
                 out.push('%');
-                out.push(char::from(h.to_ascii_uppercase()));
-                out.push(char::from(l.to_ascii_uppercase()));
+                out.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
             }
             i += 3;
         } else {

@@ -4,10 +4,7 @@
 //! from here, so the order below is the order a client experiences.
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -18,332 +15,46 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tollgate_definitions::ApiSpec;
 
-use crate::body::{ProxyBody, RequestBody, UpstreamBody};
-use crate::chain::RequestCtx;
+use crate::body::ProxyBody;
+use crate::ctx::{RequestCtx, StageRequest};
 use crate::error::GatewayError;
-use crate::framing::FramingVerdict;
-use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-use crate::metrics::{Rejection, Sample, WorkerMetrics};
+use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::observe;
 use crate::path;
+use crate::refusal::Refusal;
+use crate::request_body::{RequestBody, UpstreamBody};
 use crate::router::ApiRoute;
-use crate::upstream::{self, UpstreamPool};
-use crate::{Gateway, Routes};
+use crate::upstream;
+use crate::worker::ConnCtx;
 
-/// State of one worker thread, shared by its connections (never by other threads).
-pub(crate) struct WorkerCtx {
-    pub(crate) index: usize,
-    pub(crate) pool: Rc<UpstreamPool>,
-    /// This worker's metrics table, when metrics are on.
-    pub(crate) metrics: Option<Arc<WorkerMetrics>>,
-    /// This worker's pending analytics records, when analytics are on.
-    pub(crate) analytics: Option<tollgate_analytics::LocalBatch>,
-    /// This worker's routing table and the generation it belongs to.
-    routes: RefCell<Option<(u64, Arc<Routes>)>>,
-}
-
-impl WorkerCtx {
-    pub(crate) fn new(index: usize, pool: Rc<UpstreamPool>, gateway: &Gateway) -> Rc<Self> {
-        Rc::new(Self {
-            index,
-            pool,
-            metrics: gateway.metrics.as_ref().map(|m| m.worker(index)),
-            analytics: gateway
-                .analytics
-                .as_ref()
-                .map(|q| tollgate_analytics::LocalBatch::new(Arc::clone(q))),
-            routes: RefCell::new(None),
-        })
-    }
-
-    /// The worker's current table: one atomic load to check the generation, then a reference
-    /// count no other core touches (each worker has its own table).
-    fn routes(&self, gateway: &Gateway) -> Arc<Routes> {
-        let current = gateway.routes_generation();
-        let mut cached = self.routes.borrow_mut();
-        match cached.as_ref() {
-            Some((generation, table)) if *generation == current => Arc::clone(table),
-            _ => {
-                let (generation, table) = gateway.worker_routes(self.index);
-                *cached = Some((generation, Arc::clone(&table)));
-                table
-            }
-        }
-    }
-}
-
-/// Per-connection state the request flow reads.
-pub(crate) struct ConnCtx {
-    pub(crate) gateway: Arc<Gateway>,
-    pub(crate) worker: Rc<WorkerCtx>,
-    /// The client's IP, ready to append to `X-Forwarded-For`.
-    pub(crate) peer_ip: HeaderValue,
-    pub(crate) scheme: &'static str,
-    pub(crate) verdict: Arc<FramingVerdict>,
-    pub(crate) next_index: Cell<u64>,
-}
-
-/// Serves one request.
+/// Serves one request, from its arrival to its observation.
 pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let index = conn.next_index.get();
     conn.next_index.set(index + 1);
-    let close = conn.gateway.config.close_connections;
-    // Observation costs nothing unless metrics or the access log are on.
-    let access_log = conn.gateway.config.access_log;
-    let analytics = conn.gateway.analytics.is_some();
-    let observing = access_log || analytics || conn.worker.metrics.is_some();
-    let started = observing.then(Instant::now);
-    let mut seen = Observed::default();
-    if access_log {
-        seen.request_id = Some(request_id(&mut req));
-    }
-    if access_log || analytics {
-        seen.method = Some(req.method().clone());
-        seen.path = Some(req.uri().path().to_owned());
-    }
-    if analytics {
-        seen.timestamp = Some(tollgate_analytics::Timestamp::now());
-        let text = |name: header::HeaderName| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        seen.user_agent = text(header::USER_AGENT);
-        seen.content_length = text(header::CONTENT_LENGTH).parse().unwrap_or(0);
-    }
-    let mut resp = match serve(conn, index, req, &mut seen).await {
+    let mut cx = RequestCtx::default();
+    observe::arrival(conn, &mut req, &mut cx);
+    let mut resp = match serve(conn, index, req, &mut cx).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err);
-            seen.classify(&err);
-            err.into_response()
+            cx.failed(&err);
+            err.into_response(&conn.gateway.messages)
         }
     };
-    if close {
+    if conn.gateway.config.close_connections {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Some(started) = started {
-        seen.finish(conn, resp.status(), started.elapsed());
-    }
+    observe::finish(conn, &cx, resp.status());
     resp
 }
 
-/// What one request did, for metrics and the access log.
-#[derive(Debug, Default)]
-struct Observed {
-    api: Option<Arc<str>>,
-    key_id: Option<Box<str>>,
-    upstream: Option<Duration>,
-    upstream_error: bool,
-    store_error: bool,
-    rejection: Option<Rejection>,
-    request_id: Option<HeaderValue>,
-    method: Option<http::Method>,
-    path: Option<String>,
-    /// Set when an analytics record is to be written for this request.
-    track: Option<Tracked>,
-    timestamp: Option<tollgate_analytics::Timestamp>,
-    user_agent: String,
-    content_length: i64,
-}
-
-/// What an analytics record needs from the route and the key.
-#[derive(Debug)]
-struct Tracked {
-    api_name: Arc<str>,
-    org_id: Arc<str>,
-    host: Arc<str>,
-    org_tag: Arc<str>,
-    api_tag: Arc<str>,
-    strip: Option<String>,
-    alias: String,
-    tags: Vec<Arc<str>>,
-}
-
-impl Observed {
-    /// The key as analytics and logs show it: its storage id when keys are hashed, else a
-    /// SHA-256 of the raw key.
-    fn key_hash(&self, conn: &ConnCtx) -> String {
-        self.key_id.as_deref().map_or_else(String::new, |id| {
-            if conn.gateway.config.keys.hash_keys {
-                id.to_owned()
-            } else {
-                tollgate_session::HashAlgorithm::Sha256.hash(id.as_bytes())
-            }
-        })
-    }
-
-    fn record(
-        &self,
-        conn: &ConnCtx,
-        track: &Tracked,
-        timestamp: tollgate_analytics::Timestamp,
-        status: StatusCode,
-        total: Duration,
-    ) -> tollgate_analytics::Record {
-        let raw_path = self.path.clone().unwrap_or_default();
-        let path = match &track.strip {
-            Some(lp) => match raw_path.strip_prefix(lp.as_str()) {
-                Some(rest) if rest.starts_with('/') => rest.to_owned(),
-                Some(rest) => format!("/{rest}"),
-                None => raw_path.clone(),
-            },
-            None => raw_path.clone(),
-        };
-        let api_key = self.key_hash(conn);
-        let api_id = self.api.clone().unwrap_or_else(|| Arc::from(""));
-        let mut tags = Vec::with_capacity(track.tags.len() + 3);
-        tags.extend(track.tags.iter().cloned());
-        if !api_key.is_empty() {
-            tags.push(Arc::from(format!("key-{api_key}")));
-        }
-        tags.push(Arc::clone(&track.org_tag));
-        tags.push(Arc::clone(&track.api_tag));
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let mut record = tollgate_analytics::Record {
-            method: self
-                .method
-                .as_ref()
-                .map_or("", http::Method::as_str)
-                .to_owned(),
-            host: Arc::clone(&track.host),
-            path,
-            raw_path,
-            content_length: self.content_length,
-            user_agent: self.user_agent.clone(),
-            day: 0,
-            month: 0,
-            year: 0,
-            hour: 0,
-            response_code: i64::from(status.as_u16()),
-            api_key,
-            timestamp,
-            api_version: "Non Versioned",
-            api_name: Arc::clone(&track.api_name),
-            api_id,
-            org_id: Arc::clone(&track.org_id),
-            oauth_id: "",
-            request_time: ms(total),
-            raw_request: "",
-            raw_response: "",
-            ip_address: conn.peer_ip.to_str().unwrap_or("").to_owned(),
-            network: tollgate_analytics::Network::default(),
-            latency: tollgate_analytics::Latency {
-                total: ms(total),
-                upstream: self.upstream.map_or(0, ms),
-            },
-            tags,
-            alias: track.alias.clone(),
-            track_path: false,
-            expire_at: tollgate_analytics::Timestamp {
-                secs: timestamp.secs.saturating_add(100 * 365 * 86_400),
-                nanos: 0,
-            },
-        };
-        record.set_calendar();
-        record
-    }
-
-    fn classify(&mut self, err: &GatewayError) {
-        match err {
-            GatewayError::Refused(r) => {
-                self.rejection = Some(match r.message {
-                    "Rate Limit Exceeded" | "API Rate Limit Exceeded" => Rejection::Rate,
-                    "Quota exceeded" => Rejection::Quota,
-                    _ if r.status == StatusCode::SERVICE_UNAVAILABLE => {
-                        self.store_error = true;
-                        Rejection::Other
-                    }
-                    _ => Rejection::Auth,
-                });
-            }
-            GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. } => {
-                self.upstream_error = true;
-            }
-            _ => self.rejection = Some(Rejection::Other),
-        }
-    }
-
-    fn finish(self, conn: &ConnCtx, status: StatusCode, total: Duration) {
-        static NO_API: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
-        if let Some(metrics) = &conn.worker.metrics {
-            let sample = Sample {
-                status: status.as_u16(),
-                total,
-                upstream: self.upstream,
-                rejection: self.rejection,
-                upstream_error: self.upstream_error,
-            };
-            metrics.record(self.api.as_ref().unwrap_or(&NO_API), &sample);
-            if self.store_error
-                && let Some(all) = &conn.gateway.metrics
-            {
-                all.store_error();
-            }
-        }
-        if let (Some(batch), Some(track), Some(timestamp)) =
-            (&conn.worker.analytics, &self.track, self.timestamp)
-        {
-            batch.record(self.record(conn, track, timestamp, status, total));
-        }
-        if conn.gateway.config.access_log {
-            // The key is logged by the id it is stored under, hashed when it is stored raw:
-            // a raw key never reaches the log.
-            let key = self.key_hash(conn);
-            tracing::info!(
-                target: "tollgate::access",
-                request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-                method = self.method.as_ref().map_or("", http::Method::as_str),
-                path = self.path.as_deref().unwrap_or(""),
-                api_id = self.api.as_deref().unwrap_or(""),
-                key = key.as_str(),
-                status = status.as_u16(),
-                latency_ms = total.as_secs_f64() * 1000.0,
-                upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
-                "request"
-            );
-        }
-    }
-}
-
-/// The request's `X-Request-Id`, generated (and added, so the upstream sees it) when absent.
-fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
-    if let Some(v) = req.headers().get(X_REQUEST_ID) {
-        return v.clone();
-    }
-    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
-        let mut b = [0u8; 4];
-        let _ = getrandom::fill(&mut b);
-        u32::from_le_bytes(b)
-    });
-    static THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    thread_local! {
-        // Each thread numbers its own requests (no counter shared between cores), in its own
-        // range: the top 16 bits are the thread's.
-        static NEXT: std::cell::Cell<u64> = std::cell::Cell::new(
-            THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 48,
-        );
-    }
-    let n = NEXT.with(|next| {
-        let n = next.get();
-        next.set(n + 1);
-        n
-    });
-    let mut hex = [0u8; 24];
-    tollgate_session::hex_into(&mut hex[..8], &PREFIX.to_be_bytes());
-    tollgate_session::hex_into(&mut hex[8..], &n.to_be_bytes());
-    let id = HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"));
-    req.headers_mut().insert(X_REQUEST_ID, id.clone());
-    id
-}
-
+/// The lifecycle: framing verdict → normalise → admin → route → stages → forward.
 async fn serve(
     conn: &ConnCtx,
     index: u64,
     mut req: Request<Incoming>,
-    seen: &mut Observed,
+    cx: &mut RequestCtx,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // 1. A head the framing guard refused reaches us as a stand-in request, in order.
     if let Some(rejection) = conn.verdict.rejection_for(index) {
@@ -369,74 +80,44 @@ async fn serve(
     let route = routes
         .lookup(request_host(&req), path)
         .ok_or(GatewayError::NoRoute)?;
-    let observing = conn.worker.metrics.is_some()
-        || conn.gateway.config.access_log
-        || conn.gateway.analytics.is_some();
-    if observing {
-        seen.api = Some(Arc::clone(&route.spec.api_id));
-    }
-    if conn.gateway.analytics.is_some() && !route.spec.do_not_track {
-        let spec = &route.spec;
-        let texts = &route.record_texts;
-        seen.track = Some(Tracked {
-            api_name: Arc::clone(&spec.name),
-            org_id: Arc::clone(&spec.org_id),
-            host: Arc::clone(&texts.host),
-            org_tag: Arc::clone(&texts.org_tag),
-            api_tag: Arc::clone(&texts.api_tag),
-            strip: spec.strip_listen_path.then(|| spec.listen_path.clone()),
-            alias: String::new(),
-            tags: Vec::new(),
-        });
-    }
-
-    let (mut parts, body) = req.into_parts();
+    observe::routed(conn, route, cx);
 
     // 5. The API's stages, in Tyk's order (see `chain`).
-    let mut cx = RequestCtx {
+    let (mut parts, body) = req.into_parts();
+    let mut stage_req = StageRequest {
         head: &mut parts,
         api: &route.spec,
         sessions: &conn.gateway.sessions,
-        body_limit: None,
-        key: None,
-        key_id: None,
-        rate_headers: None,
     };
-    let outcome = route.chain.run(&mut cx).await;
-    let (body_limit, rate_headers) = (cx.body_limit, cx.rate_headers);
-    if observing {
-        seen.key_id = cx.key_id.take();
-    }
-    if let (Some(track), Some(key)) = (seen.track.as_mut(), cx.key.as_ref()) {
-        track.alias.clone_from(&key.session.alias);
-        track.tags = key
-            .session
-            .tags
-            .iter()
-            .map(|t| Arc::from(t.as_str()))
-            .collect();
-    }
-    if let Err(err) = outcome {
-        seen.classify(&err);
-        let mut resp = err.into_response();
-        // Tyk's rate_limits mode reports the window on refusals too.
-        if let Some(h) = rate_headers.filter(|_| conn.gateway.config.rate_limit_headers) {
-            h.apply(resp.headers_mut());
-        }
-        return Ok(resp);
+    if let Err(refusal) = route.chain.run(&mut stage_req, cx).await {
+        return Ok(refuse(conn, cx, refusal));
     }
 
     // 6. Forward; the limit headers go on the upstream's response.
-    let sent = observing.then(Instant::now);
-    let result = forward(conn, route, parts, body, body_limit).await;
+    let sent = cx.started.is_some().then(Instant::now);
+    let result = forward(conn, route, parts, body, cx.body_limit).await;
     if let Some(sent) = sent {
-        seen.upstream = Some(sent.elapsed());
+        cx.upstream = Some(sent.elapsed());
     }
     let mut resp = result?;
-    if let Some(h) = rate_headers {
+    if let Some(h) = cx.rate_headers {
         h.apply(resp.headers_mut());
     }
     Ok(resp)
+}
+
+/// A stage's refusal as the client gets it.
+fn refuse(conn: &ConnCtx, cx: &mut RequestCtx, refusal: Refusal) -> Response<ProxyBody> {
+    cx.refused(refusal.kind);
+    let mut resp = GatewayError::Refused(refusal).into_response(&conn.gateway.messages);
+    // Tyk's rate_limits mode reports the window on refusals too.
+    if let Some(h) = cx
+        .rate_headers
+        .filter(|_| conn.gateway.config.rate_limit_headers)
+    {
+        h.apply(resp.headers_mut());
+    }
+    resp
 }
 
 /// The host a request is for: the Host header, else the authority of an absolute-form URI.
@@ -613,7 +294,7 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
 
 fn log_error(err: &GatewayError) {
     match err {
-        GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. } => {
+        GatewayError::Upstream(_) => {
             tracing::warn!(error = %err, "upstream request failed");
         }
         _ => tracing::debug!(error = %err, "request refused"),

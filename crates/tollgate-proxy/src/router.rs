@@ -12,6 +12,7 @@ use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, LoadedApi};
 
 use crate::chain::Chain;
+use crate::ctx::RecordTexts;
 
 /// One servable API: its definition and its compiled stage chain.
 #[derive(Debug)]
@@ -21,25 +22,7 @@ pub struct ApiRoute {
     /// The stages every request to this API passes, in order.
     pub(crate) chain: Chain,
     /// Strings every analytics record of this API carries, made once.
-    pub(crate) record_texts: RecordTexts,
-}
-
-/// Per-API analytics strings: the upstream host and the `org-`/`api-` tags.
-#[derive(Debug)]
-pub(crate) struct RecordTexts {
-    pub(crate) host: Arc<str>,
-    pub(crate) org_tag: Arc<str>,
-    pub(crate) api_tag: Arc<str>,
-}
-
-impl RecordTexts {
-    fn new(spec: &ApiSpec) -> Self {
-        Self {
-            host: spec.target.host_header.to_str().unwrap_or("").into(),
-            org_tag: format!("org-{}", spec.org_id).into(),
-            api_tag: format!("api-{}", spec.api_id).into(),
-        }
-    }
+    pub(crate) record_texts: Arc<RecordTexts>,
 }
 
 /// An immutable routing snapshot.
@@ -60,7 +43,7 @@ impl Routes {
         for api in loaded.iter().filter(|a| a.spec.active) {
             let route = Arc::new(ApiRoute {
                 chain: Chain::compile(&api.spec, config),
-                record_texts: RecordTexts::new(&api.spec),
+                record_texts: Arc::new(RecordTexts::new(&api.spec)),
                 spec: api.spec.clone(),
             });
             match route

@@ -25,8 +25,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::Gateway;
 use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
-use crate::proxy::{self, ConnCtx, WorkerCtx};
+use crate::proxy;
 use crate::upstream::UpstreamPool;
+use crate::worker::{ConnCtx, WorkerCtx};
 use crate::write_deadline::WriteDeadline;
 
 /// Binds `count` listening sockets sharing `addr` through `SO_REUSEPORT`.

@@ -17,10 +17,76 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::UpstreamBody;
-use crate::error::GatewayError;
+use crate::request_body::{RequestBodyError, UpstreamBody};
 
 type Sender = SendRequest<UpstreamBody>;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream refused, reset or broke the connection.
+    #[error("upstream {authority}: {source}")]
+    Failed {
+        /// The upstream's `host:port`.
+        authority: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The upstream sent no response headers within the timeout.
+    #[error("upstream {authority}: no response in time")]
+    Timeout {
+        /// The upstream's `host:port`.
+        authority: String,
+    },
+    /// The client's own body failed while it was being sent: the client's fault, not the
+    /// upstream's.
+    #[error("request body: {0}")]
+    ClientBody(ClientBodyFault),
+}
+
+/// How the client's body failed, as seen through a failed send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientBodyFault {
+    /// Over the body cap.
+    TooLarge,
+    /// Quiet for longer than the read timeout.
+    Idle,
+    /// The stream broke (bad chunking, reset).
+    Broken(String),
+}
+
+impl std::fmt::Display for ClientBodyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("too large"),
+            Self::Idle => f.write_str("client went quiet"),
+            Self::Broken(e) => f.write_str(e),
+        }
+    }
+}
+
+impl UpstreamError {
+    /// Classifies a failed exchange. A failure of the client's own body surfaces as a send
+    /// error too; it is told apart by looking down the cause chain.
+    fn classify(authority: &Authority, err: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+        while let Some(e) = cause {
+            if let Some(body) = e.downcast_ref::<RequestBodyError>() {
+                return Self::ClientBody(match body {
+                    RequestBodyError::TooLarge { .. } => ClientBodyFault::TooLarge,
+                    RequestBodyError::IdleTimeout(_) => ClientBodyFault::Idle,
+                    RequestBodyError::Client(e) => ClientBodyFault::Broken(e.to_string()),
+                });
+            }
+            cause = e.source();
+        }
+        Self::Failed {
+            authority: authority.to_string(),
+            source: err,
+        }
+    }
+}
 
 /// Per-worker pool of idle upstream connections.
 pub(crate) struct UpstreamPool {
@@ -77,7 +143,7 @@ impl UpstreamPool {
         authority: &Authority,
         mut req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, PoolReturn), GatewayError> {
+    ) -> Result<(Response<Incoming>, PoolReturn), UpstreamError> {
         let deadline = tokio::time::Instant::now() + timeout;
         while let Some(mut sender) = self.checkout(authority) {
             if sender.ready().await.is_err() {
@@ -117,7 +183,7 @@ pub(crate) async fn send_upgrade(
     authority: &Authority,
     req: Request<UpstreamBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<Incoming>, UpstreamError> {
     let work = async {
         let mut sender = connect(authority, true).await?;
         sender
@@ -130,7 +196,7 @@ pub(crate) async fn send_upgrade(
         .map_err(|_| timeout_error(authority))?
 }
 
-async fn connect(authority: &Authority, upgrades: bool) -> Result<Sender, GatewayError> {
+async fn connect(authority: &Authority, upgrades: bool) -> Result<Sender, UpstreamError> {
     let stream = TcpStream::connect(authority.as_str())
         .await
         .map_err(|e| upstream_error(authority, e))?;
@@ -159,12 +225,12 @@ async fn connect(authority: &Authority, upgrades: bool) -> Result<Sender, Gatewa
 fn upstream_error(
     authority: &Authority,
     err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> GatewayError {
-    GatewayError::from_upstream(authority, err.into())
+) -> UpstreamError {
+    UpstreamError::classify(authority, err.into())
 }
 
-fn timeout_error(authority: &Authority) -> GatewayError {
-    GatewayError::UpstreamTimeout {
+fn timeout_error(authority: &Authority) -> UpstreamError {
+    UpstreamError::Timeout {
         authority: authority.to_string(),
     }
 }

@@ -96,7 +96,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let routes = control
         .block_on(reload::load_routes(&config, api_db.as_deref()))
-        .map_err(anyhow::Error::msg)
         .context("loading API definitions")?;
     if cli.validate {
         eprintln!(

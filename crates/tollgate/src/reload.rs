@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::pg::PgApiStore;
 use tollgate_definitions::{load_dir, load_rows};
-use tollgate_proxy::{Gateway, ReloadRequest, Routes};
+use tollgate_proxy::{Gateway, ReloadError, ReloadRequest, Routes};
 use tollgate_session::PolicySet;
 
 /// Loads every definition (from `app_path`, or the database table) and compiles a routing
@@ -21,15 +21,15 @@ use tollgate_session::PolicySet;
 pub(crate) async fn load_routes(
     config: &Arc<GatewayConfig>,
     db: Option<&PgApiStore>,
-) -> Result<Routes, String> {
+) -> anyhow::Result<Routes> {
     let outcome = match db {
-        Some(db) => load_rows(db.load().await.map_err(|e| e.to_string())?),
+        Some(db) => load_rows(db.load().await?),
         None => {
             let cfg = Arc::clone(config);
             tokio::task::spawn_blocking(move || load_dir(&cfg.app_path))
                 .await
-                .map_err(|e| format!("loading task failed: {e}"))?
-                .map_err(|e| format!("cannot read {}: {e}", config.app_path.display()))?
+                .map_err(|e| anyhow::anyhow!("loading task failed: {e}"))?
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.app_path.display()))?
         }
     };
     for err in &outcome.errors {
@@ -88,11 +88,11 @@ async fn reload_once(
     gateway: &Gateway,
     reason: &'static str,
     coalesced: usize,
-) -> Result<(), String> {
+) -> Result<(), ReloadError> {
     let config = Arc::clone(&gateway.config);
     let policies = tokio::task::spawn_blocking(move || load_policies(&config))
         .await
-        .map_err(|e| format!("reload task failed: {e}"))?;
+        .map_err(ReloadError::failed)?;
     match policies {
         Ok(set) => {
             let count = set.len();
@@ -110,7 +110,7 @@ async fn reload_once(
         }
         Err(e) => {
             tracing::error!(error = %e, "reload failed; keeping the current APIs");
-            Err(e)
+            Err(ReloadError::failed(e))
         }
     }
 }

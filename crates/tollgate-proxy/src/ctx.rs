@@ -1,0 +1,127 @@
+//! What one request carries through the gateway (pingora's per-request `CTX`).
+//!
+//! [`RequestCtx`] is created when a request arrives and lives until [`crate::observe`] has
+//! read it after the response: every phase writes what it learned (the API, the key, the
+//! limits' headers, why it was refused, how long the upstream took) and nothing reads a
+//! response's text to find out what happened. [`StageRequest`] is the borrowed view the
+//! stages work on: the request head they may rewrite, its API and the key store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::{HeaderValue, Method};
+use tollgate_definitions::ApiSpec;
+use tollgate_session::ActiveKey;
+use tollgate_storage::Sessions;
+
+use crate::error::GatewayError;
+use crate::headers::RateHeaders;
+use crate::refusal::{RefusalClass, RefusalKind};
+
+/// The request as the stages see it.
+#[derive(Debug)]
+pub struct StageRequest<'a> {
+    /// The request head (path already normalised); stages may rewrite it.
+    pub head: &'a mut Parts,
+    /// The API being served.
+    pub api: &'a ApiSpec,
+    /// Where keys are looked up.
+    pub sessions: &'a Sessions,
+}
+
+/// Per-request state, written by the phases and read by the final observe phase.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// When the request arrived, when anything observes it.
+    pub started: Option<Instant>,
+    /// What the request looked like on arrival (only when something observes it).
+    pub arrival: Option<Box<Arrival>>,
+    /// The API that served it, once routed.
+    pub api_id: Option<Arc<str>>,
+    /// What its analytics record needs from the API, when one is written.
+    pub track: Option<Arc<RecordTexts>>,
+    /// The body cap the forwarding step enforces while streaming; stages may lower it.
+    pub body_limit: Option<u64>,
+    /// The key, once authentication found one.
+    pub key: Option<Arc<ActiveKey>>,
+    /// The id that key is stored under.
+    pub key_id: Option<Box<str>>,
+    /// `X-RateLimit-*` values for the response, set by the limit stages.
+    pub rate_headers: Option<RateHeaders>,
+    /// Why the gateway refused the request itself.
+    pub refusal: Option<RefusalClass>,
+    /// The key store could not be reached.
+    pub store_error: bool,
+    /// The upstream could not be reached or did not answer in time.
+    pub upstream_error: bool,
+    /// Time the upstream took to answer, when the request reached one.
+    pub upstream: Option<Duration>,
+}
+
+/// The request as it arrived, for analytics and the access log.
+#[derive(Debug)]
+pub struct Arrival {
+    /// `X-Request-Id` (the client's or the one the gateway added).
+    pub request_id: Option<HeaderValue>,
+    /// Method.
+    pub method: Method,
+    /// Path as sent, before normalisation.
+    pub path: String,
+    /// When it arrived, for analytics.
+    pub timestamp: Option<tollgate_analytics::Timestamp>,
+    /// `User-Agent`, for analytics.
+    pub user_agent: String,
+    /// `Content-Length` (0 when absent), for analytics.
+    pub content_length: i64,
+}
+
+/// What every analytics record of one API carries, made once when the API loads.
+#[derive(Debug)]
+pub struct RecordTexts {
+    /// API name.
+    pub api_name: Arc<str>,
+    /// Organisation.
+    pub org_id: Arc<str>,
+    /// Upstream host.
+    pub host: Arc<str>,
+    /// `org-<id>` tag.
+    pub org_tag: Arc<str>,
+    /// `api-<id>` tag.
+    pub api_tag: Arc<str>,
+    /// The listen path, when the API strips it (records show the path without it).
+    pub strip: Option<Box<str>>,
+}
+
+impl RecordTexts {
+    /// The texts of one API.
+    pub fn new(spec: &ApiSpec) -> Self {
+        Self {
+            api_name: Arc::clone(&spec.name),
+            org_id: Arc::clone(&spec.org_id),
+            host: spec.target.host_header.to_str().unwrap_or("").into(),
+            org_tag: format!("org-{}", spec.org_id).into(),
+            api_tag: format!("api-{}", spec.api_id).into(),
+            strip: spec
+                .strip_listen_path
+                .then(|| spec.listen_path.as_str().into()),
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Notes a stage's refusal.
+    pub fn refused(&mut self, kind: RefusalKind) {
+        self.refusal = Some(kind.class());
+        self.store_error = kind == RefusalKind::StoreUnavailable;
+    }
+
+    /// Notes an error that ended the request.
+    pub fn failed(&mut self, err: &GatewayError) {
+        match err {
+            GatewayError::Refused(r) => self.refused(r.kind),
+            GatewayError::Upstream(_) => self.upstream_error = true,
+            _ => self.refusal = Some(RefusalClass::Other),
+        }
+    }
+}

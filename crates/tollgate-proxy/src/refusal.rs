@@ -1,0 +1,284 @@
+//! Why a stage refused a request, as a type: one [`RefusalKind`] per situation of Tyk's error
+//! catalogue, mapped to Tyk's status and message in [`RefusalKind::status_and_message`] and
+//! nowhere else. Metrics and analytics classify by the kind, never by the message text, so an
+//! operator's `override_messages` changes what clients read and nothing else.
+
+use std::collections::BTreeMap;
+
+use http::{HeaderValue, StatusCode};
+use tollgate_config::MessageOverride;
+
+/// What a stage refused a request for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalKind {
+    /// No credential where the API expects one.
+    AuthFieldMissing,
+    /// The key is unknown (or shorter than `min_token_length`).
+    KeyNotFound,
+    /// The key has no rights to this API, or its policies could not be applied.
+    ApiDisallowed,
+    /// The key's `allowed_urls` do not cover this method and path.
+    ResourceDisallowed,
+    /// The key is switched off.
+    KeyInactive,
+    /// The key is past its `expires`.
+    KeyExpired,
+    /// The key store cannot be reached: a valid caller must not be told their key is bad.
+    StoreUnavailable,
+    /// Basic auth: no `Authorization` header.
+    BasicAuthMissing,
+    /// Basic auth: the header is not `Basic <data>`.
+    BasicAuthNotBasic,
+    /// Basic auth: the data is not base64 text.
+    BasicAuthBadEncoding,
+    /// Basic auth: the decoded data has no `user:password` split.
+    BasicAuthBadValues,
+    /// Basic auth: unknown user or wrong password.
+    UserNotAuthorised,
+    /// The key's rate limit.
+    RateLimited,
+    /// The API's `global_rate_limit`.
+    ApiRateLimited,
+    /// The key's quota is used up.
+    QuotaExceeded,
+    /// The body is larger than the API or gateway allows.
+    BodyTooLarge,
+}
+
+/// How a refusal counts in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    /// Authentication or access rights.
+    Auth,
+    /// A rate limit (key or API).
+    Rate,
+    /// A quota.
+    Quota,
+    /// Anything else.
+    Other,
+}
+
+impl RefusalKind {
+    /// Tyk's default status and message.
+    pub const fn status_and_message(self) -> (StatusCode, &'static str) {
+        const DISALLOWED: &str = "Access to this API has been disallowed";
+        match self {
+            Self::AuthFieldMissing | Self::BasicAuthMissing => {
+                (StatusCode::UNAUTHORIZED, "Authorization field missing")
+            }
+            Self::KeyNotFound | Self::ApiDisallowed => (StatusCode::FORBIDDEN, DISALLOWED),
+            Self::ResourceDisallowed => (
+                StatusCode::FORBIDDEN,
+                "Access to this resource has been disallowed",
+            ),
+            Self::KeyInactive => (StatusCode::FORBIDDEN, "Key is inactive, please renew"),
+            Self::KeyExpired => (StatusCode::UNAUTHORIZED, "Key has expired, please renew"),
+            Self::StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Key store unavailable, please retry",
+            ),
+            Self::BasicAuthNotBasic => (
+                StatusCode::BAD_REQUEST,
+                "Attempted access with malformed header, header not in basic auth format",
+            ),
+            Self::BasicAuthBadEncoding => (
+                StatusCode::BAD_REQUEST,
+                "Attempted access with malformed header, auth data not encoded correctly",
+            ),
+            Self::BasicAuthBadValues => (
+                StatusCode::BAD_REQUEST,
+                "Attempted access with malformed header, values not in basic auth format",
+            ),
+            Self::UserNotAuthorised => (StatusCode::UNAUTHORIZED, "User not authorised"),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Rate Limit Exceeded"),
+            Self::ApiRateLimited => (StatusCode::TOO_MANY_REQUESTS, "API Rate Limit Exceeded"),
+            Self::QuotaExceeded => (StatusCode::FORBIDDEN, "Quota exceeded"),
+            Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+        }
+    }
+
+    /// Tyk's `override_messages` id, for the kinds Tyk lets an operator reword.
+    pub const fn override_id(self) -> Option<&'static str> {
+        match self {
+            Self::AuthFieldMissing => Some("auth.auth_field_missing"),
+            Self::KeyNotFound => Some("auth.key_not_found"),
+            _ => None,
+        }
+    }
+
+    /// The metrics bucket.
+    pub const fn class(self) -> RefusalClass {
+        match self {
+            Self::RateLimited | Self::ApiRateLimited => RefusalClass::Rate,
+            Self::QuotaExceeded => RefusalClass::Quota,
+            Self::StoreUnavailable | Self::BodyTooLarge => RefusalClass::Other,
+            _ => RefusalClass::Auth,
+        }
+    }
+
+    /// Whether the connection must close after the response: after a refused body its byte
+    /// stream can no longer be trusted.
+    pub const fn closes_connection(self) -> bool {
+        matches!(self, Self::BodyTooLarge)
+    }
+}
+
+/// A refusal by a stage: its kind, plus the headers some kinds carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What was refused.
+    pub kind: RefusalKind,
+    /// `WWW-Authenticate` value, for basic auth.
+    pub www_authenticate: Option<HeaderValue>,
+    /// `Retry-After` seconds, for limits and an unreachable store.
+    pub retry_after: Option<i64>,
+}
+
+impl Refusal {
+    /// A refusal without extra headers.
+    pub const fn new(kind: RefusalKind) -> Self {
+        Self {
+            kind,
+            www_authenticate: None,
+            retry_after: None,
+        }
+    }
+
+    /// A refusal that tells the client when to try again.
+    pub const fn retry_after(kind: RefusalKind, secs: i64) -> Self {
+        Self {
+            kind,
+            www_authenticate: None,
+            retry_after: Some(secs),
+        }
+    }
+
+    /// The key store is unreachable: try again in a second.
+    pub const fn store_unavailable() -> Self {
+        Self::retry_after(RefusalKind::StoreUnavailable, 1)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (status, message) = self.kind.status_and_message();
+        write!(f, "{} {message}", status.as_u16())
+    }
+}
+
+impl From<RefusalKind> for Refusal {
+    fn from(kind: RefusalKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+/// The operator's `override_messages`, compiled once: per kind, the status and message that
+/// replace Tyk's defaults (a zero code or empty message keeps that part, as in Tyk).
+#[derive(Debug, Default)]
+pub struct Messages {
+    overrides: Vec<(RefusalKind, Option<StatusCode>, Option<Box<str>>)>,
+}
+
+/// Every kind with an override id, for compiling the table.
+const OVERRIDABLE: [RefusalKind; 2] = [RefusalKind::AuthFieldMissing, RefusalKind::KeyNotFound];
+
+impl Messages {
+    /// Compiles `override_messages`. Ids of features Tollgate does not have (certificates,
+    /// OAuth) are kept by the config but have nothing to reword yet.
+    pub fn compile(overrides: &BTreeMap<String, MessageOverride>) -> Self {
+        let overrides = OVERRIDABLE
+            .iter()
+            .filter_map(|&kind| {
+                let o = overrides.get(kind.override_id()?)?;
+                let status = u16::try_from(o.code)
+                    .ok()
+                    .filter(|c| *c != 0)
+                    .and_then(|c| StatusCode::from_u16(c).ok());
+                let message = (!o.message.is_empty()).then(|| o.message.as_str().into());
+                Some((kind, status, message))
+            })
+            .collect();
+        Self { overrides }
+    }
+
+    /// The status and message a client gets for `kind`.
+    pub fn status_and_message(&self, kind: RefusalKind) -> (StatusCode, &str) {
+        let (status, message) = kind.status_and_message();
+        match self.overrides.iter().find(|(k, _, _)| *k == kind) {
+            Some((_, s, m)) => (s.unwrap_or(status), m.as_deref().unwrap_or(message)),
+            None => (status, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(pairs: &[(&str, i64, &str)]) -> Messages {
+        Messages::compile(
+            &pairs
+                .iter()
+                .map(|(id, code, message)| {
+                    (
+                        (*id).to_owned(),
+                        MessageOverride {
+                            code: *code,
+                            message: (*message).to_owned(),
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_tyks() {
+        let m = Messages::default();
+        assert_eq!(
+            m.status_and_message(RefusalKind::QuotaExceeded),
+            (StatusCode::FORBIDDEN, "Quota exceeded")
+        );
+        assert_eq!(
+            m.status_and_message(RefusalKind::AuthFieldMissing),
+            (StatusCode::UNAUTHORIZED, "Authorization field missing")
+        );
+    }
+
+    #[test]
+    fn partial_overrides_replace_only_their_part() {
+        let m = overrides(&[
+            ("auth.auth_field_missing", 0, "Send a key"),
+            ("auth.key_not_found", 401, ""),
+            ("oauth.client_deleted", 418, "ignored"),
+        ]);
+        assert_eq!(
+            m.status_and_message(RefusalKind::AuthFieldMissing),
+            (StatusCode::UNAUTHORIZED, "Send a key")
+        );
+        assert_eq!(
+            m.status_and_message(RefusalKind::KeyNotFound),
+            (
+                StatusCode::UNAUTHORIZED,
+                "Access to this API has been disallowed"
+            )
+        );
+        // Not overridable in Tyk: the same message from the access-rights check stays.
+        assert_eq!(
+            m.status_and_message(RefusalKind::ApiDisallowed),
+            (
+                StatusCode::FORBIDDEN,
+                "Access to this API has been disallowed"
+            )
+        );
+    }
+
+    #[test]
+    fn classes_do_not_depend_on_messages() {
+        assert_eq!(RefusalKind::RateLimited.class(), RefusalClass::Rate);
+        assert_eq!(RefusalKind::ApiRateLimited.class(), RefusalClass::Rate);
+        assert_eq!(RefusalKind::QuotaExceeded.class(), RefusalClass::Quota);
+        assert_eq!(RefusalKind::KeyNotFound.class(), RefusalClass::Auth);
+        assert_eq!(RefusalKind::StoreUnavailable.class(), RefusalClass::Other);
+    }
+}
