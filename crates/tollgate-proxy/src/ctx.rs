@@ -1,6 +1,6 @@
 //! What one request carries through the gateway (pingora's per-request `CTX`).
 //!
-//! [`RequestCtx`] is created when a request arrives and lives until [`crate::observe`] has
+//! [`RequestCtx`] is created when a request arrives and lives until the observe phase has
 //! read it after the response: every phase writes what it learned (the API, the key, the
 //! limits' headers, why it was refused, how long the upstream took) and nothing reads a
 //! response's text to find out what happened. [`StageRequest`] is the borrowed view the

@@ -1,5 +1,5 @@
-//! Why a request ended at the gateway. [`crate::respond`] turns each into the response a
-//! client gets; [`crate::ctx::RequestCtx::failed`] classifies it for metrics.
+//! Why a request ended at the gateway. The `respond` module turns each into the response a
+//! client gets; the request context classifies it for metrics.
 
 use crate::refusal::{Refusal, RefusalKind};
 use crate::upstream::{ClientBodyFault, UpstreamError};
