@@ -2,23 +2,19 @@
 //! the PostgreSQL table) and take effect on the next reload, as in Tyk; reads show what is
 //! loaded now.
 
-// Handlers return the finished error response as `Err`; boxing it buys nothing off the data path.
-#![allow(clippy::result_large_err)]
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use tollgate_definitions::pg::PgError;
 use tollgate_definitions::{ApiSource, ApiSpec};
 use tollgate_proxy::Gateway;
 
-use crate::reply::{json_reply, modified_reply, status_reply};
+use crate::error::AdminError;
+use crate::reply::{Reply, json_reply, modified_reply};
 
-type Reply = Response<Full<Bytes>>;
+const NOT_FOUND: AdminError = AdminError::NotFound("API not found");
+const EXISTS: AdminError = AdminError::Conflict("API already exists");
 
 pub(crate) fn list(gateway: &Gateway) -> Reply {
     let routes = gateway.routes();
@@ -26,18 +22,17 @@ pub(crate) fn list(gateway: &Gateway) -> Reply {
     json_reply(StatusCode::OK, &serde_json::Value::Array(all))
 }
 
-pub(crate) fn get(gateway: &Gateway, id: &str) -> Reply {
-    match gateway.routes().api(id) {
-        Some(api) => json_reply(StatusCode::OK, &api.raw),
-        None => not_found(),
-    }
+pub(crate) fn get(gateway: &Gateway, id: &str) -> Result<Reply, AdminError> {
+    let routes = gateway.routes();
+    let api = routes.api(id).ok_or(NOT_FOUND)?;
+    Ok(json_reply(StatusCode::OK, &api.raw))
 }
 
-pub(crate) async fn create(gateway: &Arc<Gateway>, req: Request<Incoming>) -> Reply {
-    let mut doc = match read_definition(req).await {
-        Ok(doc) => doc,
-        Err(resp) => return resp,
-    };
+pub(crate) async fn create(
+    gateway: &Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    let mut doc = read_definition(req).await?;
     let id = match doc.get("api_id").and_then(|v| v.as_str()) {
         Some(id) if !id.trim().is_empty() => id.to_owned(),
         _ => {
@@ -46,96 +41,72 @@ pub(crate) async fn create(gateway: &Arc<Gateway>, req: Request<Incoming>) -> Re
             id
         }
     };
-    if let Err(resp) = validate(&doc) {
-        return resp;
-    }
-    let exists = || status_reply(StatusCode::CONFLICT, "error", "API already exists");
+    validate(&doc)?;
     if gateway.routes().api(&id).is_some() {
-        return exists();
+        return Err(EXISTS);
     }
     if let Some(db) = &gateway.api_db {
         return match db.insert(&id, &doc).await {
-            Ok(true) => modified_reply(&id, "added"),
-            Ok(false) => exists(),
-            Err(e) => db_error(&e),
+            Ok(true) => Ok(modified_reply(&id, "added")),
+            Ok(false) => Err(EXISTS),
+            Err(e) => Err(AdminError::DatabaseUnavailable(e)),
         };
     }
     let file = default_file(gateway, &id);
     if file.exists() {
-        return exists();
+        return Err(EXISTS);
     }
-    match write_atomically(&file, &doc).await {
-        Ok(()) => modified_reply(&id, "added"),
-        Err(e) => storage_error(&file, &e),
-    }
+    write_atomically(&file, &doc).await?;
+    Ok(modified_reply(&id, "added"))
 }
 
-pub(crate) async fn update(gateway: &Arc<Gateway>, id: &str, req: Request<Incoming>) -> Reply {
-    let doc = match read_definition(req).await {
-        Ok(doc) => doc,
-        Err(resp) => return resp,
-    };
+pub(crate) async fn update(
+    gateway: &Arc<Gateway>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    let doc = read_definition(req).await?;
     if doc.get("api_id").and_then(|v| v.as_str()) != Some(id) {
-        return status_reply(
-            StatusCode::BAD_REQUEST,
-            "error",
-            "Request APIID does not match that in Definition! For Update operations these must match.",
-        );
+        return Err(AdminError::Invalid(
+            "Request APIID does not match that in Definition! For Update operations these must match.".into(),
+        ));
     }
-    if let Err(resp) = validate(&doc) {
-        return resp;
-    }
+    validate(&doc)?;
     if let Some(db) = &gateway.api_db {
         return match db.update(id, &doc).await {
-            Ok(true) => modified_reply(id, "modified"),
-            Ok(false) => not_found(),
-            Err(e) => db_error(&e),
+            Ok(true) => Ok(modified_reply(id, "modified")),
+            Ok(false) => Err(NOT_FOUND),
+            Err(e) => Err(AdminError::DatabaseUnavailable(e)),
         };
     }
-    let Some(file) = existing_file(gateway, id) else {
-        return not_found();
-    };
-    match write_atomically(&file, &doc).await {
-        Ok(()) => modified_reply(id, "modified"),
-        Err(e) => storage_error(&file, &e),
-    }
+    let file = existing_file(gateway, id).ok_or(NOT_FOUND)?;
+    write_atomically(&file, &doc).await?;
+    Ok(modified_reply(id, "modified"))
 }
 
-pub(crate) async fn delete(gateway: &Arc<Gateway>, id: &str) -> Reply {
+pub(crate) async fn delete(gateway: &Arc<Gateway>, id: &str) -> Result<Reply, AdminError> {
     if let Some(db) = &gateway.api_db {
         return match db.delete(id).await {
-            Ok(true) => modified_reply(id, "deleted"),
-            Ok(false) => not_found(),
-            Err(e) => db_error(&e),
+            Ok(true) => Ok(modified_reply(id, "deleted")),
+            Ok(false) => Err(NOT_FOUND),
+            Err(e) => Err(AdminError::DatabaseUnavailable(e)),
         };
     }
-    let Some(file) = existing_file(gateway, id) else {
-        return not_found();
-    };
+    let file = existing_file(gateway, id).ok_or(NOT_FOUND)?;
     match tokio::fs::remove_file(&file).await {
-        Ok(()) => modified_reply(id, "deleted"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => not_found(),
-        Err(e) => storage_error(&file, &e),
+        Ok(()) => Ok(modified_reply(id, "deleted")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NOT_FOUND),
+        Err(source) => Err(AdminError::WriteFailed { file, source }),
     }
 }
 
-fn not_found() -> Reply {
-    status_reply(StatusCode::NOT_FOUND, "error", "API not found")
+async fn read_definition(req: Request<Incoming>) -> Result<serde_json::Value, AdminError> {
+    crate::read_json(req).await.ok_or(AdminError::Malformed)
 }
 
-async fn read_definition(req: Request<Incoming>) -> Result<serde_json::Value, Reply> {
-    crate::read_json(req)
-        .await
-        .ok_or_else(|| status_reply(StatusCode::BAD_REQUEST, "error", "Request malformed"))
-}
-
-fn validate(doc: &serde_json::Value) -> Result<(), Reply> {
+fn validate(doc: &serde_json::Value) -> Result<(), AdminError> {
     ApiSpec::from_json(doc).map(|_| ()).map_err(|e| {
-        status_reply(
-            StatusCode::BAD_REQUEST,
-            "error",
-            &format!("Validation of API Definition failed. Reason: {e}."),
-        )
+        AdminError::Invalid(format!("Validation of API Definition failed. Reason: {e}.").into())
     })
 }
 
@@ -157,7 +128,16 @@ fn existing_file(gateway: &Gateway, id: &str) -> Option<PathBuf> {
 
 /// Writes to a temporary file and renames it over the target, so a failed write never leaves
 /// a half-written definition behind.
-async fn write_atomically(file: &Path, doc: &serde_json::Value) -> std::io::Result<()> {
+async fn write_atomically(file: &Path, doc: &serde_json::Value) -> Result<(), AdminError> {
+    write_file_atomically(file, doc)
+        .await
+        .map_err(|source| AdminError::WriteFailed {
+            file: file.to_owned(),
+            source,
+        })
+}
+
+async fn write_file_atomically(file: &Path, doc: &serde_json::Value) -> std::io::Result<()> {
     let mut text = serde_json::to_vec_pretty(doc)?;
     text.push(b'\n');
     let tmp = file.with_extension("json.tmp");
@@ -175,22 +155,4 @@ async fn write_atomically(file: &Path, doc: &serde_json::Value) -> std::io::Resu
         return Err(e);
     }
     Ok(())
-}
-
-fn storage_error(file: &Path, err: &std::io::Error) -> Reply {
-    tracing::error!(file = %file.display(), error = %err, "writing an API definition failed");
-    status_reply(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "error",
-        "Unable to write the API definition",
-    )
-}
-
-fn db_error(err: &PgError) -> Reply {
-    tracing::error!(error = %err, "writing an API definition to the database failed");
-    status_reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "error",
-        "API definitions database unavailable, nothing was changed",
-    )
 }

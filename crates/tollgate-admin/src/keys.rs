@@ -3,27 +3,25 @@
 //! Writes are acknowledged only once the store has them durably. A request that fails
 //! validation stores nothing.
 
-// Handlers return the finished error response as `Err`; boxing it buys nothing off the data path.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tollgate_proxy::Gateway;
 use tollgate_session::time::{rfc3339_utc, unix_now};
 use tollgate_session::{KeyToken, SessionState, custom_key, generate_key, hash_password};
 use tollgate_storage::KeyEntry;
 
-use crate::reply::{json_reply, status_reply};
+use crate::error::{AdminError, store_failure};
+use crate::reply::{Reply, json_reply};
 use crate::{query_flag, query_value, read_json};
 
-type Reply = Response<Full<Bytes>>;
-
-fn error(status: StatusCode, message: &str) -> Reply {
-    status_reply(status, "error", message)
+/// Tyk's message for a key that cannot be prepared or generated.
+fn create_failed(
+    e: impl std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> AdminError {
+    let message = format!("Failed to create key - {e}");
+    AdminError::internal(message, e)
 }
 
 fn modified(key: &str, action: &str, key_hash: Option<&str>) -> Reply {
@@ -34,11 +32,9 @@ fn modified(key: &str, action: &str, key_hash: Option<&str>) -> Reply {
     json_reply(StatusCode::OK, &body)
 }
 
-async fn read_session(req: Request<Incoming>) -> Result<SessionState, Reply> {
-    let doc = read_json(req)
-        .await
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "Request malformed"))?;
-    serde_json::from_value(doc).map_err(|_| error(StatusCode::BAD_REQUEST, "Request malformed"))
+async fn read_session(req: Request<Incoming>) -> Result<SessionState, AdminError> {
+    let doc = read_json(req).await.ok_or(AdminError::Malformed)?;
+    serde_json::from_value(doc).map_err(|_| AdminError::Malformed)
 }
 
 /// Fills the fields a new or updated key carries and checks it can be used.
@@ -46,7 +42,7 @@ fn prepare(
     gateway: &Gateway,
     session: &mut SessionState,
     created: Option<&SessionState>,
-) -> Result<(), Reply> {
+) -> Result<(), AdminError> {
     let now = unix_now();
     match created {
         Some(old) if !old.date_created.is_empty() => {
@@ -72,12 +68,7 @@ fn prepare(
         &mut session.basic_auth_data,
         &keys.basic_auth_hash_key_function,
     )
-    .map_err(|e| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("Failed to create key - {e}"),
-        )
-    })?;
+    .map_err(create_failed)?;
 
     let policies = gateway.sessions.policy_set();
     if created.is_none() {
@@ -88,46 +79,28 @@ fn prepare(
     }
     if session.policy_ids().is_empty() {
         if session.access_rights.is_empty() && !keys.allow_master_keys {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "Failed to create key, keys must have at least one Access Rights record set.",
+            return Err(AdminError::Invalid(
+                "Failed to create key, keys must have at least one Access Rights record set."
+                    .into(),
             ));
         }
     } else {
-        policies.apply(session).map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("Failed to create key - {e}"),
-            )
-        })?;
+        policies.apply(session).map_err(create_failed)?;
     }
     Ok(())
 }
 
-/// The reply when the store cannot be reached: nothing was changed.
-fn unavailable(e: &tollgate_storage::StoreError) -> Reply {
-    tracing::warn!(error = %e, "key store unavailable for an admin call");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Key store unavailable, nothing was changed",
-    )
-}
-
-async fn store(gateway: &Gateway, id: &str, session: SessionState) -> Result<Arc<KeyEntry>, Reply> {
-    gateway
-        .sessions
-        .put(id, session)
-        .await
-        .map_err(|e| match e {
-            tollgate_storage::StoreError::Unavailable(_) => unavailable(&e),
-            e => {
-                tracing::error!(error = %e, "storing a key failed");
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Failed to create key, ensure security settings are correct.",
-                )
-            }
-        })
+async fn store(
+    gateway: &Gateway,
+    id: &str,
+    session: SessionState,
+) -> Result<Arc<KeyEntry>, AdminError> {
+    gateway.sessions.put(id, session).await.map_err(|e| {
+        store_failure(
+            e,
+            "Failed to create key, ensure security settings are correct.",
+        )
+    })
 }
 
 /// Resets a key's counters (a failure is logged: the key change itself already happened).
@@ -144,29 +117,17 @@ fn key_hash(gateway: &Gateway, storage_id: &str) -> Option<String> {
 }
 
 /// `POST /tyk/keys/create`, `POST /tyk/keys`: a generated key.
-pub(crate) async fn create_generated(gateway: &Arc<Gateway>, req: Request<Incoming>) -> Reply {
-    let mut session = match read_session(req).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = prepare(gateway, &mut session, None) {
-        return r;
-    }
+pub(crate) async fn create_generated(
+    gateway: &Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    let mut session = read_session(req).await?;
+    prepare(gateway, &mut session, None)?;
     let hashing = gateway.sessions.hashing();
-    let key = match generate_key(&session.org_id, hashing.algorithm) {
-        Ok(k) => k,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("Failed to create key - {e}"),
-            );
-        }
-    };
+    let key = generate_key(&session.org_id, hashing.algorithm).map_err(create_failed)?;
     let id = hashing.storage_id(&key);
-    match store(gateway, &id, session).await {
-        Ok(_) => modified(&key, "added", key_hash(gateway, &id).as_deref()),
-        Err(r) => r,
-    }
+    store(gateway, &id, session).await?;
+    Ok(modified(&key, "added", key_hash(gateway, &id).as_deref()))
 }
 
 /// `POST /tyk/keys/{key}`: a key with a chosen id.
@@ -174,44 +135,36 @@ pub(crate) async fn create_custom(
     gateway: &Arc<Gateway>,
     key: &str,
     req: Request<Incoming>,
-) -> Reply {
+) -> Result<Reply, AdminError> {
     let min = gateway.config.keys.min_token_length;
     if key.len() < min {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!(
+        return Err(AdminError::Invalid(
+            format!(
                 "custom key ID length {} is less than min_token_length ({min}); the key would be unreachable at auth time. Use an ID of at least min_token_length characters, or lower min_token_length in the gateway configuration.",
                 key.len()
-            ),
-        );
+            )
+            .into(),
+        ));
     }
-    let mut session = match read_session(req).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let mut session = read_session(req).await?;
     let hashing = gateway.sessions.hashing();
     let token = custom_key(&session.org_id, key, hashing.algorithm);
     let id = hashing.storage_id(&token);
-    let existing = match gateway.sessions.get(&id).await {
-        Ok(e) => e,
-        Err(e) => return unavailable(&e),
-    };
-    if let Err(r) = prepare(
+    let existing = gateway
+        .sessions
+        .get(&id)
+        .await
+        .map_err(AdminError::StoreUnavailable)?;
+    prepare(
         gateway,
         &mut session,
         existing.as_deref().map(|e| &e.stored),
-    ) {
-        return r;
+    )?;
+    store(gateway, &id, session).await?;
+    if let Some(old) = &existing {
+        reset_counters(gateway, old).await;
     }
-    match store(gateway, &id, session).await {
-        Ok(_) => {
-            if let Some(old) = &existing {
-                reset_counters(gateway, old).await;
-            }
-            modified(key, "added", key_hash(gateway, &id).as_deref())
-        }
-        Err(r) => r,
-    }
+    Ok(modified(key, "added", key_hash(gateway, &id).as_deref()))
 }
 
 /// Finds the key an admin URL names: by hash with `?hashed=true`, else as presented, else as
@@ -220,15 +173,19 @@ async fn resolve(
     gateway: &Gateway,
     key: &str,
     req: &Request<Incoming>,
-) -> Result<Option<Arc<KeyEntry>>, Reply> {
+) -> Result<Option<Arc<KeyEntry>>, AdminError> {
     let sessions = &gateway.sessions;
     let hashing = sessions.hashing();
-    let get = |id: String| async move { sessions.get(&id).await.map_err(|e| unavailable(&e)) };
+    let get = |id: String| async move {
+        sessions
+            .get(&id)
+            .await
+            .map_err(AdminError::StoreUnavailable)
+    };
     if query_flag(req, "hashed") {
         if !hashing.hash_keys {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "Key requested by hash but key hashing is not enabled",
+            return Err(AdminError::Invalid(
+                "Key requested by hash but key hashing is not enabled".into(),
             ));
         }
         return get(key.to_owned()).await;
@@ -298,12 +255,14 @@ async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionStat
 }
 
 /// `GET /tyk/keys/{key}`.
-pub(crate) async fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
-    let entry = match resolve(gateway, key, req).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "Key not found"),
-        Err(r) => return r,
-    };
+pub(crate) async fn get(
+    gateway: &Arc<Gateway>,
+    key: &str,
+    req: &Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    let entry = resolve(gateway, key, req)
+        .await?
+        .ok_or(AdminError::NotFound("Key not found"))?;
     // Shown with policies applied, as Tyk does; the stored password never leaves.
     let mut shown = match gateway.sessions.active(&entry) {
         Ok(active) => active.session.clone(),
@@ -311,84 +270,74 @@ pub(crate) async fn get(gateway: &Arc<Gateway>, key: &str, req: &Request<Incomin
     };
     shown.basic_auth_data.password = String::new();
     show_quota(gateway, &entry, &mut shown).await;
-    match serde_json::to_value(&shown) {
-        Ok(v) => json_reply(StatusCode::OK, &v),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Failed to encode the key",
-        ),
-    }
+    let v = serde_json::to_value(&shown)
+        .map_err(|e| AdminError::internal("Failed to encode the key", e))?;
+    Ok(json_reply(StatusCode::OK, &v))
 }
 
 /// `PUT /tyk/keys/{key}`.
-pub(crate) async fn update(gateway: &Arc<Gateway>, key: &str, req: Request<Incoming>) -> Reply {
-    let entry = match resolve(gateway, key, &req).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "Key is not found"),
-        Err(r) => return r,
-    };
+pub(crate) async fn update(
+    gateway: &Arc<Gateway>,
+    key: &str,
+    req: Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    let entry = resolve(gateway, key, &req)
+        .await?
+        .ok_or(AdminError::NotFound("Key is not found"))?;
     let suppress_reset = query_flag(&req, "suppress_reset");
-    let mut session = match read_session(req).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = prepare(gateway, &mut session, Some(&entry.stored)) {
-        return r;
-    }
+    let mut session = read_session(req).await?;
+    prepare(gateway, &mut session, Some(&entry.stored))?;
     if suppress_reset {
         // Keeps counters and `last_updated`, as Tyk does.
         session.last_updated.clone_from(&entry.stored.last_updated);
     }
-    match store(gateway, &entry.storage_id, session).await {
-        Ok(_) => {
-            if !suppress_reset {
-                reset_counters(gateway, &entry).await;
-            }
-            modified(
-                key,
-                "modified",
-                key_hash(gateway, &entry.storage_id).as_deref(),
-            )
-        }
-        Err(r) => r,
+    store(gateway, &entry.storage_id, session).await?;
+    if !suppress_reset {
+        reset_counters(gateway, &entry).await;
     }
+    Ok(modified(
+        key,
+        "modified",
+        key_hash(gateway, &entry.storage_id).as_deref(),
+    ))
 }
 
 /// `DELETE /tyk/keys/{key}`.
-pub(crate) async fn delete(gateway: &Arc<Gateway>, key: &str, req: &Request<Incoming>) -> Reply {
-    let entry = match resolve(gateway, key, req).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "There is no such key found"),
-        Err(r) => return r,
-    };
-    match gateway.sessions.delete(&entry.storage_id).await {
-        Ok(_) => {
-            reset_counters(gateway, &entry).await;
-            modified(key, "deleted", None)
-        }
-        Err(e @ tollgate_storage::StoreError::Unavailable(_)) => unavailable(&e),
-        Err(e) => {
-            tracing::error!(error = %e, "deleting a key failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "Delete failed")
-        }
-    }
+pub(crate) async fn delete(
+    gateway: &Arc<Gateway>,
+    key: &str,
+    req: &Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    let entry = resolve(gateway, key, req)
+        .await?
+        .ok_or(AdminError::NotFound("There is no such key found"))?;
+    gateway
+        .sessions
+        .delete(&entry.storage_id)
+        .await
+        .map_err(|e| store_failure(e, "Delete failed"))?;
+    reset_counters(gateway, &entry).await;
+    Ok(modified(key, "deleted", None))
 }
 
 /// `GET /tyk/keys`.
-pub(crate) async fn list(gateway: &Arc<Gateway>, req: &Request<Incoming>) -> Reply {
+pub(crate) async fn list(
+    gateway: &Arc<Gateway>,
+    req: &Request<Incoming>,
+) -> Result<Reply, AdminError> {
     let keys = &gateway.config.keys;
     if keys.hash_keys && !keys.enable_hashed_keys_listing {
-        return error(
-            StatusCode::NOT_FOUND,
+        return Err(AdminError::NotFound(
             "Hashed key listing is disabled in config (enable_hashed_keys_listing)",
-        );
+        ));
     }
     let api = query_value(req, "api_id");
     let org = query_value(req, "filter");
-    let entries = match gateway.sessions.entries().await {
-        Ok(e) => e,
-        Err(e) => return unavailable(&e),
-    };
+    let entries = gateway
+        .sessions
+        .entries()
+        .await
+        .map_err(AdminError::StoreUnavailable)?;
     let mut ids: Vec<String> = entries
         .into_iter()
         .filter(|e| {
@@ -407,5 +356,8 @@ pub(crate) async fn list(gateway: &Arc<Gateway>, req: &Request<Incoming>) -> Rep
         .map(|e| e.storage_id.to_string())
         .collect();
     ids.sort();
-    json_reply(StatusCode::OK, &serde_json::json!({ "keys": ids }))
+    Ok(json_reply(
+        StatusCode::OK,
+        &serde_json::json!({ "keys": ids }),
+    ))
 }

@@ -6,6 +6,7 @@
 //! existing scripts and tools keep working.
 
 mod apis;
+mod error;
 mod keys;
 mod policies;
 mod reply;
@@ -22,7 +23,8 @@ use subtle::ConstantTimeEq;
 use tollgate_proxy::headers::X_TYK_AUTHORIZATION;
 use tollgate_proxy::{AdminApi, Gateway, ReloadHandle};
 
-use crate::reply::{json_reply, status_reply};
+use crate::error::AdminError;
+use crate::reply::{Reply, json_reply, status_reply};
 
 /// The admin API.
 #[derive(Debug)]
@@ -44,7 +46,11 @@ impl AdminApi for Admin {
         req: Request<Incoming>,
     ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'static>> {
         let reload = self.reload.clone();
-        Box::pin(async move { route(&gateway, &reload, req).await })
+        Box::pin(async move {
+            route(&gateway, &reload, req)
+                .await
+                .unwrap_or_else(AdminError::into_reply)
+        })
     }
 }
 
@@ -52,21 +58,17 @@ async fn route(
     gateway: &Arc<Gateway>,
     reload: &ReloadHandle,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Result<Reply, AdminError> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     if path == "/hello" {
         return if req.method() == Method::GET || req.method() == Method::HEAD {
-            health(gateway).await
+            Ok(health(gateway).await)
         } else {
-            method_not_allowed()
+            Err(AdminError::MethodNotAllowed)
         };
     }
     if !authorised(gateway, &req) {
-        return status_reply(
-            StatusCode::FORBIDDEN,
-            "error",
-            "Attempted administrative access with invalid or missing key!",
-        );
+        return Err(AdminError::Forbidden);
     }
     // Segments are ids (keys end in `=` that clients often send as `%3D`): decode them fully.
     let decoded: Vec<String> = path
@@ -80,7 +82,7 @@ async fn route(
     match segments.as_slice() {
         ["reload"] | ["reload", "group"] => {
             if req.method() != Method::GET {
-                return method_not_allowed();
+                return Err(AdminError::MethodNotAllowed);
             }
             // On Redis a group reload is announced to every node (this one hears it too); on
             // one node it is a local reload.
@@ -94,22 +96,19 @@ async fn route(
                 }
             }
             if block {
-                if let Err(e) = reload.request_and_wait("admin API").await {
-                    return status_reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "error",
-                        &format!("Reload failed: {e}"),
-                    );
-                }
+                reload
+                    .request_and_wait("admin API")
+                    .await
+                    .map_err(|e| AdminError::internal(format!("Reload failed: {e}"), e))?;
             } else {
                 reload.request("admin API");
             }
-            status_reply(StatusCode::OK, "ok", "")
+            Ok(status_reply(StatusCode::OK, "ok", ""))
         }
         ["apis"] => match *req.method() {
-            Method::GET => apis::list(gateway),
+            Method::GET => Ok(apis::list(gateway)),
             Method::POST => apis::create(gateway, req).await,
-            _ => method_not_allowed(),
+            _ => Err(AdminError::MethodNotAllowed),
         },
         ["apis", id] => {
             let id = (*id).to_owned();
@@ -117,13 +116,13 @@ async fn route(
                 Method::GET => apis::get(gateway, &id),
                 Method::PUT => apis::update(gateway, &id, req).await,
                 Method::DELETE => apis::delete(gateway, &id).await,
-                _ => method_not_allowed(),
+                _ => Err(AdminError::MethodNotAllowed),
             }
         }
         ["keys"] => match *req.method() {
             Method::GET => keys::list(gateway, &req).await,
             Method::POST => keys::create_generated(gateway, req).await,
-            _ => method_not_allowed(),
+            _ => Err(AdminError::MethodNotAllowed),
         },
         ["keys", "create"] if req.method() == Method::POST => {
             keys::create_generated(gateway, req).await
@@ -135,26 +134,26 @@ async fn route(
                 Method::POST => keys::create_custom(gateway, &key, req).await,
                 Method::PUT => keys::update(gateway, &key, req).await,
                 Method::DELETE => keys::delete(gateway, &key, &req).await,
-                _ => method_not_allowed(),
+                _ => Err(AdminError::MethodNotAllowed),
             }
         }
         ["analytics", "records"] => match *req.method() {
             Method::GET => analytics_records(gateway, &req),
-            _ => method_not_allowed(),
+            _ => Err(AdminError::MethodNotAllowed),
         },
         ["analytics", "aggregates"] => match *req.method() {
             Method::GET => analytics_aggregates(gateway, &req),
-            _ => method_not_allowed(),
+            _ => Err(AdminError::MethodNotAllowed),
         },
         ["policies"] => match *req.method() {
-            Method::GET => policies::list(gateway),
-            _ => method_not_allowed(),
+            Method::GET => Ok(policies::list(gateway)),
+            _ => Err(AdminError::MethodNotAllowed),
         },
         ["policies", id] => match *req.method() {
             Method::GET => policies::get(gateway, id),
-            _ => method_not_allowed(),
+            _ => Err(AdminError::MethodNotAllowed),
         },
-        _ => status_reply(StatusCode::NOT_FOUND, "error", "Not found"),
+        _ => Err(AdminError::NotFound("Not found")),
     }
 }
 
@@ -204,7 +203,7 @@ pub(crate) async fn read_json(req: Request<Incoming>) -> Option<serde_json::Valu
 }
 
 /// Tyk's health document: always 200; `status` is `fail` when the key store is unreachable.
-async fn health(gateway: &Gateway) -> Response<Full<Bytes>> {
+async fn health(gateway: &Gateway) -> Reply {
     let mut details = serde_json::Map::new();
     let mut status = "pass";
     if let Some(redis) = gateway.sessions.redis_store() {
@@ -229,23 +228,17 @@ async fn health(gateway: &Gateway) -> Response<Full<Bytes>> {
     )
 }
 
-fn analytics_off() -> Response<Full<Bytes>> {
-    status_reply(
-        StatusCode::BAD_REQUEST,
-        "error",
-        "Analytics are not enabled (enable_analytics)",
-    )
-}
+const ANALYTICS_OFF: AdminError = AdminError::Invalid(std::borrow::Cow::Borrowed(
+    "Analytics are not enabled (enable_analytics)",
+));
 
 /// `GET /tyk/analytics/aggregates?api_id=X[&from=unix][&to=unix]`: this node's aggregates
 /// (default range: the last 24 hours).
-fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(queue) = &gateway.analytics else {
-        return analytics_off();
-    };
-    let Some(api_id) = query_value(req, "api_id").filter(|v| !v.is_empty()) else {
-        return status_reply(StatusCode::BAD_REQUEST, "error", "missing api_id parameter");
-    };
+fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Result<Reply, AdminError> {
+    let queue = gateway.analytics.as_ref().ok_or(ANALYTICS_OFF)?;
+    let api_id = query_value(req, "api_id")
+        .filter(|v| !v.is_empty())
+        .ok_or(AdminError::Invalid("missing api_id parameter".into()))?;
     let now = tollgate_session::time::unix_now();
     let number = |name: &str, default: i64| match query_value(req, name) {
         None => Ok(default),
@@ -254,58 +247,33 @@ fn analytics_aggregates(gateway: &Gateway, req: &Request<Incoming>) -> Response<
     let (from, to) = match (number("from", now - 86_400), number("to", now + 1)) {
         (Ok(f), Ok(t)) if f <= t => (f, t),
         (Err(name), _) | (_, Err(name)) => {
-            return status_reply(
-                StatusCode::BAD_REQUEST,
-                "error",
-                &format!("`{name}` must be Unix seconds"),
-            );
+            return Err(AdminError::Invalid(
+                format!("`{name}` must be Unix seconds").into(),
+            ));
         }
-        _ => {
-            return status_reply(StatusCode::BAD_REQUEST, "error", "`from` is after `to`");
-        }
+        _ => return Err(AdminError::Invalid("`from` is after `to`".into())),
     };
     let summary = queue
         .aggregates()
         .summary(&percent_decode(&api_id), from, to);
-    match serde_json::to_value(&summary) {
-        Ok(v) => json_reply(StatusCode::OK, &v),
-        Err(_) => status_reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "error",
-            "encoding failed",
-        ),
-    }
+    encoded(&summary)
+}
+
+fn encoded(value: &impl serde::Serialize) -> Result<Reply, AdminError> {
+    let v = serde_json::to_value(value).map_err(|e| AdminError::internal("encoding failed", e))?;
+    Ok(json_reply(StatusCode::OK, &v))
 }
 
 /// `GET /tyk/analytics/records[?api_id=X][&limit=N]`: this node's most recent records,
 /// newest first (at most 1000 are kept; default limit 100).
-fn analytics_records(gateway: &Gateway, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(queue) = &gateway.analytics else {
-        return analytics_off();
-    };
+fn analytics_records(gateway: &Gateway, req: &Request<Incoming>) -> Result<Reply, AdminError> {
+    let queue = gateway.analytics.as_ref().ok_or(ANALYTICS_OFF)?;
     let limit = match query_value(req, "limit").map(|v| v.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            return status_reply(StatusCode::BAD_REQUEST, "error", "`limit` must be a number");
-        }
+        Some(Err(_)) => return Err(AdminError::Invalid("`limit` must be a number".into())),
     };
     let api = query_value(req, "api_id").map(|a| percent_decode(&a));
     let records = queue.aggregates().recent(api.as_deref(), limit);
-    match serde_json::to_value(&records) {
-        Ok(v) => json_reply(StatusCode::OK, &v),
-        Err(_) => status_reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "error",
-            "encoding failed",
-        ),
-    }
-}
-
-fn method_not_allowed() -> Response<Full<Bytes>> {
-    status_reply(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "error",
-        "Method not supported",
-    )
+    encoded(&records)
 }

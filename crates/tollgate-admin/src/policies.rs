@@ -1,13 +1,12 @@
 //! `/tyk/policies`: the loaded policies (file source; read-only here).
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use tollgate_proxy::Gateway;
 
-use crate::reply::{json_reply, status_reply};
+use crate::error::AdminError;
+use crate::reply::{Reply, json_reply};
 
-pub(crate) fn list(gateway: &Gateway) -> Response<Full<Bytes>> {
+pub(crate) fn list(gateway: &Gateway) -> Reply {
     let set = gateway.sessions.policy_set();
     let all: Vec<serde_json::Value> = set
         .all()
@@ -17,10 +16,11 @@ pub(crate) fn list(gateway: &Gateway) -> Response<Full<Bytes>> {
     json_reply(StatusCode::OK, &serde_json::Value::Array(all))
 }
 
-pub(crate) fn get(gateway: &Gateway, id: &str) -> Response<Full<Bytes>> {
+pub(crate) fn get(gateway: &Gateway, id: &str) -> Result<Reply, AdminError> {
     let set = gateway.sessions.policy_set();
-    match set.get(id).and_then(|p| serde_json::to_value(p).ok()) {
-        Some(v) => json_reply(StatusCode::OK, &v),
-        None => status_reply(StatusCode::NOT_FOUND, "error", "Policy not found"),
-    }
+    let v = set
+        .get(id)
+        .and_then(|p| serde_json::to_value(p).ok())
+        .ok_or(AdminError::NotFound("Policy not found"))?;
+    Ok(json_reply(StatusCode::OK, &v))
 }

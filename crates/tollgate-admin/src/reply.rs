@@ -5,6 +5,9 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+/// An admin response.
+pub(crate) type Reply = Response<Full<Bytes>>;
+
 /// Any JSON value as a response.
 pub(crate) fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
