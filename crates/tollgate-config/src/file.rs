@@ -67,6 +67,7 @@ pub struct TykConf {
     pub enable_access_log: bool,
     /// Tollgate extension: worker threads (0 or absent = one per CPU).
     pub worker_threads: Option<usize>,
+<<<<<<< HEAD
     /// Error id → replacement status and message for the gateway's own error responses.
     pub override_messages: std::collections::BTreeMap<String, MessageOverride>,
 }
@@ -79,6 +80,20 @@ pub struct MessageOverride {
     pub code: i64,
     /// Replacement message ("" = keep).
     pub message: String,
+=======
+    // Not implemented yet; read (as raw JSON, `null` = absent) only so that turning one on
+    // stops the start instead of being ignored (see `unsupported.rs`).
+    /// Only match requests for this Host.
+    pub hostname: serde_json::Value,
+    /// Serve the admin API on its own port.
+    pub control_api_port: serde_json::Value,
+    /// Host restriction for the admin endpoints.
+    pub control_api_hostname: serde_json::Value,
+    /// Organisation quotas.
+    pub enforce_org_quotas: serde_json::Value,
+    /// Mutual TLS for the admin API, pinning, upstream and admin certificates.
+    pub security: serde_json::Value,
+>>>>>>> wip-rules
 }
 
 /// `storage`: where sessions and counters live.
@@ -179,4 +194,10 @@ pub struct HttpServerOptions {
     pub max_request_header_bytes: Option<usize>,
     /// Tollgate extension: most request headers (default 100).
     pub max_request_headers: Option<usize>,
+    /// TLS on the listener (not supported yet: refused).
+    pub use_ssl: serde_json::Value,
+    /// Listener certificates, deprecated form (not supported yet: refused).
+    pub certificates: serde_json::Value,
+    /// Listener certificates (not supported yet: refused).
+    pub ssl_certificates: serde_json::Value,
 }

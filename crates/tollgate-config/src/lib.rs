@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod file;
+mod unsupported;
 
 pub use file::{
     HttpServerOptions, MessageOverride, PoliciesConf, PrometheusConf, StorageConf, TykConf,
@@ -271,6 +272,11 @@ impl GatewayConfig {
                 ));
             }
         };
+        if let Some((field, message)) =
+            unsupported::check(&file, matches!(storage, StorageSettings::Redis(_)))
+        {
+            return Err(invalid(field, message));
+        }
         let policy_file = match file.policies.policy_source.as_str() {
             "" | "file" => Some(file.policies.policy_record_name.trim())
                 .filter(|p| !p.is_empty())

@@ -70,3 +70,85 @@ fn secret_debug_is_redacted() {
     let cfg = load(r#"{"secret": "hunter2"}"#).unwrap();
     assert!(!format!("{cfg:?}").contains("hunter2"));
 }
+
+#[test]
+fn unsupported_exposure_settings_stop_the_start() {
+    let table = [
+        (
+            r#"{"http_server_options": {"use_ssl": true}}"#,
+            "http_server_options.use_ssl",
+        ),
+        (
+            r#"{"http_server_options": {"certificates": [{"domain_name": "a", "cert_file": "c", "key_file": "k"}]}}"#,
+            "http_server_options.certificates",
+        ),
+        (
+            r#"{"http_server_options": {"ssl_certificates": ["/etc/tls/gw.pem"]}}"#,
+            "http_server_options.ssl_certificates",
+        ),
+        (r#"{"control_api_port": 9696}"#, "control_api_port"),
+        (
+            r#"{"control_api_hostname": "admin.internal"}"#,
+            "control_api_hostname",
+        ),
+        (r#"{"hostname": "api.example.com"}"#, "hostname"),
+        (
+            r#"{"security": {"control_api_use_mutual_tls": true}}"#,
+            "security.control_api_use_mutual_tls",
+        ),
+        (
+            r#"{"security": {"pinned_public_keys": {"*": "k"}}}"#,
+            "security.pinned_public_keys",
+        ),
+        (
+            r#"{"security": {"certificates": {"upstream": {"*": "c"}}}}"#,
+            "security.certificates.upstream",
+        ),
+        (
+            r#"{"security": {"certificates": {"control_api": ["c"]}}}"#,
+            "security.certificates.control_api",
+        ),
+        (r#"{"enforce_org_quotas": true}"#, "enforce_org_quotas"),
+        (
+            r#"{"storage": {"type": "redis", "use_ssl": true}}"#,
+            "storage.use_ssl",
+        ),
+        (
+            r#"{"policies": {"policy_path": "policies", "policy_record_name": "policies.json"}}"#,
+            "policies.policy_path",
+        ),
+    ];
+    for (text, field) in table {
+        let err = load(text).expect_err(text);
+        let ConfigError::Invalid { field: got, .. } = &err else {
+            panic!("{text}: {err}");
+        };
+        assert_eq!(*got, field, "{text}");
+        let line = err.to_string();
+        assert!(line.contains("/etc/tollgate/tyk.conf"), "{line}");
+        assert!(line.contains(&format!("`{field}`")), "{line}");
+        assert!(line.contains("not supported yet"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+}
+
+#[test]
+fn off_values_of_unsupported_settings_are_accepted() {
+    // The values Tyk's own sample configs carry.
+    load(
+        r#"{"listen_port": 8080, "control_api_port": 0, "control_api_hostname": "", "hostname": "",
+            "enforce_org_quotas": false,
+            "http_server_options": {"use_ssl": false, "certificates": null, "ssl_certificates": [],
+                                    "min_version": 771},
+            "security": {"control_api_use_mutual_tls": false, "pinned_public_keys": {},
+                         "certificates": {"upstream": {}, "control_api": null, "dashboard_api": []}},
+            "storage": {"type": "embedded", "use_ssl": true},
+            "policies": {"policy_source": "file", "policy_path": "", "policy_record_name": "p.json"},
+            "enable_jsvm": true, "global_session_lifetime": 100}"#,
+    )
+    .unwrap();
+    // The control port equal to the listen port is Tyk's shared-port setup.
+    load(r#"{"listen_port": 9000, "control_api_port": 9000}"#).unwrap();
+    // A policy folder alone loads no policies (keys applying one are refused), nothing opens.
+    load(r#"{"policies": {"policy_path": "policies"}}"#).unwrap();
+}

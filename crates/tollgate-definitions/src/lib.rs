@@ -10,6 +10,7 @@ mod load;
 pub mod model;
 pub mod pg;
 mod spec;
+mod unsupported;
 
 pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};

@@ -59,6 +59,53 @@ pub struct ApiDefinition {
     pub use_go_plugin_auth: bool,
     /// Coprocess auth (not supported).
     pub enable_coprocess_auth: bool,
+    // The fields below switch on rules Tollgate does not implement yet. They are raw JSON
+    // (any type; `null` = absent) so an odd value never makes an otherwise good definition
+    // fail to parse; they exist only so a definition turning one on is refused rather than
+    // served without the rule (see `unsupported.rs`).
+    /// `"YYYY-MM-DD HH:MM"` after which the API answers 403.
+    pub expiration: serde_json::Value,
+    /// IP allow-list.
+    pub allowed_ips: serde_json::Value,
+    /// IP block-list.
+    pub blacklisted_ips: serde_json::Value,
+    /// Turns both IP lists off.
+    pub ip_access_control_disabled: serde_json::Value,
+    /// CORS settings.
+    #[serde(rename = "CORS")]
+    pub cors: serde_json::Value,
+    /// Version detection and the child-API versioning model.
+    pub definition: serde_json::Value,
+    /// Per-API port.
+    pub listen_port: serde_json::Value,
+    /// Per-API protocol (`http`, `https`, `h2c`, `tcp`, `tls`).
+    pub protocol: serde_json::Value,
+    /// Only reachable by looping from another API.
+    pub internal: serde_json::Value,
+    /// Plugin hooks.
+    pub custom_middleware: serde_json::Value,
+    /// Plugin bundle name.
+    pub custom_middleware_bundle: serde_json::Value,
+    /// The bundle is not loaded.
+    pub custom_middleware_bundle_disabled: serde_json::Value,
+    /// Response processors (`header_injector`, `response_body_transform`).
+    pub response_processors: serde_json::Value,
+    /// `{listen_path}/tyk/batch/`.
+    pub enable_batch_request_support: serde_json::Value,
+    /// Client certificates presented to upstreams.
+    pub upstream_certificates: serde_json::Value,
+    /// Upstream certificate pinning.
+    pub pinned_public_keys: serde_json::Value,
+    /// Server certificates for this API's domain.
+    pub certificates: serde_json::Value,
+    /// Credentials sent to the upstream.
+    pub upstream_auth: serde_json::Value,
+    /// Signatures on upstream requests.
+    pub request_signing: serde_json::Value,
+    /// GraphQL proxy / execution engine.
+    pub graphql: serde_json::Value,
+    /// JWT / introspection against an external identity provider.
+    pub external_oauth: serde_json::Value,
 }
 
 /// `global_rate_limit`.
@@ -89,6 +136,10 @@ pub struct AuthConf {
     pub cookie_name: String,
     /// Do not read the header.
     pub disable_header: bool,
+    /// Keys bound to a client certificate (not supported yet: refused).
+    pub use_certificate: serde_json::Value,
+    /// Signature on the auth token (not supported yet: refused).
+    pub validate_signature: serde_json::Value,
 }
 
 /// `proxy`.
@@ -105,14 +156,22 @@ pub struct ProxyConf {
     pub preserve_host_header: bool,
     /// Keep the target's trailing slash when the remaining path is empty.
     pub disable_strip_slash: bool,
+    /// Round-robin over `target_list` (not supported yet: refused).
+    pub enable_load_balancing: serde_json::Value,
+    /// Load-balancing targets.
+    pub target_list: serde_json::Value,
+    /// Targets from a discovery service (not supported yet: refused when used).
+    pub service_discovery: serde_json::Value,
+    /// Per-API upstream TLS and HTTP proxy settings (not supported yet: refused when set).
+    pub transport: serde_json::Value,
 }
 
 /// `version_data`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct VersionData {
-    /// Version is not read from the request.
-    pub not_versioned: bool,
+    /// Version is not read from the request. Absent means versioned in Tyk.
+    pub not_versioned: Option<bool>,
     /// Version used when a request names none.
     pub default_version: String,
     /// Version name → settings (kept raw until versioning is implemented).

@@ -119,7 +119,9 @@ impl ApiSpec {
         Self::from_definition(&def)
     }
 
-    /// Validates a parsed definition.
+    /// Validates a parsed definition. A definition that turns on a rule Tollgate does not
+    /// enforce yet (IP lists, CORS, endpoint lists, versioning, ...) is refused, never served
+    /// without the rule.
     ///
     /// # Errors
     /// The first problem found, with its field path.
@@ -157,6 +159,7 @@ impl ApiSpec {
             d => Some(strip_port(d).to_ascii_lowercase()),
         };
         let auth = auth_mode(def)?;
+        crate::unsupported::check(def)?;
         Ok(Self {
             auth,
             strip_auth_data: def.strip_auth_data,

@@ -94,17 +94,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if cli.validate {
+        return validate(&config, api_db.as_deref(), &control);
+    }
     let routes = control
         .block_on(reload::load_routes(&config, api_db.as_deref()))
         .context("loading API definitions")?;
-    if cli.validate {
-        eprintln!(
-            "config {} and {} API definition(s) are valid",
-            config.source.display(),
-            routes.apis().len()
-        );
-        return Ok(());
-    }
 
     let listeners = server::bind(config.listen, config.worker_threads).with_context(|| {
         format!(
@@ -192,6 +187,40 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "writing quota counters at shutdown failed");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `--validate`: prints every definition that would be skipped (file or row, field, why) and
+/// fails when there is one, so a deploy check catches a refused API before traffic does.
+fn validate(
+    config: &GatewayConfig,
+    db: Option<&PgApiStore>,
+    control: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let outcome = match db {
+        Some(db) => tollgate_definitions::load_rows(
+            control
+                .block_on(db.load())
+                .context("loading API definitions")?,
+        ),
+        None => tollgate_definitions::load_dir(&config.app_path)
+            .with_context(|| format!("cannot read {}", config.app_path.display()))?,
+    };
+    for err in &outcome.errors {
+        eprintln!("tollgate: would skip {err}");
+    }
+    if !outcome.errors.is_empty() {
+        anyhow::bail!(
+            "{} API definition(s) would be skipped, {} would load",
+            outcome.errors.len(),
+            outcome.apis.len()
+        );
+    }
+    eprintln!(
+        "config {} and {} API definition(s) are valid",
+        config.source.display(),
+        outcome.apis.len()
+    );
     Ok(())
 }
 
@@ -296,12 +325,7 @@ fn redis_settings(
     config: &GatewayConfig,
     conf: &tollgate_config::StorageConf,
 ) -> anyhow::Result<tollgate_storage::redis::RedisSettings> {
-    let file = config.source.display();
-    if conf.use_ssl {
-        anyhow::bail!(
-            "config file {file}: field `storage.use_ssl`: TLS to Redis is not supported yet"
-        );
-    }
+    // `storage.use_ssl` is refused when the config loads.
     let mut hosts: Vec<String> = conf.addrs.clone();
     if hosts.is_empty() {
         let host = if conf.host.is_empty() {

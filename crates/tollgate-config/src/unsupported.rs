@@ -1,0 +1,116 @@
+//! tyk.conf settings that change security or exposure and are not built yet. Turning one on
+//! stops the start (exit 2, one line naming the file and field) instead of running a gateway
+//! more open than configured: plain HTTP where TLS was asked for, the admin API on the public
+//! port, APIs answering any Host.
+//!
+//! Left alone on purpose (no change to who gets in or where the gateway is reachable):
+//! `enable_jsvm` and `coprocess_options` (the plugins they run are refused per API),
+//! `proxy_ssl_*` (https upstreams are refused per API), `http_server_options.min_version` /
+//! `max_version` / `ssl_ciphers` (only mean something with `use_ssl`), `global_session_lifetime`
+//! (a storage TTL), `override_messages`, analytics, tracing and uptime settings.
+
+use serde_json::Value;
+
+use crate::TykConf;
+
+/// True when a raw field is switched on or non-empty.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .unwrap_or(&Value::Null)
+}
+
+/// The first setting in `file` Tollgate cannot honour, as (field, message).
+pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String)> {
+    let opts = &file.http_server_options;
+    let not_yet = |what: &str| format!("{what} not supported yet");
+    if is_set(&opts.use_ssl) {
+        return Some((
+            "http_server_options.use_ssl",
+            not_yet("TLS on the listener is"),
+        ));
+    }
+    if is_set(&opts.certificates) {
+        return Some((
+            "http_server_options.certificates",
+            not_yet("TLS certificates are"),
+        ));
+    }
+    if is_set(&opts.ssl_certificates) {
+        return Some((
+            "http_server_options.ssl_certificates",
+            not_yet("TLS certificates are"),
+        ));
+    }
+    // Tyk serves `/tyk/` only on the control port; ignoring it would expose the admin API on
+    // the public one. The same port as `listen_port` is the shared-port default.
+    let control_port = file.control_api_port.as_u64();
+    let listen_port = u64::from(file.listen_port.unwrap_or(8080));
+    if is_set(&file.control_api_port) && control_port != Some(listen_port) {
+        return Some(("control_api_port", not_yet("a separate admin API port is")));
+    }
+    if is_set(&file.control_api_hostname) {
+        return Some((
+            "control_api_hostname",
+            not_yet("an admin API host restriction is"),
+        ));
+    }
+    if is_set(&file.hostname) {
+        return Some(("hostname", not_yet("restricting every API to one Host is")));
+    }
+    let security = &file.security;
+    if is_set(at(security, &["control_api_use_mutual_tls"])) {
+        return Some((
+            "security.control_api_use_mutual_tls",
+            not_yet("mutual TLS on the admin API is"),
+        ));
+    }
+    if is_set(at(security, &["pinned_public_keys"])) {
+        return Some((
+            "security.pinned_public_keys",
+            not_yet("certificate pinning is"),
+        ));
+    }
+    if is_set(at(security, &["certificates", "upstream"])) {
+        return Some((
+            "security.certificates.upstream",
+            not_yet("upstream client certificates are"),
+        ));
+    }
+    if is_set(at(security, &["certificates", "control_api"])) {
+        return Some((
+            "security.certificates.control_api",
+            not_yet("admin API certificates are"),
+        ));
+    }
+    if is_set(&file.enforce_org_quotas) {
+        return Some(("enforce_org_quotas", not_yet("organisation quotas are")));
+    }
+    if redis && file.storage.use_ssl {
+        return Some(("storage.use_ssl", not_yet("TLS to Redis is")));
+    }
+    // Tyk reads the folder and ignores the file when both are set: loading the file would
+    // apply other access rights than Tyk.
+    if !file.policies.policy_path.trim().is_empty()
+        && !file.policies.policy_record_name.trim().is_empty()
+    {
+        return Some((
+            "policies.policy_path",
+            "a policy folder is not supported yet (Tyk would read it instead of \
+             policy_record_name); keep only policy_record_name"
+                .into(),
+        ));
+    }
+    None
+}

@@ -1,0 +1,643 @@
+//! Rules Tollgate does not implement yet. A definition that turns one on is refused with the
+//! field's path instead of being served without the rule: an API relying on an IP allow-list,
+//! an endpoint black-list or an expiry date must never be served more open than written, and
+//! the upstream must never receive something other than what Tyk would send it.
+//!
+//! Empty, `null`, `false`, `0` and `""` all count as "off", so the skeleton Tyk itself writes
+//! (`"Default": {"name": "Default", "use_extended_paths": true, "extended_paths": {}}`, empty
+//! lists, `"expires": ""`, an unused `definition.location`) still loads.
+//!
+//! Left alone on purpose (they change neither who gets in nor what the upstream receives):
+//! analytics and tracking (`enable_detailed_recording`, `tags`, `tag_headers`,
+//! `track_endpoints`, `do_not_track_endpoints`, `event_handlers`), response caching
+//! (`cache_options`, `extended_paths.cache`, `advance_cache_config`), `enable_context_vars`
+//! (only read by transforms and rewrites, which are refused), `session_lifetime` (a storage
+//! TTL), `uptime_tests`, `config_data`, `error_overrides`, `basic_auth` caching and body
+//! extraction (ignoring them can only refuse a request Tyk would let in).
+
+use serde_json::{Map, Value};
+
+use crate::DefinitionError;
+use crate::model::{ApiDefinition, AuthConf};
+
+/// `extended_paths` lists that are safe to ignore: analytics marks and the response cache.
+const HARMLESS_EXTENDED: &[&str] = &[
+    "track_endpoints",
+    "do_not_track_endpoints",
+    "cache",
+    "advance_cache_config",
+];
+
+/// What each known `extended_paths` list does, for the message; any other non-empty list is
+/// refused too, as an unknown rule.
+const EXTENDED: &[(&str, &str)] = &[
+    ("white_list", "endpoint lists"),
+    ("black_list", "endpoint lists"),
+    ("ignored", "endpoint lists"),
+    ("mock_response", "mock responses"),
+    ("url_rewrites", "URL rewrites"),
+    ("transform", "body transforms"),
+    ("transform_response", "response body transforms"),
+    ("transform_jq", "jq transforms"),
+    ("transform_jq_response", "jq transforms"),
+    ("transform_headers", "header transforms"),
+    ("transform_response_headers", "response header transforms"),
+    ("hard_timeouts", "hard timeouts"),
+    ("circuit_breakers", "circuit breakers"),
+    ("size_limits", "request size limits"),
+    ("method_transforms", "method transforms"),
+    ("virtual", "virtual endpoints"),
+    ("validate_json", "JSON validation"),
+    ("validate_request", "request validation"),
+    ("internal", "internal endpoints"),
+    ("go_plugin", "Go plugins"),
+    ("rate_limit", "per-endpoint rate limits"),
+    ("persist_graphql", "persisted GraphQL queries"),
+];
+
+/// True when a raw field is switched on or non-empty.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// True for an object field `key` that is set.
+fn field_set(obj: &Value, key: &str) -> bool {
+    obj.get(key).is_some_and(is_set)
+}
+
+/// An expiry date that means something (Tyk: empty or `-1` = never).
+fn expiry_set(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !matches!(s.trim(), "" | "-1"),
+        other => is_set(other),
+    }
+}
+
+fn refuse(field: impl Into<String>, what: &str) -> DefinitionError {
+    DefinitionError::new(field, format!("{what} not supported yet"))
+}
+
+/// The first rule `def` turns on that Tollgate cannot enforce.
+///
+/// # Errors
+/// That rule's field, with "… not supported yet".
+pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
+    access(def)?;
+    exposure(def)?;
+    upstream(def)?;
+    plugins(def)?;
+    versions(def)
+}
+
+/// Who gets in: IP lists, CORS, expiry, key binding, external identity providers.
+fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
+    let ip_lists_off = is_set(&def.ip_access_control_disabled);
+    if !ip_lists_off && is_set(&def.allowed_ips) {
+        return Err(refuse("allowed_ips", "IP allow-lists are"));
+    }
+    if !ip_lists_off && is_set(&def.blacklisted_ips) {
+        return Err(refuse("blacklisted_ips", "IP block-lists are"));
+    }
+    if field_set(&def.cors, "enable") {
+        return Err(refuse("CORS.enable", "CORS is"));
+    }
+    if expiry_set(&def.expiration) {
+        return Err(refuse("expiration", "API expiry is"));
+    }
+    if field_set(&def.external_oauth, "enabled") {
+        return Err(refuse("external_oauth.enabled", "external OAuth is"));
+    }
+    let confs = std::iter::once(("auth".to_owned(), &def.auth)).chain(
+        def.auth_configs
+            .iter()
+            .map(|(name, conf)| (format!("auth_configs.{name}"), conf)),
+    );
+    for (path, conf) in confs {
+        auth_conf(&path, conf)?;
+    }
+    Ok(())
+}
+
+fn auth_conf(path: &str, conf: &AuthConf) -> Result<(), DefinitionError> {
+    if is_set(&conf.use_certificate) {
+        return Err(refuse(
+            format!("{path}.use_certificate"),
+            "certificate-bound keys are",
+        ));
+    }
+    if is_set(&conf.validate_signature) {
+        return Err(refuse(
+            format!("{path}.validate_signature"),
+            "auth token signatures are",
+        ));
+    }
+    Ok(())
+}
+
+/// Where and how the API is reachable.
+fn exposure(def: &ApiDefinition) -> Result<(), DefinitionError> {
+    if is_set(&def.internal) {
+        return Err(refuse(
+            "internal",
+            "internal APIs (reachable only from other APIs) are",
+        ));
+    }
+    if is_set(&def.listen_port) {
+        return Err(refuse("listen_port", "per-API ports are"));
+    }
+    match &def.protocol {
+        Value::String(p) if matches!(p.trim(), "" | "http") => {}
+        Value::Null => {}
+        other => {
+            return Err(DefinitionError::new(
+                "protocol",
+                format!("protocol {other} is not supported yet (only http)"),
+            ));
+        }
+    }
+    if is_set(&def.certificates) {
+        return Err(refuse("certificates", "per-API TLS certificates are"));
+    }
+    if is_set(&def.enable_batch_request_support) {
+        return Err(refuse("enable_batch_request_support", "batch requests are"));
+    }
+    if field_set(&def.graphql, "enabled") {
+        return Err(refuse("graphql.enabled", "GraphQL APIs are"));
+    }
+    Ok(())
+}
+
+/// What the upstream receives and how it is reached.
+fn upstream(def: &ApiDefinition) -> Result<(), DefinitionError> {
+    let p = &def.proxy;
+    if is_set(&p.enable_load_balancing) {
+        return Err(refuse("proxy.enable_load_balancing", "load balancing is"));
+    }
+    if field_set(&p.service_discovery, "use_discovery_service") {
+        return Err(refuse(
+            "proxy.service_discovery.use_discovery_service",
+            "service discovery is",
+        ));
+    }
+    if let Some((key, _)) = set_entry(&p.transport) {
+        return Err(refuse(
+            format!("proxy.transport.{key}"),
+            "per-API upstream transport settings are",
+        ));
+    }
+    if is_set(&def.upstream_certificates) {
+        return Err(refuse(
+            "upstream_certificates",
+            "upstream client certificates are",
+        ));
+    }
+    if is_set(&def.pinned_public_keys) {
+        return Err(refuse("pinned_public_keys", "certificate pinning is"));
+    }
+    if field_set(&def.upstream_auth, "enabled") {
+        return Err(refuse(
+            "upstream_auth.enabled",
+            "upstream authentication is",
+        ));
+    }
+    if field_set(&def.request_signing, "is_enabled") {
+        return Err(refuse("request_signing.is_enabled", "request signing is"));
+    }
+    Ok(())
+}
+
+/// Plugins and response processors.
+fn plugins(def: &ApiDefinition) -> Result<(), DefinitionError> {
+    let mw = &def.custom_middleware;
+    for hook in ["pre", "post", "post_key_auth", "response"] {
+        if field_set(mw, hook) {
+            return Err(refuse(
+                format!("custom_middleware.{hook}"),
+                "custom middleware is",
+            ));
+        }
+    }
+    if mw
+        .get("auth_check")
+        .is_some_and(|a| field_set(a, "name") || field_set(a, "path"))
+    {
+        return Err(refuse(
+            "custom_middleware.auth_check",
+            "custom middleware is",
+        ));
+    }
+    if is_set(&def.custom_middleware_bundle) && !is_set(&def.custom_middleware_bundle_disabled) {
+        return Err(refuse("custom_middleware_bundle", "middleware bundles are"));
+    }
+    if is_set(&def.response_processors) {
+        return Err(refuse("response_processors", "response processors are"));
+    }
+    Ok(())
+}
+
+/// Versioning and the per-version rules (checked in every version, used or not).
+fn versions(def: &ApiDefinition) -> Result<(), DefinitionError> {
+    let vd = &def.version_data;
+    let versioned = match vd.not_versioned {
+        Some(not) => !not,
+        // Absent means versioned in Tyk; refuse only when the definition names versions to
+        // choose from, so minimal hand-written definitions keep loading as not versioned.
+        None => !vd.default_version.trim().is_empty() || vd.versions.len() > 1,
+    };
+    if versioned {
+        return Err(DefinitionError::new(
+            "version_data.not_versioned",
+            "API versioning is not supported yet; set `not_versioned: true` to serve the \
+             single (or `Default`) version",
+        ));
+    }
+    if field_set(&def.definition, "enabled") && field_set(&def.definition, "versions") {
+        return Err(refuse("definition.versions", "versioned child APIs are"));
+    }
+    for (name, version) in &vd.versions {
+        if let Value::Object(v) = version {
+            version_rules(&format!("version_data.versions.{name}"), v)?;
+        }
+    }
+    Ok(())
+}
+
+fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionError> {
+    let get = |k: &str| v.get(k).unwrap_or(&Value::Null);
+    if expiry_set(get("expires")) {
+        return Err(refuse(format!("{path}.expires"), "version expiry is"));
+    }
+    for list in ["white_list", "black_list", "ignored"] {
+        if field_set(get("paths"), list) {
+            return Err(refuse(format!("{path}.paths.{list}"), "endpoint lists are"));
+        }
+    }
+    // Checked whatever `use_extended_paths` says: a stale list is cheap to remove, a list
+    // silently dropped is an open endpoint.
+    if let Value::Object(ext) = get("extended_paths") {
+        for (key, list) in ext {
+            if HARMLESS_EXTENDED.contains(&key.as_str()) || !is_set(list) {
+                continue;
+            }
+            let what = EXTENDED
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or("these endpoint rules", |(_, what)| what);
+            return Err(refuse(
+                format!("{path}.extended_paths.{key}"),
+                &format!("{what} are"),
+            ));
+        }
+    }
+    let rules = [
+        ("global_headers", "global request headers are"),
+        ("global_headers_remove", "global request headers are"),
+        ("global_response_headers", "global response headers are"),
+        (
+            "global_response_headers_remove",
+            "global response headers are",
+        ),
+        ("global_size_limit", "request size limits are"),
+        ("global_enforce_timeout", "version-wide timeouts are"),
+        ("override_target", "per-version targets are"),
+    ];
+    for (key, what) in rules {
+        if is_set(get(key)) {
+            return Err(refuse(format!("{path}.{key}"), what));
+        }
+    }
+    Ok(())
+}
+
+/// The first key of an object whose value is set.
+fn set_entry(obj: &Value) -> Option<(&str, &Value)> {
+    obj.as_object()?
+        .iter()
+        .find(|(_, v)| is_set(v))
+        .map(|(k, v)| (k.as_str(), v))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::{ApiSpec, model::ApiDefinition};
+
+    fn base() -> Value {
+        json!({
+            "api_id": "a", "name": "A", "org_id": "o", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://up"},
+            "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}}
+        })
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut d = base();
+        merge(&mut d, extra);
+        d
+    }
+
+    fn merge(base: &mut Value, extra: Value) {
+        match (base, extra) {
+            (Value::Object(b), Value::Object(e)) => {
+                for (k, v) in e {
+                    match b.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            b.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+
+    fn ext(list: &str, entry: Value) -> Value {
+        json!({"version_data": {"versions": {"Default": {
+            "use_extended_paths": true, "extended_paths": {list: [entry]}}}}})
+    }
+
+    #[test]
+    fn each_rule_is_refused_naming_its_field() {
+        let ep = json!({"path": "/x", "method": "GET"});
+        let table = [
+            (json!({"allowed_ips": ["10.0.0.1"]}), "allowed_ips"),
+            (
+                json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
+                "allowed_ips",
+            ),
+            (json!({"blacklisted_ips": ["10.0.0.1"]}), "blacklisted_ips"),
+            (json!({"CORS": {"enable": true}}), "CORS.enable"),
+            (json!({"expiration": "2030-01-01 00:00"}), "expiration"),
+            (
+                json!({"external_oauth": {"enabled": true}}),
+                "external_oauth.enabled",
+            ),
+            (
+                json!({"auth": {"use_certificate": true}}),
+                "auth.use_certificate",
+            ),
+            (
+                json!({"auth_configs": {"authToken": {"validate_signature": true}}}),
+                "auth_configs.authToken.validate_signature",
+            ),
+            (json!({"internal": true}), "internal"),
+            (json!({"listen_port": 9443}), "listen_port"),
+            (json!({"protocol": "https"}), "protocol"),
+            (json!({"certificates": ["c1"]}), "certificates"),
+            (
+                json!({"enable_batch_request_support": true}),
+                "enable_batch_request_support",
+            ),
+            (json!({"graphql": {"enabled": true}}), "graphql.enabled"),
+            (
+                json!({"proxy": {"enable_load_balancing": true, "target_list": ["http://a", "http://b"]}}),
+                "proxy.enable_load_balancing",
+            ),
+            (
+                json!({"proxy": {"service_discovery": {"use_discovery_service": true}}}),
+                "proxy.service_discovery.use_discovery_service",
+            ),
+            (
+                json!({"proxy": {"transport": {"proxy_url": "http://squid:3128"}}}),
+                "proxy.transport.proxy_url",
+            ),
+            (
+                json!({"proxy": {"transport": {"ssl_min_version": 771}}}),
+                "proxy.transport.ssl_min_version",
+            ),
+            (
+                json!({"upstream_certificates": {"*": "c"}}),
+                "upstream_certificates",
+            ),
+            (
+                json!({"pinned_public_keys": {"*": "k"}}),
+                "pinned_public_keys",
+            ),
+            (
+                json!({"upstream_auth": {"enabled": true}}),
+                "upstream_auth.enabled",
+            ),
+            (
+                json!({"request_signing": {"is_enabled": true}}),
+                "request_signing.is_enabled",
+            ),
+            (
+                json!({"custom_middleware": {"pre": [{"name": "f", "path": "m.js"}]}}),
+                "custom_middleware.pre",
+            ),
+            (
+                json!({"custom_middleware": {"response": [{"name": "f"}]}}),
+                "custom_middleware.response",
+            ),
+            (
+                json!({"custom_middleware_bundle": "b.zip"}),
+                "custom_middleware_bundle",
+            ),
+            (
+                json!({"response_processors": [{"name": "header_injector"}]}),
+                "response_processors",
+            ),
+            (
+                json!({"version_data": {"not_versioned": false}}),
+                "version_data.not_versioned",
+            ),
+            (
+                json!({"version_data": {"not_versioned": null, "default_version": "v1"}}),
+                "version_data.not_versioned",
+            ),
+            (
+                json!({"definition": {"enabled": true, "versions": {"v2": "api-v2"}}}),
+                "definition.versions",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"expires": "2030-01-01 00:00"}}}}),
+                "version_data.versions.Default.expires",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"paths": {"black_list": ["/admin"]}}}}}),
+                "version_data.versions.Default.paths.black_list",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"paths": {"white_list": ["/ok"]}}}}}),
+                "version_data.versions.Default.paths.white_list",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"paths": {"ignored": ["/open"]}}}}}),
+                "version_data.versions.Default.paths.ignored",
+            ),
+            (
+                ext("black_list", ep.clone()),
+                "version_data.versions.Default.extended_paths.black_list",
+            ),
+            (
+                ext("white_list", ep.clone()),
+                "version_data.versions.Default.extended_paths.white_list",
+            ),
+            (
+                ext("ignored", ep.clone()),
+                "version_data.versions.Default.extended_paths.ignored",
+            ),
+            (
+                ext("url_rewrites", ep.clone()),
+                "version_data.versions.Default.extended_paths.url_rewrites",
+            ),
+            (
+                ext("transform_headers", ep.clone()),
+                "version_data.versions.Default.extended_paths.transform_headers",
+            ),
+            (
+                ext("transform_response_headers", ep.clone()),
+                "version_data.versions.Default.extended_paths.transform_response_headers",
+            ),
+            (
+                ext("hard_timeouts", ep.clone()),
+                "version_data.versions.Default.extended_paths.hard_timeouts",
+            ),
+            (
+                ext("size_limits", ep.clone()),
+                "version_data.versions.Default.extended_paths.size_limits",
+            ),
+            (
+                ext("method_transforms", ep.clone()),
+                "version_data.versions.Default.extended_paths.method_transforms",
+            ),
+            (
+                ext("mock_response", ep.clone()),
+                "version_data.versions.Default.extended_paths.mock_response",
+            ),
+            (
+                ext("rate_limit", ep.clone()),
+                "version_data.versions.Default.extended_paths.rate_limit",
+            ),
+            (
+                ext("some_future_rule", ep),
+                "version_data.versions.Default.extended_paths.some_future_rule",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"global_headers": {"X-A": "1"}}}}}),
+                "version_data.versions.Default.global_headers",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"global_headers_remove": ["Authorization"]}}}}),
+                "version_data.versions.Default.global_headers_remove",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"global_response_headers": {"X-B": "2"}}}}}),
+                "version_data.versions.Default.global_response_headers",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"global_size_limit": 1024}}}}),
+                "version_data.versions.Default.global_size_limit",
+            ),
+            (
+                json!({"version_data": {"versions": {"Default": {"override_target": "http://other"}}}}),
+                "version_data.versions.Default.override_target",
+            ),
+            // A rule in a version the unversioned API never uses is refused too.
+            (
+                json!({"version_data": {"versions": {"old": {"paths": {"black_list": ["/x"]}}}}}),
+                "version_data.versions.old.paths.black_list",
+            ),
+        ];
+        for (extra, field) in table {
+            let d = with(extra.clone());
+            let err = ApiSpec::from_json(&d).expect_err(&format!("{extra} must be refused"));
+            assert_eq!(err.field, field, "{extra}: {err}");
+            assert!(err.message.contains("not supported yet"), "{err}");
+        }
+    }
+
+    #[test]
+    fn message_names_the_field() {
+        let err = ApiSpec::from_json(&with(ext("black_list", json!({"path": "/x"})))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field `version_data.versions.Default.extended_paths.black_list`: \
+             endpoint lists are not supported yet"
+        );
+    }
+
+    #[test]
+    fn off_and_empty_values_still_load() {
+        // What Tyk itself writes for an API without any of these rules.
+        // Left alone on purpose: context vars, detailed recording, session lifetime, tags,
+        // caching and event handlers.
+        let stock: Value = serde_json::from_str(
+            r#"{
+             "expiration": "", "allowed_ips": null, "blacklisted_ips": [],
+             "enable_ip_whitelisting": false, "enable_ip_blacklisting": false,
+             "CORS": {"enable": false, "allowed_origins": ["*"], "options_passthrough": false},
+             "definition": {"location": "header", "key": "x-api-version", "enabled": false, "versions": {}},
+             "listen_port": 0, "protocol": "", "internal": false,
+             "custom_middleware": {"pre": [], "post": null, "post_key_auth": [], "response": [],
+                                   "auth_check": {"name": "", "path": ""}, "driver": "otto"},
+             "custom_middleware_bundle": "", "response_processors": [],
+             "enable_batch_request_support": false, "upstream_certificates": {},
+             "pinned_public_keys": {}, "certificates": null,
+             "upstream_auth": {"enabled": false}, "request_signing": {"is_enabled": false},
+             "graphql": {"enabled": false}, "external_oauth": {"enabled": false},
+             "auth": {"auth_header_name": "Authorization", "use_certificate": false, "validate_signature": false},
+             "proxy": {"enable_load_balancing": false, "target_list": [],
+                       "service_discovery": {"use_discovery_service": false, "query_endpoint": ""},
+                       "transport": {"ssl_insecure_skip_verify": false, "ssl_ciphers": null,
+                                     "ssl_min_version": 0, "ssl_max_version": 0, "proxy_url": ""}},
+             "version_data": {"not_versioned": true, "default_version": "", "versions": {"Default": {
+                 "name": "Default", "expires": "", "use_extended_paths": true,
+                 "paths": {"ignored": [], "white_list": [], "black_list": []},
+                 "extended_paths": {"ignored": null, "white_list": [], "black_list": [],
+                                    "track_endpoints": [{"path": "/t", "method": "GET"}],
+                                    "cache": ["/c"]},
+                 "global_headers": {}, "global_headers_remove": [], "global_response_headers": {},
+                 "global_size_limit": 0, "override_target": ""}}},
+             "enable_context_vars": true, "enable_detailed_recording": true,
+             "session_lifetime": 3600, "tags": ["edge"],
+             "cache_options": {"enable_cache": true, "cache_timeout": 60},
+             "event_handlers": {"events": {"QuotaExceeded": [{"handler_name": "eh_log_handler"}]}}
+        }"#,
+        )
+        .unwrap();
+        ApiSpec::from_json(&with(stock)).unwrap();
+        // The minimal stock skeleton, and an expiry of -1 (never).
+        ApiSpec::from_json(&with(json!({"expiration": "-1", "version_data": {"versions": {"Default": {
+            "name": "Default", "use_extended_paths": true, "extended_paths": {}, "expires": "-1"}}}})))
+        .unwrap();
+        // IP lists with access control switched off are not enforced by Tyk either.
+        ApiSpec::from_json(&with(json!({"ip_access_control_disabled": true,
+            "allowed_ips": ["10.0.0.1"], "blacklisted_ips": ["10.0.0.2"]})))
+        .unwrap();
+        // A disabled bundle is not loaded.
+        ApiSpec::from_json(&with(json!({"custom_middleware_bundle": "b.zip",
+            "custom_middleware_bundle_disabled": true})))
+        .unwrap();
+    }
+
+    #[test]
+    fn absent_version_data_loads_as_not_versioned() {
+        let d = json!({"api_id": "a", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://up"}});
+        ApiSpec::from_json(&d).unwrap();
+        let d: ApiDefinition = serde_json::from_value(
+            json!({"api_id": "a", "use_keyless": true, "version_data": {"versions": {"Default": {}}},
+                "proxy": {"listen_path": "/a/", "target_url": "http://up"}}),
+        )
+        .unwrap();
+        ApiSpec::from_definition(&d).unwrap();
+    }
+
+    #[test]
+    fn shipped_examples_still_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/apps");
+        let out = crate::load_dir(&dir).unwrap();
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert!(!out.apis.is_empty());
+    }
+}
