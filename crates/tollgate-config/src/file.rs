@@ -67,20 +67,8 @@ pub struct TykConf {
     pub enable_access_log: bool,
     /// Tollgate extension: worker threads (0 or absent = one per CPU).
     pub worker_threads: Option<usize>,
-<<<<<<< HEAD
     /// Error id → replacement status and message for the gateway's own error responses.
     pub override_messages: std::collections::BTreeMap<String, MessageOverride>,
-}
-
-/// One `override_messages` entry: a zero `code` or empty `message` keeps Tyk's default part.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct MessageOverride {
-    /// Replacement status (0 = keep).
-    pub code: i64,
-    /// Replacement message ("" = keep).
-    pub message: String,
-=======
     // Not implemented yet; read (as raw JSON, `null` = absent) only so that turning one on
     // stops the start instead of being ignored (see `unsupported.rs`).
     /// Only match requests for this Host.
@@ -91,9 +79,22 @@ pub struct MessageOverride {
     pub control_api_hostname: serde_json::Value,
     /// Organisation quotas.
     pub enforce_org_quotas: serde_json::Value,
+    /// Key lifetime in storage, for every API when forced.
+    pub global_session_lifetime: serde_json::Value,
+    /// Apply `global_session_lifetime` instead of each API's `session_lifetime`.
+    pub force_global_session_lifetime: serde_json::Value,
     /// Mutual TLS for the admin API, pinning, upstream and admin certificates.
     pub security: serde_json::Value,
->>>>>>> wip-rules
+}
+
+/// One `override_messages` entry: a zero `code` or empty `message` keeps Tyk's default part.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct MessageOverride {
+    /// Replacement status (0 = keep).
+    pub code: i64,
+    /// Replacement message ("" = keep).
+    pub message: String,
 }
 
 /// `storage`: where sessions and counters live.

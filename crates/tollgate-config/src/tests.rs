@@ -110,6 +110,10 @@ fn unsupported_exposure_settings_stop_the_start() {
         ),
         (r#"{"enforce_org_quotas": true}"#, "enforce_org_quotas"),
         (
+            r#"{"force_global_session_lifetime": true, "global_session_lifetime": 100}"#,
+            "global_session_lifetime",
+        ),
+        (
             r#"{"storage": {"type": "redis", "use_ssl": true}}"#,
             "storage.use_ssl",
         ),
@@ -137,7 +141,7 @@ fn off_values_of_unsupported_settings_are_accepted() {
     // The values Tyk's own sample configs carry.
     load(
         r#"{"listen_port": 8080, "control_api_port": 0, "control_api_hostname": "", "hostname": "",
-            "enforce_org_quotas": false,
+            "enforce_org_quotas": false, "force_global_session_lifetime": false,
             "http_server_options": {"use_ssl": false, "certificates": null, "ssl_certificates": [],
                                     "min_version": 771},
             "security": {"control_api_use_mutual_tls": false, "pinned_public_keys": {},

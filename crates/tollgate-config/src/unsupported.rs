@@ -97,6 +97,13 @@ pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String
     if is_set(&file.enforce_org_quotas) {
         return Some(("enforce_org_quotas", not_yet("organisation quotas are")));
     }
+    // A key Tyk would have dropped after its lifetime must not go on working here.
+    if is_set(&file.force_global_session_lifetime) && is_set(&file.global_session_lifetime) {
+        return Some((
+            "global_session_lifetime",
+            not_yet("key lifetimes (force_global_session_lifetime) are"),
+        ));
+    }
     if redis && file.storage.use_ssl {
         return Some(("storage.use_ssl", not_yet("TLS to Redis is")));
     }

@@ -82,6 +82,8 @@ pub struct ApiDefinition {
     pub protocol: serde_json::Value,
     /// Only reachable by looping from another API.
     pub internal: serde_json::Value,
+    /// Seconds a key written for this API lives in storage.
+    pub session_lifetime: serde_json::Value,
     /// Plugin hooks.
     pub custom_middleware: serde_json::Value,
     /// Plugin bundle name.

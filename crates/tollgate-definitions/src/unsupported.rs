@@ -11,8 +11,7 @@
 //! analytics and tracking (`enable_detailed_recording`, `tags`, `tag_headers`,
 //! `track_endpoints`, `do_not_track_endpoints`, `event_handlers`), response caching
 //! (`cache_options`, `extended_paths.cache`, `advance_cache_config`), `enable_context_vars`
-//! (only read by transforms and rewrites, which are refused), `session_lifetime` (a storage
-//! TTL), `uptime_tests`, `config_data`, `error_overrides`, `basic_auth` caching and body
+//! (only read by transforms and rewrites, which are refused), `uptime_tests`, `config_data`, `error_overrides`, `basic_auth` caching and body
 //! extraction (ignoring them can only refuse a request Tyk would let in).
 
 use serde_json::{Map, Value};
@@ -110,6 +109,11 @@ fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
     }
     if expiry_set(&def.expiration) {
         return Err(refuse("expiration", "API expiry is"));
+    }
+    // Tyk drops a key from storage after this many seconds; serving it on would keep keys
+    // working longer than the definition allows.
+    if is_set(&def.session_lifetime) {
+        return Err(refuse("session_lifetime", "key lifetimes are"));
     }
     if field_set(&def.external_oauth, "enabled") {
         return Err(refuse("external_oauth.enabled", "external OAuth is"));
@@ -390,6 +394,7 @@ mod tests {
                 "auth_configs.authToken.validate_signature",
             ),
             (json!({"internal": true}), "internal"),
+            (json!({"session_lifetime": 3600}), "session_lifetime"),
             (json!({"listen_port": 9443}), "listen_port"),
             (json!({"protocol": "https"}), "protocol"),
             (json!({"certificates": ["c1"]}), "certificates"),
@@ -599,7 +604,7 @@ mod tests {
                  "global_headers": {}, "global_headers_remove": [], "global_response_headers": {},
                  "global_size_limit": 0, "override_target": ""}}},
              "enable_context_vars": true, "enable_detailed_recording": true,
-             "session_lifetime": 3600, "tags": ["edge"],
+             "session_lifetime": 0, "tags": ["edge"],
              "cache_options": {"enable_cache": true, "cache_timeout": 60},
              "event_handlers": {"events": {"QuotaExceeded": [{"handler_name": "eh_log_handler"}]}}
         }"#,
