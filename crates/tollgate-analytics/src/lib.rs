@@ -24,7 +24,7 @@ use serde::{Serialize, Serializer};
 use tokio::sync::mpsc;
 
 /// Tyk's analytics list in Redis.
-pub const REDIS_LIST: &str = "analytics-tyk-system-analytics";
+pub const REDIS_LIST: &str = tollgate_session::keyspace::ANALYTICS_LIST;
 /// Batches are written at least this often.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Largest batch written at once.

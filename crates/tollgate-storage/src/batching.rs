@@ -22,8 +22,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tollgate_session::LimitPlan;
 
-use crate::counters::{Admitted, Limited};
 use crate::redis::{CountParams, CountSpec, RedisStore, WindowCache};
+use crate::verdict::{Admitted, Limited};
 
 type Answer = Result<Admitted, Limited>;
 
