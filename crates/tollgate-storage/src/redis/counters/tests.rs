@@ -149,7 +149,7 @@ async fn counter(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Opt
 #[tokio::test]
 async fn a_quota_take_back_lands_only_in_the_period_it_was_counted_in() {
     let (_server, _store, mut conn) = private_redis().await;
-    let k = "quota-k";
+    let k = &keyspace::quota("", "k");
     let set = |v: i64, px: Option<i64>| {
         let mut c = redis::cmd("SET");
         c.arg(k).arg(v);
@@ -195,16 +195,18 @@ async fn a_quota_take_back_lands_only_in_the_period_it_was_counted_in() {
 #[tokio::test]
 async fn a_batch_refused_by_the_quota_gives_back_only_what_it_counted_in_its_own_period() {
     let (_server, store, mut conn) = private_redis().await;
+    let quota_key = keyspace::quota("", "k");
+    let q = quota_key.as_str();
     let spec = CountSpec {
-        buckets_key: "rate-limit-k:b".to_owned(),
-        quota_key: "quota-k".to_owned(),
+        buckets_key: keyspace::buckets(&keyspace::rate_limit("", "k")),
+        quota_key: quota_key.clone(),
         params: params(0, 3),
     };
     let now = tollgate_session::time::unix_now();
     // Two of three used; a batch of three: one admitted, two refused and given back.
     run::<()>(
         &mut conn,
-        redis::cmd("SET").arg("quota-k").arg(2).arg("EX").arg(3600),
+        redis::cmd("SET").arg(q).arg(2).arg("EX").arg(3600),
     )
     .await;
     let (counted, followup) = store
@@ -213,19 +215,15 @@ async fn a_batch_refused_by_the_quota_gives_back_only_what_it_counted_in_its_own
         .unwrap();
     assert!(counted.answer(0).is_ok());
     assert!(counted.answer(1).is_err() && counted.answer(2).is_err());
-    assert_eq!(counter(&mut conn, "quota-k").await, Some(5));
+    assert_eq!(counter(&mut conn, q).await, Some(5));
     store.follow_up(followup).await;
-    assert_eq!(counter(&mut conn, "quota-k").await, Some(3));
+    assert_eq!(counter(&mut conn, q).await, Some(3));
 
     // The same near the end of a period, which ends before the take-back: another node
     // starts the next one with a request of its own, and that period keeps it.
     run::<()>(
         &mut conn,
-        redis::cmd("SET")
-            .arg("quota-k")
-            .arg(2)
-            .arg("PX")
-            .arg(10_000),
+        redis::cmd("SET").arg(q).arg(2).arg("PX").arg(10_000),
     )
     .await;
     let (_, followup) = store
@@ -234,9 +232,9 @@ async fn a_batch_refused_by_the_quota_gives_back_only_what_it_counted_in_its_own
         .unwrap();
     run::<()>(
         &mut conn,
-        redis::cmd("SET").arg("quota-k").arg(1).arg("EX").arg(3600),
+        redis::cmd("SET").arg(q).arg(1).arg("EX").arg(3600),
     )
     .await;
     store.follow_up(followup).await;
-    assert_eq!(counter(&mut conn, "quota-k").await, Some(1));
+    assert_eq!(counter(&mut conn, q).await, Some(1));
 }
