@@ -24,7 +24,7 @@ use serde::{Serialize, Serializer};
 use tokio::sync::mpsc;
 
 /// Tyk's analytics list in Redis.
-pub const REDIS_LIST: &str = "analytics-tyk-system-analytics";
+pub const REDIS_LIST: &str = tollgate_session::keyspace::ANALYTICS_LIST;
 /// Batches are written at least this often.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Largest batch written at once.
@@ -204,6 +204,20 @@ impl Record {
     }
 }
 
+/// Why a sink did not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// No connection to the analytics database within the deadline.
+    #[error("connecting to the analytics database timed out")]
+    ConnectTimedOut,
+    /// PostgreSQL refused the connection, the table or the rows.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A sink defined elsewhere (the Redis list, in the binary) failed.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// Where batches of records go.
 pub trait Sink: Send + 'static {
     /// Writes one batch.
@@ -213,7 +227,7 @@ pub trait Sink: Send + 'static {
     fn write(
         &self,
         batch: &[Record],
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// The msgpack encoding of a batch, for sinks that store Tyk's wire format.
@@ -454,9 +468,9 @@ mod tests {
     struct Collect(Arc<std::sync::Mutex<Vec<Vec<u8>>>>, bool);
 
     impl Sink for Collect {
-        async fn write(&self, batch: &[Record]) -> Result<(), String> {
+        async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
             if self.1 {
-                return Err("down".into());
+                return Err(SinkError::Other("down".into()));
             }
             self.0.lock().unwrap().extend(encode_batch(batch));
             Ok(())

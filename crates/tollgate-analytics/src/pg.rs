@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::{Record, Sink};
+use crate::{Record, Sink, SinkError};
 
 /// The analytics table.
 pub const TABLE: &str = "tollgate_analytics";
@@ -28,7 +28,7 @@ impl PgSink {
         }
     }
 
-    async fn client(&self) -> Result<Arc<Client>, String> {
+    async fn client(&self) -> Result<Arc<Client>, SinkError> {
         let mut slot = self.client.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(c));
@@ -38,8 +38,7 @@ impl PgSink {
             tokio_postgres::connect(&self.url, NoTls),
         )
         .await
-        .map_err(|_| "connecting to the analytics database timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| SinkError::ConnectTimedOut)??;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "analytics database connection ended");
@@ -67,8 +66,7 @@ impl PgSink {
                     tags text NOT NULL);
                  CREATE INDEX IF NOT EXISTS {TABLE}_api_ts ON {TABLE} (api_id, ts);"
             ))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let client = Arc::new(client);
         *slot = Some(Arc::clone(&client));
         Ok(client)
@@ -76,7 +74,7 @@ impl PgSink {
 }
 
 impl Sink for PgSink {
-    async fn write(&self, batch: &[Record]) -> Result<(), String> {
+    async fn write(&self, batch: &[Record]) -> Result<(), SinkError> {
         let client = self.client().await?;
         let col = |f: &dyn Fn(&Record) -> String| batch.iter().map(f).collect::<Vec<String>>();
         let ts: Vec<f64> = batch
@@ -120,8 +118,7 @@ impl Sink for PgSink {
                     &col(&|r| r.tags.iter().map(|t| &**t).collect::<Vec<_>>().join(",")),
                 ],
             )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 }

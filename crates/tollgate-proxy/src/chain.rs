@@ -120,7 +120,8 @@ impl Chain {
         }
         if let Some((rate, per)) = spec.global_rate_limit {
             stages.push(Stage::ApiRateLimit(ApiRateLimit {
-                counter_id: format!("apilimiter-{}{}", spec.org_id, spec.api_id).into(),
+                counter_id: tollgate_storage::keyspace::api_limiter(&spec.org_id, &spec.api_id)
+                    .into(),
                 rate,
                 per,
                 rate_headers: config.rate_limit_headers,

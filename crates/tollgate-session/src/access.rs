@@ -76,11 +76,6 @@ impl LimitPlan {
         quota_max: i64,
         renewal: i64,
     ) -> Self {
-        let scoped = if scope.is_empty() {
-            String::new()
-        } else {
-            format!("{scope}-")
-        };
         Self {
             rate,
             per,
@@ -88,8 +83,8 @@ impl LimitPlan {
             quota_renewal_rate: renewal,
             storage_id: storage_id.into(),
             scope: scope.into(),
-            rate_id: format!("rate-limit-{scoped}{storage_id}").into(),
-            quota_id: format!("quota-{scoped}{storage_id}").into(),
+            rate_id: crate::keyspace::rate_limit(scope, storage_id).into(),
+            quota_id: crate::keyspace::quota(scope, storage_id).into(),
             throttle: None,
         }
     }

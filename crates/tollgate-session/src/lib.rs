@@ -5,6 +5,7 @@
 
 pub mod access;
 mod hashing;
+pub mod keyspace;
 mod password;
 pub mod policy;
 pub mod session;

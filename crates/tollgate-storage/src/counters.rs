@@ -5,40 +5,20 @@
 //! behind to the embedded store every [`FLUSH_INTERVAL`], so a restart does not hand a key a
 //! fresh quota; a crash loses at most the last interval of counting.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use tollgate_limits::{LocalLimits, QuotaDecision, QuotaSnapshot, RateDecision};
+use tollgate_limits::{LocalLimits, QuotaSnapshot, RateDecision};
 use tollgate_session::{ActiveKey, LimitPlan};
 
-use crate::StoreError;
+use crate::batching;
 use crate::embedded::EmbeddedStore;
-use crate::redis::RedisStore;
+use crate::error::StoreError;
+use crate::redis::{KeyCheck, RedisStore};
+use crate::verdict::{Admitted, Limited, whole, window_units};
 
 /// How often quota counters are written behind.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Why a request is refused by a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
-    /// Over the rate limit.
-    Rate(RateDecision),
-    /// Over the quota.
-    Quota(QuotaDecision),
-    /// The shared counters cannot be reached, so the limits cannot be checked.
-    Unavailable,
-}
-
-/// What the checks admitted, for response headers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Admitted {
-    /// The rate decision, when a rate limit applied.
-    pub rate: Option<RateDecision>,
-    /// The quota decision, when a quota applied.
-    pub quota: Option<QuotaDecision>,
-}
 
 /// The counters of one gateway node.
 #[derive(Debug)]
@@ -53,17 +33,7 @@ pub struct Counters {
 }
 
 fn per_ns(per: f64) -> u64 {
-    // Saturating float-to-int conversion; `per` is validated positive by the caller.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let ns = (per * 1e9) as u64;
-    ns.max(1)
-}
-
-/// A rate as a whole number of requests (at least 1).
-pub(crate) fn whole(rate: f64) -> u64 {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let r = rate.floor() as u64;
-    r.max(1)
+    window_units(per, 1e9)
 }
 
 impl Counters {
@@ -106,7 +76,7 @@ impl Counters {
         now_unix: i64,
     ) -> Result<Admitted, Limited> {
         if let Some(redis) = &self.shared {
-            return redis.check_key(plan, rate_on, quota_on, now_unix).await;
+            return check_shared(redis, plan, rate_on, quota_on, now_unix).await;
         }
         let mut admitted = Admitted::default();
         let limit_rate = rate_on && plan.rate > 0.0 && plan.per > 0.0;
@@ -222,5 +192,31 @@ impl Counters {
         let n = batch.len();
         store.put_quotas(batch).await?;
         Ok(n)
+    }
+}
+
+/// Checks a key's rate limit and quota on Redis in one round trip.
+///
+/// Above [`EXACT_LOG_LIMIT`](crate::redis::EXACT_LOG_LIMIT) (or with a quota alone) the check
+/// needs no script, and on a gateway worker thread concurrent requests of one key share the
+/// round trip (see [`crate::batching`]).
+async fn check_shared(
+    redis: &Arc<RedisStore>,
+    plan: &LimitPlan,
+    rate_on: bool,
+    quota_on: bool,
+    now_unix: i64,
+) -> Result<Admitted, Limited> {
+    match KeyCheck::new(plan, rate_on, quota_on) {
+        KeyCheck::Nothing => Ok(Admitted::default()),
+        KeyCheck::Count(params) => match batching::join(redis, plan, params) {
+            Some(answer) => answer.await,
+            None => redis.count_alone(plan, params, now_unix).await,
+        },
+        KeyCheck::Script { rate, quota_max } => {
+            redis
+                .check_key_script(plan, rate, quota_max, now_unix)
+                .await
+        }
     }
 }

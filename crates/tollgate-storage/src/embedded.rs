@@ -10,11 +10,12 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 
 use tollgate_limits::QuotaSnapshot;
 
-use crate::StoreError;
+use crate::error::StoreError;
+use crate::keyspace;
 
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(keyspace::EMBEDDED_SESSIONS);
 /// Quota counters: id → (used, renews_at in Unix ms), written behind.
-const QUOTAS: TableDefinition<&str, (i64, i64)> = TableDefinition::new("quotas");
+const QUOTAS: TableDefinition<&str, (i64, i64)> = TableDefinition::new(keyspace::EMBEDDED_QUOTAS);
 
 /// The embedded session store.
 #[derive(Debug, Clone)]
@@ -33,31 +34,42 @@ impl EmbeddedStore {
         let dir = dir.to_path_buf();
         run_blocking(move || {
             let path = dir.join("tollgate.redb");
-            let fail = |message: String| StoreError::Embedded {
-                path: path.display().to_string(),
-                message,
-            };
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| fail(format!("cannot create folder: {e}")))?;
-            let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
-            // Make sure the table exists so reads never fail on a fresh file.
-            let tx = db.begin_write().map_err(|e| fail(e.to_string()))?;
-            tx.open_table(SESSIONS).map_err(|e| fail(e.to_string()))?;
-            tx.open_table(QUOTAS).map_err(|e| fail(e.to_string()))?;
-            tx.commit().map_err(|e| fail(e.to_string()))?;
-            Ok(Self {
-                db: Arc::new(db),
-                path: Arc::new(path),
-            })
+            if let Err(source) = std::fs::create_dir_all(&dir) {
+                return Err(StoreError::CreateFolder { path, source });
+            }
+            let created = (|| -> Result<Database, redb::Error> {
+                let db = Database::create(&path)?;
+                // Make sure the tables exist so reads never fail on a fresh file.
+                let tx = db.begin_write()?;
+                tx.open_table(SESSIONS)?;
+                tx.open_table(QUOTAS)?;
+                tx.commit()?;
+                Ok(db)
+            })();
+            match created {
+                Ok(db) => Ok(Self {
+                    db: Arc::new(db),
+                    path: Arc::new(path),
+                }),
+                Err(source) => Err(StoreError::Embedded { path, source }),
+            }
         })
         .await
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Embedded {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        }
+    /// Runs `f` on the database on the blocking pool, naming this file in its error.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        run_blocking(move || {
+            f(&this.db).map_err(|source| StoreError::Embedded {
+                path: this.path.to_path_buf(),
+                source,
+            })
+        })
+        .await
     }
 
     /// Every stored record.
@@ -65,18 +77,8 @@ impl EmbeddedStore {
     /// # Errors
     /// The database cannot be read.
     pub async fn load_all(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let this = self.clone();
-        run_blocking(move || {
-            let tx = this.db.begin_read().map_err(|e| this.error(e))?;
-            let table = tx.open_table(SESSIONS).map_err(|e| this.error(e))?;
-            let mut out = Vec::new();
-            for item in table.iter().map_err(|e| this.error(e))? {
-                let (k, v) = item.map_err(|e| this.error(e))?;
-                out.push((k.value().to_owned(), v.value().to_vec()));
-            }
-            Ok(out)
-        })
-        .await
+        self.with_db(|db| read_all(db, SESSIONS, <[u8]>::to_vec))
+            .await
     }
 
     /// Stores a record durably.
@@ -84,17 +86,12 @@ impl EmbeddedStore {
     /// # Errors
     /// The write did not commit; nothing changed.
     pub async fn put(&self, id: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let this = self.clone();
         let id = id.to_owned();
-        run_blocking(move || {
-            let tx = this.db.begin_write().map_err(|e| this.error(e))?;
-            {
-                let mut table = tx.open_table(SESSIONS).map_err(|e| this.error(e))?;
-                table
-                    .insert(id.as_str(), value.as_slice())
-                    .map_err(|e| this.error(e))?;
-            }
-            tx.commit().map_err(|e| this.error(e))
+        self.with_db(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(SESSIONS)?
+                .insert(id.as_str(), value.as_slice())?;
+            Ok(tx.commit()?)
         })
         .await
     }
@@ -104,41 +101,26 @@ impl EmbeddedStore {
     /// # Errors
     /// The write did not commit; nothing changed.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let this = self.clone();
         let id = id.to_owned();
-        run_blocking(move || {
-            let tx = this.db.begin_write().map_err(|e| this.error(e))?;
-            let existed = {
-                let mut table = tx.open_table(SESSIONS).map_err(|e| this.error(e))?;
-                table
-                    .remove(id.as_str())
-                    .map_err(|e| this.error(e))?
-                    .is_some()
-            };
-            tx.commit().map_err(|e| this.error(e))?;
+        self.with_db(move |db| {
+            let tx = db.begin_write()?;
+            let existed = tx.open_table(SESSIONS)?.remove(id.as_str())?.is_some();
+            tx.commit()?;
             Ok(existed)
         })
         .await
     }
-}
 
-impl EmbeddedStore {
     /// Every persisted quota counter.
     ///
     /// # Errors
     /// The database cannot be read.
     pub async fn load_quotas(&self) -> Result<Vec<(String, QuotaSnapshot)>, StoreError> {
-        let this = self.clone();
-        run_blocking(move || {
-            let tx = this.db.begin_read().map_err(|e| this.error(e))?;
-            let table = tx.open_table(QUOTAS).map_err(|e| this.error(e))?;
-            let mut out = Vec::new();
-            for item in table.iter().map_err(|e| this.error(e))? {
-                let (k, v) = item.map_err(|e| this.error(e))?;
-                let (used, renews_at_ms) = v.value();
-                out.push((k.value().to_owned(), QuotaSnapshot { used, renews_at_ms }));
-            }
-            Ok(out)
+        self.with_db(|db| {
+            read_all(db, QUOTAS, |(used, renews_at_ms)| QuotaSnapshot {
+                used,
+                renews_at_ms,
+            })
         })
         .await
     }
@@ -151,36 +133,47 @@ impl EmbeddedStore {
         &self,
         batch: Vec<(String, Option<QuotaSnapshot>)>,
     ) -> Result<(), StoreError> {
-        let this = self.clone();
-        run_blocking(move || {
-            let tx = this.db.begin_write().map_err(|e| this.error(e))?;
+        self.with_db(move |db| {
+            let tx = db.begin_write()?;
             {
-                let mut table = tx.open_table(QUOTAS).map_err(|e| this.error(e))?;
+                let mut table = tx.open_table(QUOTAS)?;
                 for (id, snapshot) in &batch {
                     match snapshot {
                         Some(s) => {
-                            table
-                                .insert(id.as_str(), (s.used, s.renews_at_ms))
-                                .map_err(|e| this.error(e))?;
+                            table.insert(id.as_str(), (s.used, s.renews_at_ms))?;
                         }
                         None => {
-                            table.remove(id.as_str()).map_err(|e| this.error(e))?;
+                            table.remove(id.as_str())?;
                         }
                     }
                 }
             }
-            tx.commit().map_err(|e| this.error(e))
+            Ok(tx.commit()?)
         })
         .await
     }
 }
 
+/// Every row of a table keyed by id, its value decoded by `decode`.
+fn read_all<V: redb::Value + 'static, T>(
+    db: &Database,
+    table: TableDefinition<'static, &'static str, V>,
+    mut decode: impl FnMut(V::SelfType<'_>) -> T,
+) -> Result<Vec<(String, T)>, redb::Error> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(table)?;
+    let mut out = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        out.push((k.value().to_owned(), decode(v.value())));
+    }
+    Ok(out)
+}
+
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(f).await?
 }
 
 #[cfg(test)]

@@ -7,35 +7,28 @@
 //!
 //! Backends: the embedded store ([`embedded`], one redb file, the zero-setup default). Redis
 //! joins the same enum for multi-node deployments.
+//!
+//! Modules depend downwards only:
+//!
+//! - shared types: [`keyspace`] (every key name), `error` ([`StoreError`]), `verdict`
+//!   ([`Admitted`], [`Limited`]), `notification` (the cluster message format);
+//! - backends: [`embedded`], [`redis`];
+//! - counters: [`batching`] (group commit on Redis), then `counters` ([`Counters`]);
+//! - the facade `sessions` ([`Sessions`]), and on top [`notify`], which feeds cluster
+//!   notifications into it.
 
 pub mod batching;
 mod counters;
 pub mod embedded;
+mod error;
+mod notification;
 pub mod notify;
 pub mod redis;
 mod sessions;
+mod verdict;
 
-pub use counters::{Admitted, Counters, FLUSH_INTERVAL, Limited};
+pub use counters::{Counters, FLUSH_INTERVAL};
+pub use error::{RedisFailure, StoreError};
 pub use sessions::{CACHE_TTL, KeyEntry, Sessions};
-
-/// A storage failure.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The embedded database failed.
-    #[error("embedded store {path}: {message}")]
-    Embedded {
-        /// The database file.
-        path: String,
-        /// What failed.
-        message: String,
-    },
-    /// A stored record could not be encoded.
-    #[error("cannot encode session: {0}")]
-    Encode(#[from] serde_json::Error),
-    /// A blocking task failed to run.
-    #[error("storage task failed: {0}")]
-    Task(String),
-    /// The shared store (Redis) cannot be reached.
-    #[error("key store unavailable: {0}")]
-    Unavailable(String),
-}
+pub use tollgate_session::keyspace;
+pub use verdict::{Admitted, Limited};

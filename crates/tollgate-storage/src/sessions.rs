@@ -16,9 +16,10 @@ use tollgate_session::{
     custom_key,
 };
 
-use crate::StoreError;
 use crate::counters::Counters;
 use crate::embedded::EmbeddedStore;
+use crate::error::StoreError;
+use crate::notification::Notification;
 use crate::redis::RedisStore;
 
 /// How long a cached session is trusted without a notification (Redis backend).
@@ -387,7 +388,7 @@ impl Sessions {
 
 /// Tells every node (this one included) that a key changed.
 async fn announce_key_change(redis: &RedisStore, id: &str) {
-    let message = crate::notify::Notification::key_changed(id);
+    let message = Notification::key_changed(id);
     if let Err(e) = redis.publish(&message.to_json(redis.node_secret())).await {
         tracing::warn!(error = %e, "announcing a key change failed; other nodes see it within the cache TTL");
     }

@@ -278,7 +278,10 @@ enum AnalyticsSink {
 }
 
 impl tollgate_analytics::Sink for AnalyticsSink {
-    async fn write(&self, batch: &[tollgate_analytics::Record]) -> Result<(), String> {
+    async fn write(
+        &self,
+        batch: &[tollgate_analytics::Record],
+    ) -> Result<(), tollgate_analytics::SinkError> {
         match self {
             Self::Redis { redis, expire } => redis
                 .push_analytics(
@@ -287,7 +290,7 @@ impl tollgate_analytics::Sink for AnalyticsSink {
                     *expire,
                 )
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| tollgate_analytics::SinkError::Other(Box::new(e))),
             Self::Postgres(pg) => pg.write(batch).await,
             Self::Local => Ok(()),
         }
