@@ -147,7 +147,15 @@ impl GatewayBuilder {
     ///
     /// When the port was chosen automatically and the gateway fails because
     /// another process grabbed it in the meantime, it retries on a new port.
+    ///
+    /// The waiting is boxed, so awaiting this keeps the caller's future
+    /// small (debug builds of large tests overflow the test thread's stack
+    /// otherwise).
     pub async fn start(self) -> Gateway {
+        Box::pin(self.start_unboxed()).await
+    }
+
+    async fn start_unboxed(self) -> Gateway {
         let auto_port = self.port.is_none();
         let mut attempt = 0;
         loop {
@@ -346,11 +354,11 @@ impl Gateway {
     }
 
     /// Kills the process and starts it again with the same folder and port,
-    /// waiting until it is ready.
+    /// waiting until it is ready (boxed, like [`GatewayBuilder::start`]).
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn_child();
-        if let Err(e) = self.wait_ready(READY_TIMEOUT).await {
+        if let Err(e) = Box::pin(self.wait_ready(READY_TIMEOUT)).await {
             panic!(
                 "gateway did not become ready after restart: {e}\n{}",
                 self.log()

@@ -6,17 +6,26 @@
 //! - [`MockUpstream`]: an in-process HTTP/1.1 upstream that records every
 //!   request it receives and answers as configured per path prefix.
 //! - [`raw`]: a raw TCP client to send exact bytes and read exact responses.
-//! - [`redis`]: a private `redis-server` per test.
+//! - [`redis`]: a private `redis-server` (or Redis Cluster) per test, and
+//!   gateway nodes sharing it.
 //! - [`api_def`] / [`tyk_conf`]: JSON builders for Tyk-format configuration.
+//! - [`keys`]: keyed APIs, sessions, the keys REST API and keyed requests.
+//! - [`limits`]: rate-limit and quota sessions and refusals.
+//! - [`traffic`]: load over several nodes and polling for an answer.
+//! - [`encoding`]: base64, percent-encoding, query and cookie pairs.
 //!
 //! Test support code: failing loudly (panicking with context) is the
 //! intended way to report a broken precondition to the calling test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod defs;
+pub mod encoding;
 mod gateway;
+pub mod keys;
+pub mod limits;
 pub mod raw;
 pub mod redis;
+pub mod traffic;
 mod upstream;
 
 pub use defs::{api_def, merge_json, tyk_conf};

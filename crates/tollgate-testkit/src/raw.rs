@@ -45,6 +45,11 @@ impl RawResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The head and the body as text, for failure messages.
+    pub fn dump(&self) -> String {
+        format!("{}{}", self.head, self.text())
+    }
 }
 
 /// What came back on a connection.

@@ -4,17 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::time::{Duration, Instant};
 
-use redis_common::*;
 use rmpv::Value as Mp;
 use serde_json::json;
-use tollgate_testkit::{MockUpstream, api_def, client};
+use tollgate_testkit::keys::create_key;
+use tollgate_testkit::redis::{RedisServer, node, redis_storage};
+use tollgate_testkit::{MockUpstream, api_def, client, gateway};
+
+/// A key body with access to the API `keyed` only.
+fn keyed_key_body() -> serde_json::Value {
+    json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})
+}
 
 fn field<'a>(rec: &'a Mp, name: &str) -> &'a Mp {
     rec.as_map()
@@ -51,26 +52,19 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     limited["global_rate_limit"] = json!({"rate": 1, "per": 60});
     let mut quiet = api_def("quiet", "/quiet/", &up.url());
     quiet["do_not_track"] = json!(true);
-    let gw = node(&redis_storage(redis.port()))
+    let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
         .api("limited.json", limited)
         .api("quiet.json", quiet)
         .start()
         .await;
-    let (status, created) = gw
-        .admin(
-            reqwest::Method::POST,
-            "/tyk/keys/create",
-            Some(
-                &json!({"org_id": "default", "alias": "my-alias", "tags": ["t1"],
-                "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let key = created["key"].as_str().unwrap().to_owned();
-    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let (key, key_hash) = create_key(
+        &gw,
+        &json!({"org_id": "default", "alias": "my-alias", "tags": ["t1"],
+        "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
+    )
+    .await;
 
     let c = client();
     let send = |path: &str, key: Option<&str>| {
@@ -178,7 +172,7 @@ async fn a_stopped_sink_costs_no_traffic_and_counts_drops() {
         .local_addr()
         .unwrap()
         .port();
-    let gw = node(&redis_storage(redis.port()))
+    let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true,
             "prometheus": {"enabled": true, "listen_port": metrics_port}}))
         .api("open.json", api_def("open", "/open/", &up.url()))
@@ -225,22 +219,13 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
     let up = MockUpstream::start().await;
     let mut keyed = api_def("keyed", "/keyed/", &up.url());
     keyed["use_keyless"] = json!(false);
-    let gw = tollgate_testkit::gateway!()
+    let gw = gateway!()
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
         .api("open.json", api_def("open", "/open/", &up.url()))
         .start()
         .await;
-    let (status, created) = gw
-        .admin(
-            reqwest::Method::POST,
-            "/tyk/keys/create",
-            Some(&json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let key = created["key"].as_str().unwrap().to_owned();
-    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let (key, key_hash) = create_key(&gw, &keyed_key_body()).await;
     let c = client();
     for _ in 0..3 {
         let r = c
@@ -384,7 +369,7 @@ async fn records_arrive_in_postgresql() {
     psql("test", &format!("CREATE DATABASE {name}"));
     let db = AnalyticsDb(name);
     let up = MockUpstream::start().await;
-    let gw = tollgate_testkit::gateway!()
+    let gw = gateway!()
         .conf(
             json!({"enable_analytics": true, "analytics_config": {"type": "postgres",
             "connection_string": format!("postgres://postgres@127.0.0.1:5432/{}", db.0)}}),

@@ -3,29 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-
-use keys_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::encoding::{cookie_pairs, pct_encode, query_pairs};
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
 
 const API: &str = "keyed";
 
 /// A gateway with the keyed API `keyed` on /api/ (deep-merged with
 /// `api_extra`) and an unrelated keyed API `other` on /other/.
 async fn start(up: &MockUpstream, api_extra: Value, conf: Value) -> Gateway {
-    start_gw(
-        gateway!()
-            .conf(conf)
-            .api("keyed.json", keyed_api(API, "/api/", &up.url(), api_extra))
-            .api(
-                "other.json",
-                keyed_api("other", "/other/", &up.url(), json!({})),
-            ),
-    )
-    .await
+    let keyed = with_keyed_api(gateway!().conf(conf), &up.url(), api_extra);
+    with_other_api(keyed, &up.url()).start().await
 }
 
 /// Sends a request and asserts the gateway rejected it with `status` /
@@ -794,15 +784,10 @@ async fn custom_key_works_on_another_api_of_the_same_org() {
 #[tokio::test]
 async fn keyless_api_ignores_keys() {
     let up = MockUpstream::start().await;
-    let gw = start_gw(
-        gateway!()
-            .api("keyed.json", keyed_api(API, "/api/", &up.url(), json!({})))
-            .api(
-                "open.json",
-                tollgate_testkit::api_def("open", "/open/", &up.url()),
-            ),
-    )
-    .await;
+    let gw = with_keyed_api(gateway!(), &up.url(), json!({}))
+        .api("open.json", api_def("open", "/open/", &up.url()))
+        .start()
+        .await;
     let rec = assert_proxied(&gw, &up, "/open/x", &[], "/x").await;
     assert_eq!(rec.header("authorization"), None);
     let rec = assert_proxied(&gw, &up, "/open/x", &[("Authorization", "whatever")], "/x").await;

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-
-use keys_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::encoding::{b64encode, basic};
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
 use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
@@ -27,16 +25,10 @@ fn basic_api(target: &str, extra: Value) -> Value {
 }
 
 async fn start_with(up: &MockUpstream, api_extra: Value, conf: Value) -> Gateway {
-    start_gw(
-        gateway!()
-            .conf(conf)
-            .api("basic.json", basic_api(&up.url(), api_extra))
-            .api(
-                "keyed.json",
-                keyed_api("keyed", "/api/", &up.url(), json!({})),
-            ),
-    )
-    .await
+    let basic = gateway!()
+        .conf(conf)
+        .api("basic.json", basic_api(&up.url(), api_extra));
+    with_keyed_api(basic, &up.url(), json!({})).start().await
 }
 
 fn user_body(password: &str) -> Value {
@@ -65,10 +57,6 @@ async fn create_user(gw: &Gateway, id: &str, password: &str) {
     assert_eq!(a.json["key"], id, "{}", a.json);
     assert_eq!(a.json["status"], "ok", "{}", a.json);
     assert_eq!(a.json["action"], "added", "{}", a.json);
-}
-
-fn basic(creds: &str) -> String {
-    format!("Basic {}", b64encode(creds.as_bytes()))
 }
 
 /// Asserts a 401 with the realm challenge, without reaching the upstream.
@@ -297,7 +285,7 @@ async fn basic_users_survive_restart() {
     let up = MockUpstream::start().await;
     let mut gw = start_with(&up, json!({}), json!({})).await;
     create_user(&gw, "defaultuser", "password").await;
-    restart_gw(&mut gw).await;
+    gw.restart().await;
     assert_200(&gw, &up, &basic("user:password")).await;
     let auth = basic("user:wrong");
     assert_401(&gw, &up, &[("Authorization", &auth)], NOT_AUTHORISED).await;

@@ -3,30 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-
-use keys_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::encoding::b64decode;
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{assert_tyk_error, request};
 use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 
 /// A gateway with one keyed API (`keyed` on /api/) proxying to `up`,
 /// with `conf` merged into tyk.conf.
 async fn start(up: &MockUpstream, conf: Value) -> Gateway {
-    start_gw(
-        gateway!()
-            .conf(conf)
-            .api("keyed.json", keyed_api(API, LISTEN, &up.url(), json!({})))
-            .api(
-                "other.json",
-                keyed_api("other", "/other/", &up.url(), json!({})),
-            ),
-    )
-    .await
+    let keyed = with_keyed_api(gateway!().conf(conf), &up.url(), json!({}));
+    with_other_api(keyed, &up.url()).start().await
 }
 
 /// Asserts `key` authenticates on /api/ and the upstream got the request
@@ -734,7 +723,7 @@ async fn keys_survive_sigkill_and_deletes_stay_deleted() {
     );
 
     // `restart` kills the process with SIGKILL (no graceful shutdown).
-    restart_gw(&mut gw).await;
+    gw.restart().await;
 
     assert_key_works(&gw, &up, &kept).await;
     assert_key_works(&gw, &up, "custom-durable").await;
@@ -761,7 +750,7 @@ async fn embedded_store_path_is_relative_to_config_folder() {
         "configured embedded store {:?} not created",
         gw.dir().join("keystore")
     );
-    restart_gw(&mut gw).await;
+    gw.restart().await;
     assert_key_works(&gw, &up, &key).await;
 }
 
@@ -795,12 +784,10 @@ async fn generated_key_carries_the_session_org() {
     let up = MockUpstream::start().await;
     let mut acme_api = keyed_api("acme-api", "/acme/", &up.url(), json!({}));
     acme_api["org_id"] = json!("acme");
-    let gw = start_gw(
-        gateway!()
-            .api("keyed.json", keyed_api(API, LISTEN, &up.url(), json!({})))
-            .api("acme.json", acme_api),
-    )
-    .await;
+    let gw = with_keyed_api(gateway!(), &up.url(), json!({}))
+        .api("acme.json", acme_api)
+        .start()
+        .await;
     let mut body = session_for(&["acme-api"]);
     body["org_id"] = json!("acme");
     let (key, _) = create_key(&gw, &body).await;
@@ -898,7 +885,7 @@ async fn updates_survive_sigkill() {
     assert_eq!(a.status, 200, "{}", a.json);
     let updated = get_session(&gw, &key).await;
 
-    restart_gw(&mut gw).await;
+    gw.restart().await;
 
     assert_eq!(get_session(&gw, &key).await, updated);
     let before = up.request_count();

@@ -6,14 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/limits.rs"]
-mod limits_common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use limits_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::keys::{
+    Admin, admin, create_key, get_session, keyed_api, keyless_api, now_unix, right,
+};
+use tollgate_testkit::limits::*;
+use tollgate_testkit::raw::RawResponse;
 use tollgate_testkit::raw::{RawClient, assert_tyk_error};
 use tollgate_testkit::{Gateway, MockUpstream, Reply, gateway};
 
@@ -24,17 +25,38 @@ const TARGET: &str = "/lim/x";
 /// A gateway with one keyed API (`limited` on /lim/) proxying to `up`,
 /// `api_extra` merged into its definition and `conf` into tyk.conf.
 async fn start(up: &MockUpstream, api_extra: Value, conf: Value) -> Gateway {
-    start_gw(
-        gateway!()
-            .conf(conf)
-            .api("limited.json", keyed_api(API, LISTEN, &up.url(), api_extra)),
-    )
-    .await
+    gateway!()
+        .conf(conf)
+        .api("limited.json", keyed_api(API, LISTEN, &up.url(), api_extra))
+        .start()
+        .await
 }
 
 /// A key on `API` with the given limits.
 async fn key(gw: &Gateway, rate: i64, per: i64, quota_max: i64, renewal: i64) -> String {
-    create_key(gw, &session(&[API], rate, per, quota_max, renewal)).await
+    new_key(gw, &limited_session(&[API], rate, per, quota_max, renewal)).await
+}
+
+/// Creates a key with `body`; returns the key.
+async fn new_key(gw: &Gateway, body: &Value) -> String {
+    create_key(gw, body).await.0
+}
+
+/// `GET target` with extra headers, on a new connection.
+async fn get_h(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> RawResponse {
+    tollgate_testkit::keys::call(gw, "GET", target, headers).await
+}
+
+/// `GET target` with `Authorization: <key>`.
+async fn get_key(gw: &Gateway, target: &str, key: &str) -> RawResponse {
+    tollgate_testkit::keys::get_with_key(gw, target, key).await
+}
+
+/// `PUT path` with `body`; asserts 200.
+async fn put_ok(gw: &Gateway, path: &str, body: &Value) -> Admin {
+    let a = admin(gw, "PUT", path, Some(body)).await;
+    assert_eq!(a.status, 200, "PUT {path}: {}", a.json);
+    a
 }
 
 async fn sleep_until(t: Instant) {
@@ -484,8 +506,8 @@ async fn key_details_show_quota_usage() {
 async fn updating_a_key_resets_its_quota_unless_suppressed() {
     let up = MockUpstream::start().await;
     let gw = start(&up, json!({}), json!({})).await;
-    let body = session(&[API], 0, 0, 2, 3600);
-    let k = create_key(&gw, &body).await;
+    let body = limited_session(&[API], 0, 0, 2, 3600);
+    let k = new_key(&gw, &body).await;
     let path = format!("/tyk/keys/{k}");
 
     assert_ok(&get_key(&gw, TARGET, &k).await, "1/2");
@@ -493,8 +515,7 @@ async fn updating_a_key_resets_its_quota_unless_suppressed() {
     assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
 
     // PUT with the same body resets the counter.
-    let (status, reply) = admin(&gw, "PUT", &path, Some(&body)).await;
-    assert_eq!(status, 200, "PUT: {reply}");
+    put_ok(&gw, &path, &body).await;
     let s = get_session(&gw, &k).await;
     assert_eq!(s["quota_remaining"], 2, "after PUT: {s}");
     assert_ok(&get_key(&gw, TARGET, &k).await, "after reset 1/2");
@@ -502,8 +523,7 @@ async fn updating_a_key_resets_its_quota_unless_suppressed() {
     assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
 
     // With suppress_reset=1 the counter is kept.
-    let (status, reply) = admin(&gw, "PUT", &format!("{path}?suppress_reset=1"), Some(&body)).await;
-    assert_eq!(status, 200, "PUT ?suppress_reset=1: {reply}");
+    put_ok(&gw, &format!("{path}?suppress_reset=1"), &body).await;
     assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
     let s = get_session(&gw, &k).await;
     assert_eq!(s["quota_remaining"], 0, "after PUT ?suppress_reset=1: {s}");
@@ -515,19 +535,18 @@ async fn updating_a_key_resets_its_quota_unless_suppressed() {
 #[tokio::test]
 async fn per_api_limits_are_independent() {
     let up = MockUpstream::start().await;
-    let gw = start_gw(
-        gateway!()
-            .api("a.json", keyed_api("A", "/a/", &up.url(), json!({})))
-            .api("b.json", keyed_api("B", "/b/", &up.url(), json!({}))),
-    )
-    .await;
+    let gw = gateway!()
+        .api("a.json", keyed_api("A", "/a/", &up.url(), json!({})))
+        .api("b.json", keyed_api("B", "/b/", &up.url(), json!({})))
+        .start()
+        .await;
     let mut a = right("A");
     a["limit"] = json!({"rate": 0, "per": 0, "quota_max": 2, "quota_renewal_rate": 3600});
     let mut b = right("B");
     b["limit"] = json!({"rate": 0, "per": 0, "quota_max": 3, "quota_renewal_rate": 3600});
-    let mut body = session(&["A", "B"], 1000, 1, 10, 3600);
+    let mut body = limited_session(&["A", "B"], 1000, 1, 10, 3600);
     body["access_rights"] = json!({"A": a, "B": b});
-    let k = create_key(&gw, &body).await;
+    let k = new_key(&gw, &body).await;
 
     let plan: [(&str, u16); 9] = [
         ("/a/1", 200),
@@ -555,10 +574,10 @@ async fn per_api_limits_are_independent() {
 
 /// A key on `API` at `rate` per `per` seconds with Tyk's throttle settings.
 async fn throttled_key(gw: &Gateway, rate: i64, per: i64, interval: f64, retries: i64) -> String {
-    let mut body = session(&[API], rate, per, -1, 0);
+    let mut body = limited_session(&[API], rate, per, -1, 0);
     body["throttle_interval"] = json!(interval);
     body["throttle_retry_limit"] = json!(retries);
-    create_key(gw, &body).await
+    new_key(gw, &body).await
 }
 
 #[tokio::test]
@@ -618,19 +637,18 @@ async fn throttling_gives_up_after_its_retry_limit() {
 #[tokio::test]
 async fn disable_quota_neither_enforces_nor_counts() {
     let up = MockUpstream::start().await;
-    let gw = start_gw(
-        gateway!()
-            .api(
-                "free.json",
-                keyed_api("free", "/free/", &up.url(), json!({"disable_quota": true})),
-            )
-            .api(
-                "paid.json",
-                keyed_api("paid", "/paid/", &up.url(), json!({})),
-            ),
-    )
-    .await;
-    let k = create_key(&gw, &session(&["free", "paid"], 0, 0, 2, 3600)).await;
+    let gw = gateway!()
+        .api(
+            "free.json",
+            keyed_api("free", "/free/", &up.url(), json!({"disable_quota": true})),
+        )
+        .api(
+            "paid.json",
+            keyed_api("paid", "/paid/", &up.url(), json!({})),
+        )
+        .start()
+        .await;
+    let k = new_key(&gw, &limited_session(&["free", "paid"], 0, 0, 2, 3600)).await;
     for i in 0..5 {
         assert_ok(
             &get_key(&gw, "/free/x", &k).await,
@@ -647,24 +665,23 @@ async fn disable_quota_neither_enforces_nor_counts() {
 #[tokio::test]
 async fn disable_rate_limit_does_not_enforce_the_rate() {
     let up = MockUpstream::start().await;
-    let gw = start_gw(
-        gateway!()
-            .api(
-                "free.json",
-                keyed_api(
-                    "free",
-                    "/free/",
-                    &up.url(),
-                    json!({"disable_rate_limit": true}),
-                ),
-            )
-            .api(
-                "paid.json",
-                keyed_api("paid", "/paid/", &up.url(), json!({})),
+    let gw = gateway!()
+        .api(
+            "free.json",
+            keyed_api(
+                "free",
+                "/free/",
+                &up.url(),
+                json!({"disable_rate_limit": true}),
             ),
-    )
-    .await;
-    let k = create_key(&gw, &session(&["free", "paid"], 2, 10, -1, 0)).await;
+        )
+        .api(
+            "paid.json",
+            keyed_api("paid", "/paid/", &up.url(), json!({})),
+        )
+        .start()
+        .await;
+    let k = new_key(&gw, &limited_session(&["free", "paid"], 2, 10, -1, 0)).await;
     for i in 0..6 {
         assert_ok(
             &get_key(&gw, "/free/x", &k).await,
@@ -672,7 +689,7 @@ async fn disable_rate_limit_does_not_enforce_the_rate() {
         );
     }
     // Control: the same limits are enforced on an API without the switch.
-    let k2 = create_key(&gw, &session(&["free", "paid"], 2, 10, -1, 0)).await;
+    let k2 = new_key(&gw, &limited_session(&["free", "paid"], 2, 10, -1, 0)).await;
     assert_ok(&get_key(&gw, "/paid/x", &k2).await, "paid 1/2");
     assert_ok(&get_key(&gw, "/paid/x", &k2).await, "paid 2/2");
     assert_429(&get_key(&gw, "/paid/x", &k2).await, MSG_RATE, 10);
@@ -682,23 +699,22 @@ async fn disable_rate_limit_does_not_enforce_the_rate() {
 #[tokio::test]
 async fn global_rate_limit_on_keyless_api_is_shared_by_all_clients() {
     let up = MockUpstream::start().await;
-    let gw = start_gw(
-        gateway!()
-            .api(
-                "g.json",
-                keyless_api(
-                    "g",
-                    "/g/",
-                    &up.url(),
-                    json!({"global_rate_limit": {"rate": 3, "per": 5}}),
-                ),
-            )
-            .api(
-                "open.json",
-                keyless_api("open", "/open/", &up.url(), json!({})),
+    let gw = gateway!()
+        .api(
+            "g.json",
+            keyless_api(
+                "g",
+                "/g/",
+                &up.url(),
+                json!({"global_rate_limit": {"rate": 3, "per": 5}}),
             ),
-    )
-    .await;
+        )
+        .api(
+            "open.json",
+            keyless_api("open", "/open/", &up.url(), json!({})),
+        )
+        .start()
+        .await;
     let clients = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
     let mut statuses = Vec::new();
     for ip in clients {
@@ -757,7 +773,7 @@ async fn quota_counter_survives_sigkill() {
     }
     // The counter is written behind within ~0.5 s.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    restart_gw(&mut gw).await;
+    gw.restart().await;
 
     let s = get_session(&gw, &k).await;
     assert_eq!(s["quota_remaining"], 2, "after SIGKILL restart: {s}");
@@ -783,7 +799,7 @@ async fn quota_counter_survives_graceful_restart() {
         "SIGTERM exit: {exit:?}\n{}",
         gw.log()
     );
-    restart_gw(&mut gw).await;
+    gw.restart().await;
 
     let s = get_session(&gw, &k).await;
     assert_eq!(s["quota_remaining"], 2, "after SIGTERM restart: {s}");

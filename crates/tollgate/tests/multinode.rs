@@ -6,39 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use keys_common::*;
-use redis_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::assert_tyk_error;
-use tollgate_testkit::{Gateway, MockUpstream, api_def, tyk_error_body};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, tyk_error_body};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 const MSG_QUOTA: &str = "Quota exceeded";
 const MSG_RATE: &str = "Rate Limit Exceeded";
 
 /// `n` nodes on `redis`, each with the keyed API (`keyed` on /api/) to `up`.
-async fn keyed_nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway> {
-    let storage = redis_storage(redis.port());
-    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
-    start_nodes(
-        (0..n)
-            .map(|_| node(&storage).api("keyed.json", def.clone()))
-            .collect(),
-    )
-    .await
-}
-
-fn addrs(gws: &[Gateway]) -> Vec<SocketAddr> {
-    gws.iter().map(Gateway::addr).collect()
+async fn nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway> {
+    keyed_nodes(gateway!(), &redis_storage(redis.port()), &up.url(), n).await
 }
 
 /// Polls `GET /api/ping` with `key` on `gw` every 50 ms until it answers
@@ -94,7 +77,7 @@ fn assert_ok_or_rate_limited(sent: &[Sent]) {
 async fn key_created_on_one_node_works_on_every_node() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let gws = nodes(&redis, &up, 3).await;
 
     let (key, hash) = create_key(&gws[0], &session_for(&[API])).await;
 
@@ -131,7 +114,7 @@ async fn key_created_on_one_node_works_on_every_node() {
 async fn key_update_and_delete_reach_every_node_within_a_second() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let gws = nodes(&redis, &up, 3).await;
     let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
 
     let (key, _) = create_key(a, &session_for(&[API])).await;
@@ -201,7 +184,7 @@ async fn group_reload_on_one_node_reloads_every_node() {
     let apps = SharedApps::new();
     apps.write("a.json", &api_def("a", "/a/", &up.url()));
     let storage = redis_storage(redis.port());
-    let gws = start_nodes((0..3).map(|_| node(&storage).conf(apps.conf())).collect()).await;
+    let gws = start_nodes(node(gateway!(), &storage).conf(apps.conf()), 3).await;
     for gw in &gws {
         assert_echo_ok(&call(gw, "GET", "/a/x", &[]).await, "/x");
     }
@@ -240,7 +223,7 @@ async fn group_reload_on_one_node_reloads_every_node() {
 async fn quota_is_exact_across_nodes() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let gws = nodes(&redis, &up, 3).await;
     let body = session_with(
         &[API],
         json!({"rate": 0, "allowance": 0, "quota_max": 100, "quota_remaining": 100,
@@ -292,7 +275,7 @@ async fn quota_is_exact_across_nodes() {
 async fn rate_limit_holds_across_nodes() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let gws = nodes(&redis, &up, 3).await;
     let body = session_with(&[API], json!({"rate": 50, "allowance": 50, "per": 1}));
     let (key, _) = create_key(&gws[0], &body).await;
     // Warm every node's connections (and any script cache) with another key,
@@ -350,7 +333,7 @@ async fn rate_limit_holds_across_nodes() {
 async fn batched_counting_is_exact_across_nodes() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let gws = nodes(&redis, &up, 3).await;
     let body = session_with(
         &[API],
         json!({"rate": 1200, "allowance": 1200, "per": 60, "quota_max": 5000,
@@ -422,7 +405,7 @@ async fn batched_counting_is_exact_across_nodes() {
 async fn quota_counter_always_gets_its_renewal_expiry() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 2).await;
+    let gws = nodes(&redis, &up, 2).await;
     let body = session_with(
         &[API],
         json!({"rate": 0, "allowance": 0, "quota_max": 50, "quota_remaining": 50,

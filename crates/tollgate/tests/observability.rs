@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tollgate_testkit::keys::create_key;
 use tollgate_testkit::{Gateway, MockUpstream, api_def, client, gateway};
 
 fn free_port() -> u16 {
@@ -179,16 +180,11 @@ async fn access_log_and_request_ids() {
     let up = MockUpstream::start().await;
     let gw = start(&up, free_port()).await;
     let c = client();
-    let (status, created) = gw
-        .admin(
-            reqwest::Method::POST,
-            "/tyk/keys/create",
-            Some(&json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let key = created["key"].as_str().unwrap().to_owned();
-    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let (key, key_hash) = create_key(
+        &gw,
+        &json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
+    )
+    .await;
 
     // No X-Request-Id from the client: the upstream gets a generated one.
     let r = c

@@ -9,21 +9,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keys_common::*;
-use redis_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
-use tollgate_testkit::{Gateway, GatewayBuilder, MockUpstream, api_def, gateway, merge_json};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, merge_json};
 
 const PG_HOST: &str = "127.0.0.1";
 const PG_PORT: &str = "5432";
@@ -184,11 +180,6 @@ fn sql_literal(text: &str) -> String {
 // Gateway helpers
 // ---------------------------------------------------------------------------
 
-/// Starts a gateway (boxed: keeps the test futures small).
-async fn start(builder: GatewayBuilder) -> Gateway {
-    Box::pin(builder.start()).await
-}
-
 /// A definition proxying `listen` to `up`, stripping the listen path.
 fn def(api_id: &str, listen: &str, up: &MockUpstream) -> Value {
     api_def(api_id, listen, &up.url())
@@ -303,12 +294,10 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
     let storage = redis_storage(redis.port());
     // A definition file in app_path: ignored when definitions come from the
     // database.
-    let builder = || {
-        node(&storage)
-            .conf(db.conf())
-            .api("files.json", def("files", "/files/", &up))
-    };
-    let gws = start_nodes(vec![builder(), builder()]).await;
+    let builder = node(gateway!(), &storage)
+        .conf(db.conf())
+        .api("files.json", def("files", "/files/", &up));
+    let gws = start_nodes(builder, 2).await;
     let (a, b) = (&gws[0], &gws[1]);
     let nodes = [(a, "A"), (b, "B")];
 
@@ -437,7 +426,7 @@ async fn rows_present_at_start_are_served_and_broken_rows_skipped() {
         .await;
     }
 
-    let gw = start(gateway!().conf(db.conf())).await;
+    let gw = gateway!().conf(db.conf()).start().await;
 
     assert_proxied(&gw, &up, "/pre/x?y=1", "/x?y=1").await;
     assert_not_served(&gw, &up, "/bad/x").await;

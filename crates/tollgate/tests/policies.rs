@@ -3,14 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-
 use std::path::PathBuf;
 
-use keys_common::*;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::assert_tyk_error;
 use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
@@ -72,16 +69,12 @@ impl PolicyFile {
 async fn start_with(up: &MockUpstream, pf: &PolicyFile, policies_conf: Value) -> Gateway {
     let mut policies = json!({"policy_record_name": pf.relative()});
     tollgate_testkit::merge_json(&mut policies, policies_conf);
-    start_gw(
-        gateway!()
-            .conf(json!({"policies": policies}))
-            .api("keyed.json", keyed_api(API, "/api/", &up.url(), json!({})))
-            .api(
-                "other.json",
-                keyed_api("other", "/other/", &up.url(), json!({})),
-            ),
-    )
-    .await
+    let keyed = with_keyed_api(
+        gateway!().conf(json!({"policies": policies})),
+        &up.url(),
+        json!({}),
+    );
+    with_other_api(keyed, &up.url()).start().await
 }
 
 async fn start(up: &MockUpstream, pf: &PolicyFile) -> Gateway {
@@ -324,7 +317,7 @@ async fn policy_keys_survive_restart() {
     let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
     let mut gw = start(&up, &pf).await;
     let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
-    restart_gw(&mut gw).await;
+    gw.restart().await;
     assert_ok(&gw, &up, "/api/p", &key, "/p").await;
     let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
     assert_eq!(a.status, 200, "{}", a.json);

@@ -7,33 +7,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::time::{Duration, Instant};
 
-use keys_common::*;
-use redis_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::assert_tyk_error;
-use tollgate_testkit::{Gateway, MockUpstream, tyk_error_body};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, gateway, tyk_error_body};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 const MSG_QUOTA: &str = "Quota exceeded";
 
 /// Two nodes on `cluster`, each with the keyed API (`keyed` on /api/) to `up`.
 async fn cluster_nodes(cluster: &RedisCluster, up: &MockUpstream) -> Vec<Gateway> {
     let storage = cluster_storage(&cluster.addrs());
-    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
-    start_nodes(
-        (0..2)
-            .map(|_| node(&storage).api("keyed.json", def.clone()))
-            .collect(),
-    )
-    .await
+    keyed_nodes(gateway!(), &storage, &up.url(), 2).await
 }
 
 #[tokio::test]

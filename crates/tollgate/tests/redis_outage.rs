@@ -9,21 +9,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::time::{Duration, Instant};
 
-use keys_common::*;
-use redis_common::*;
-use serde_json::json;
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_gateway_error_shape, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, api_def, tyk_error_body};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, tyk_error_body};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 const MSG_UNAVAILABLE: &str = "Key store unavailable, please retry";
 /// The longest any request may take while Redis is down.
 const OUTAGE_ANSWER: Duration = Duration::from_secs(2);
@@ -34,12 +28,7 @@ async fn keyless_api_without_global_rate_limit_ignores_a_redis_outage() {
     let up = MockUpstream::start().await;
     let storage = redis_storage(redis.port());
     let def = api_def("open", "/open/", &up.url());
-    let gws = start_nodes(
-        (0..2)
-            .map(|_| node(&storage).api("open.json", def.clone()))
-            .collect(),
-    )
-    .await;
+    let gws = start_nodes(node(gateway!(), &storage).api("open.json", def), 2).await;
     for gw in &gws {
         assert_echo_ok(&call(gw, "GET", "/open/x", &[]).await, "/x");
     }
@@ -161,13 +150,7 @@ fn assert_admin_unavailable(a: &Admin, what: &str) {
 /// Two keyed nodes on `redis`, with `up` as upstream.
 async fn keyed_pair(redis: &RedisServer, up: &MockUpstream) -> Vec<Gateway> {
     let storage = redis_storage(redis.port());
-    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
-    start_nodes(
-        (0..2)
-            .map(|_| node(&storage).api("keyed.json", def.clone()))
-            .collect(),
-    )
-    .await
+    keyed_nodes(gateway!(), &storage, &up.url(), 2).await
 }
 
 /// Valid keys for the outage: `both` was used on A and B before the outage,
