@@ -242,11 +242,21 @@ pub fn assert_added(a: &Admin, hash_len: Option<usize>) -> (String, String) {
 }
 
 /// The one way tests create a generated key: `POST /tyk/keys/create` with
-/// `body` on a gateway with default hashing (sha256); asserts the reply
-/// (see [`assert_added`]) and returns `(key, key_hash)`.
-pub async fn create_key(gw: &Gateway, body: &Value) -> (String, String) {
+/// `body`; asserts the reply (see [`assert_added`]: `hash_len` is the
+/// key_hash length, `None` with hashing off) and returns `(key, key_hash)`.
+pub async fn create_key_hashed(
+    gw: &Gateway,
+    body: &Value,
+    hash_len: Option<usize>,
+) -> (String, String) {
     let a = admin(gw, "POST", "/tyk/keys/create", Some(body)).await;
-    assert_added(&a, Some(64))
+    assert_added(&a, hash_len)
+}
+
+/// [`create_key_hashed`] on a gateway with default hashing (sha256, a
+/// 64-digit key_hash).
+pub async fn create_key(gw: &Gateway, body: &Value) -> (String, String) {
+    create_key_hashed(gw, body, Some(64)).await
 }
 
 /// `POST /tyk/keys/{id}` with `body`; asserts a 200 `added` reply for
