@@ -227,17 +227,21 @@ fn too_short(len: usize, min: usize) -> String {
     )
 }
 
+/// Asserts creating the custom key `id` fails with 400 [`too_short`]
+/// (`min` = min_token_length) and stores nothing.
+async fn assert_too_short(t: &Env, id: &str, min: usize) {
+    let path = format!("/tyk/keys/{id}");
+    let body = session_for(&[API]);
+    let message = too_short(id.len(), min);
+    t.admin_error("POST", &path, Some(&body), (400, &message))
+        .await;
+    assert_key_absent(&t.gw, id).await;
+}
+
 #[tokio::test]
 async fn custom_key_shorter_than_min_token_length_is_rejected() {
     let t = start(json!({"hash_keys": false})).await;
-    t.admin_error(
-        "POST",
-        "/tyk/keys/ab",
-        Some(&session_for(&[API])),
-        (400, &too_short(2, 3)),
-    )
-    .await;
-    assert_key_absent(&t.gw, "ab").await;
+    assert_too_short(&t, "ab", 3).await;
     let r = get_with_key(&t.gw, "/api/ping", "ab").await;
     assert_eq!(r.status / 100, 4, "{}{}", r.head, r.text());
     assert_eq!(t.up.request_count(), 0);
@@ -248,14 +252,7 @@ async fn custom_key_shorter_than_min_token_length_is_rejected() {
 #[tokio::test]
 async fn custom_key_respects_configured_min_token_length() {
     let t = start(json!({"min_token_length": 10})).await;
-    t.admin_error(
-        "POST",
-        "/tyk/keys/shortkey",
-        Some(&session_for(&[API])),
-        (400, &too_short(8, 10)),
-    )
-    .await;
-    assert_key_absent(&t.gw, "shortkey").await;
+    assert_too_short(&t, "shortkey", 10).await;
     create_custom_key(&t.gw, "tencharkey", &session_for(&[API]), Some(64)).await;
     t.works("tencharkey").await;
 }
