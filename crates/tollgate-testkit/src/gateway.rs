@@ -366,6 +366,11 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::admin`] `GET path`.
+    pub async fn admin_get(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        self.admin(reqwest::Method::GET, path, None).await
+    }
+
     /// Sends an admin API request with the `x-tyk-authorization` header set
     /// to the secret; returns status and body parsed as JSON (`Value::Null`
     /// for an empty body; panics if the body is not JSON).

@@ -12,6 +12,7 @@
 //! - [`keys`]: keyed APIs, sessions, the keys REST API and keyed requests.
 //! - [`limits`]: rate-limit and quota sessions and refusals.
 //! - [`traffic`]: load over several nodes and polling for an answer.
+//! - [`pg`]: a private PostgreSQL database per test.
 //! - [`encoding`]: base64, percent-encoding, query and cookie pairs.
 //!
 //! Test support code: failing loudly (panicking with context) is the
@@ -23,6 +24,7 @@ pub mod encoding;
 mod gateway;
 pub mod keys;
 pub mod limits;
+pub mod pg;
 pub mod raw;
 pub mod redis;
 pub mod traffic;
@@ -54,6 +56,20 @@ pub fn client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .expect("build reqwest client")
+}
+
+/// `GET url` through `client` with `headers`; returns the status (panics
+/// when there is no response).
+pub async fn get_status(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.status().as_u16()
 }
 
 /// The exact body Tyk (and Tollgate) generate for a gateway error.

@@ -73,7 +73,7 @@ async fn raw_admin(
 }
 
 async fn reload(gw: &Gateway) {
-    let (status, body) = gw.admin(Method::GET, "/tyk/reload?block=true", None).await;
+    let (status, body) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, ok_reload());
 }
@@ -180,7 +180,7 @@ async fn list_and_get_apis() {
         .start()
         .await;
     for path in ["/tyk/apis", "/tyk/apis/"] {
-        let (status, v) = gw.admin(Method::GET, path, None).await;
+        let (status, v) = gw.admin_get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         let mut ids: Vec<&str> = v
             .as_array()
@@ -192,13 +192,13 @@ async fn list_and_get_apis() {
         assert_eq!(ids, ["one", "two"], "{path}");
     }
 
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/one", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/one").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "one");
     assert_eq!(v["proxy"]["listen_path"], "/one/");
     assert_eq!(v["proxy"]["target_url"], up.url());
 
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/nope", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
 }
@@ -222,10 +222,10 @@ async fn created_api_goes_live_only_after_reload() {
     assert!(files[0].ends_with(".json"), "{files:?}");
 
     // Not live yet.
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/new1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/new1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v, json!([]), "the list shows an API that is not loaded yet");
     let r = get(gw.addr(), "/new1/x", &[]).await;
@@ -234,11 +234,11 @@ async fn created_api_goes_live_only_after_reload() {
 
     reload(&gw).await;
 
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/new1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/new1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "new1");
     assert_eq!(v["proxy"]["listen_path"], "/new1/");
-    let (_, v) = gw.admin(Method::GET, "/tyk/apis", None).await;
+    let (_, v) = gw.admin_get("/tyk/apis").await;
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v[0]["api_id"], "new1");
     let r = get(gw.addr(), "/new1/x?y=1", &[]).await;
@@ -262,9 +262,7 @@ async fn create_without_api_id_generates_one() {
     assert_eq!(files_with_api_id(&gw.apps_dir(), &key).len(), 1);
 
     reload(&gw).await;
-    let (status, v) = gw
-        .admin(Method::GET, &format!("/tyk/apis/{key}"), None)
-        .await;
+    let (status, v) = gw.admin_get(&format!("/tyk/apis/{key}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], key.as_str());
     let r = get(gw.addr(), "/gen/z", &[]).await;
@@ -319,7 +317,7 @@ async fn update_api() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(new.last().uri, "/after");
     assert_eq!(old.request_count(), 1);
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/p1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/p1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["proxy"]["target_url"], new.url());
     assert_eq!(files_with_api_id(&gw.apps_dir(), "p1").len(), 1);
@@ -350,7 +348,7 @@ async fn delete_api() {
     reload(&gw).await;
     let r = get(gw.addr(), "/d1/x", &[]).await;
     assert_tyk_error(&r, 404, "Not Found");
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/d1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/d1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
     let r = get(gw.addr(), "/keep/x", &[]).await;
@@ -389,10 +387,10 @@ async fn malformed_json_body_is_400() {
 async fn reload_endpoints() {
     let gw = gateway!().start().await;
     for path in ["/tyk/reload/group", "/tyk/reload?block=true"] {
-        let (status, v) = gw.admin(Method::GET, path, None).await;
+        let (status, v) = gw.admin_get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert_eq!(v, ok_reload(), "{path}");
     }
-    let (status, _) = gw.admin(Method::GET, "/tyk/reload", None).await;
+    let (status, _) = gw.admin_get("/tyk/reload").await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -114,7 +114,7 @@ async fn reloads_under_load_drop_no_requests() {
         }
     }
     // Let the last reload settle while traffic continues.
-    let (status, _) = gw.admin(Method::GET, "/tyk/reload?block=true", None).await;
+    let (status, _) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
@@ -227,7 +227,7 @@ async fn reload_does_not_cut_in_flight_requests() {
     // Remove the API and reload while the request waits for the upstream.
     let (status, _) = gw.admin(Method::DELETE, "/tyk/apis/s", None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = gw.admin(Method::GET, "/tyk/reload?block=true", None).await;
+    let (status, _) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
     let r = get(gw.addr(), "/s/other", &[]).await;
     assert_eq!(r.status, 404, "API still served after delete + reload");
@@ -314,7 +314,7 @@ async fn apis_created_through_the_admin_api_survive_a_restart() {
     let r = get(gw.addr(), "/persist/x", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().uri, "/x");
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/persist", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/persist").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "persist");
 }

@@ -160,9 +160,7 @@ async fn metrics_count_the_traffic_sent() {
     }
 
     // A reload is counted.
-    let (status, _) = gw
-        .admin(reqwest::Method::GET, "/tyk/reload?block=true", None)
-        .await;
+    let (status, _) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, 200);
     let text = scrape(port).await;
     assert_eq!(sample(&text, "tollgate_reloads_total"), 1);
