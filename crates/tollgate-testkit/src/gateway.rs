@@ -86,6 +86,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds `apps/<api_id>.json` with [`api_def`](crate::api_def)`(api_id,
+    /// listen_path, target_url)`: a keyless API.
+    pub fn with_api(self, api_id: &str, listen_path: &str, target_url: &str) -> Self {
+        let def = crate::api_def(api_id, listen_path, target_url);
+        self.api(&format!("{api_id}.json"), def)
+    }
+
     /// Adds `apps/<file_name>` with exactly `text` (e.g. broken JSON).
     pub fn raw_app(mut self, file_name: &str, text: &str) -> Self {
         self.apps.push((file_name.to_owned(), text.to_owned()));

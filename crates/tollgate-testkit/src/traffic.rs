@@ -1,6 +1,6 @@
 //! Traffic for the multi-node and outage tests: requests that report a
 //! missing answer instead of panicking, bursts, paced and closed-loop load
-//! spread over several nodes, and polling until a node answers as expected.
+//! spread over several nodes ([`Load`]), and polling until a node answers as expected.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -86,31 +86,29 @@ pub async fn try_get(
         .map_err(|e| format!("GET {target} on {addr}: {e}"))
 }
 
-/// What every request of a run shares: the target, the key, the timeout and
-/// when the run started.
+/// Load on several nodes: GETs of one target, optionally with a key,
+/// each on its own connection with its own timeout (see [`try_get`]).
 #[derive(Debug, Clone)]
-struct Run {
+pub struct Load {
     target: Arc<str>,
     key: Option<Arc<str>>,
     timeout: Duration,
+}
+
+/// One run of a [`Load`]: when it started.
+#[derive(Debug, Clone)]
+struct Run {
+    load: Load,
     start: Instant,
 }
 
 impl Run {
-    fn new(target: &str, key: Option<&str>, timeout: Duration) -> Self {
-        Self {
-            target: target.into(),
-            key: key.map(Into::into),
-            timeout,
-            start: Instant::now(),
-        }
-    }
-
-    /// One [`try_get`] to `addrs[node]`, timed.
+    /// One [`try_get`] to `addr` (node `node`), timed.
     async fn send(&self, node: usize, addr: SocketAddr) -> Sent {
         let at = self.start.elapsed();
         let t = Instant::now();
-        let resp = try_get(addr, &self.target, self.key.as_deref(), self.timeout).await;
+        let l = &self.load;
+        let resp = try_get(addr, &l.target, l.key.as_deref(), l.timeout).await;
         Sent {
             node,
             at,
@@ -129,80 +127,83 @@ async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<Vec<T>>>) -> Vec<T> {
     out
 }
 
-/// Sends `n` GETs of `target` spread round-robin over `addrs`, at most
-/// `concurrency` in flight, each with `timeout`.
-pub async fn burst(
-    addrs: &[SocketAddr],
-    target: &str,
-    key: Option<&str>,
-    n: usize,
-    concurrency: usize,
-    timeout: Duration,
-) -> Vec<Sent> {
-    let sem = Arc::new(Semaphore::new(concurrency));
-    let run = Run::new(target, key, timeout);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let node = i % addrs.len();
-        let (addr, run, sem) = (addrs[node], run.clone(), Arc::clone(&sem));
-        tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore");
-            vec![run.send(node, addr).await]
-        }));
+impl Load {
+    /// `GET target`, with `Authorization: key` when given, each request
+    /// failing after `timeout`.
+    pub fn new(target: &str, key: Option<&str>, timeout: Duration) -> Self {
+        Self {
+            target: target.into(),
+            key: key.map(Into::into),
+            timeout,
+        }
     }
-    join_all(tasks).await
-}
 
-/// Sends GETs at `per_sec` for `dur`, spread round-robin over `addrs`;
-/// each request is sent at its scheduled time on its own connection.
-pub async fn paced(
-    addrs: &[SocketAddr],
-    target: &str,
-    key: Option<&str>,
-    per_sec: u32,
-    dur: Duration,
-    timeout: Duration,
-) -> Vec<Sent> {
-    let run = Run::new(target, key, timeout);
-    let total = (f64::from(per_sec) * dur.as_secs_f64()).round() as usize;
-    let gap = Duration::from_secs_f64(1.0 / f64::from(per_sec));
-    let mut tasks = Vec::with_capacity(total);
-    for i in 0..total {
-        let due = run.start + gap * u32::try_from(i).expect("request index");
-        tokio::time::sleep_until(due.into()).await;
-        let node = i % addrs.len();
-        let (addr, run) = (addrs[node], run.clone());
-        tasks.push(tokio::spawn(
-            async move { vec![run.send(node, addr).await] },
-        ));
+    fn run(&self) -> Run {
+        Run {
+            load: self.clone(),
+            start: Instant::now(),
+        }
     }
-    join_all(tasks).await
-}
 
-/// `clients` clients, each sending GETs back to back (one connection per
-/// request) to `addrs[client % len]` until `dur` has passed.
-pub async fn closed_loop(
-    addrs: &[SocketAddr],
-    target: &str,
-    key: Option<&str>,
-    clients: usize,
-    dur: Duration,
-    timeout: Duration,
-) -> Vec<Sent> {
-    let run = Run::new(target, key, timeout);
-    let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let node = c % addrs.len();
-        let (addr, run) = (addrs[node], run.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            while run.start.elapsed() < dur {
-                out.push(run.send(node, addr).await);
-            }
-            out
-        }));
+    /// Sends `n` requests spread round-robin over `addrs`, at most
+    /// `concurrency` in flight.
+    pub async fn burst(&self, addrs: &[SocketAddr], n: usize, concurrency: usize) -> Vec<Sent> {
+        let sem = Arc::new(Semaphore::new(concurrency));
+        let run = self.run();
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let node = i % addrs.len();
+            let (addr, run, sem) = (addrs[node], run.clone(), Arc::clone(&sem));
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore");
+                vec![run.send(node, addr).await]
+            }));
+        }
+        join_all(tasks).await
     }
-    join_all(tasks).await
+
+    /// Sends `per_sec` requests a second for `dur`, spread round-robin over
+    /// `addrs`; each is sent at its scheduled time.
+    pub async fn paced(&self, addrs: &[SocketAddr], per_sec: u32, dur: Duration) -> Vec<Sent> {
+        let run = self.run();
+        let total = (f64::from(per_sec) * dur.as_secs_f64()).round() as usize;
+        let gap = Duration::from_secs_f64(1.0 / f64::from(per_sec));
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            let due = run.start + gap * u32::try_from(i).expect("request index");
+            tokio::time::sleep_until(due.into()).await;
+            let node = i % addrs.len();
+            let (addr, run) = (addrs[node], run.clone());
+            tasks.push(tokio::spawn(
+                async move { vec![run.send(node, addr).await] },
+            ));
+        }
+        join_all(tasks).await
+    }
+
+    /// `clients` clients, each sending requests back to back to
+    /// `addrs[client % len]` until `dur` has passed.
+    pub async fn closed_loop(
+        &self,
+        addrs: &[SocketAddr],
+        clients: usize,
+        dur: Duration,
+    ) -> Vec<Sent> {
+        let run = self.run();
+        let mut tasks = Vec::with_capacity(clients);
+        for c in 0..clients {
+            let node = c % addrs.len();
+            let (addr, run) = (addrs[node], run.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                while run.start.elapsed() < dur {
+                    out.push(run.send(node, addr).await);
+                }
+                out
+            }));
+        }
+        join_all(tasks).await
+    }
 }
 
 /// The addresses of `gws`, for [`burst`], [`paced`] and [`closed_loop`].

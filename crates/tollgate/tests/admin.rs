@@ -90,10 +90,7 @@ async fn hello_needs_no_secret() {
 #[tokio::test]
 async fn admin_calls_without_the_right_secret_are_403() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     let before = dir_listing(&gw.apps_dir());
     let new_def = api_def("sneaky", "/sneaky/", &up.url()).to_string();
     let calls: [(&str, &str, &[u8]); 7] = [
@@ -141,7 +138,7 @@ async fn empty_secret_disables_the_admin_api() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .secret("")
-        .api("a.json", api_def("a", "/a/", &up.url()))
+        .with_api("a", "/a/", &up.url())
         .start()
         .await;
     let before = dir_listing(&gw.apps_dir());
@@ -175,8 +172,8 @@ async fn list_and_get_apis() {
     drop(empty);
 
     let gw = gateway!()
-        .api("one.json", api_def("one", "/one/", &up.url()))
-        .api("two.json", api_def("two", "/two/", &up.url()))
+        .with_api("one", "/one/", &up.url())
+        .with_api("two", "/two/", &up.url())
         .start()
         .await;
     for path in ["/tyk/apis", "/tyk/apis/"] {
@@ -274,10 +271,7 @@ async fn create_without_api_id_generates_one() {
 async fn update_api() {
     let old = MockUpstream::start().await;
     let new = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("p1.json", api_def("p1", "/p1/", &old.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("p1", "/p1/", &old.url()).start().await;
 
     // Mismatched id: rejected, nothing changes.
     let other = api_def("other", "/p1/", &new.url());
@@ -327,8 +321,8 @@ async fn update_api() {
 async fn delete_api() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api("d1.json", api_def("d1", "/d1/", &up.url()))
-        .api("keep.json", api_def("keep", "/keep/", &up.url()))
+        .with_api("d1", "/d1/", &up.url())
+        .with_api("keep", "/keep/", &up.url())
         .start()
         .await;
 
@@ -359,10 +353,7 @@ async fn delete_api() {
 #[tokio::test]
 async fn malformed_json_body_is_400() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("m.json", api_def("m", "/m/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
     let before = dir_listing(&gw.apps_dir());
     let malformed = json!({"status": "error", "message": "Request malformed"});
     for (method, path) in [("POST", "/tyk/apis"), ("PUT", "/tyk/apis/m")] {

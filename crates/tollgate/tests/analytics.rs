@@ -176,7 +176,7 @@ async fn a_stopped_sink_costs_no_traffic_and_counts_drops() {
     let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true,
             "prometheus": {"enabled": true, "listen_port": metrics_port}}))
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
     redis.stop().await;
@@ -223,7 +223,7 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
     let gw = gateway!()
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
     let (key, key_hash) = create_key(&gw, &keyed_key_body()).await;
@@ -292,7 +292,7 @@ async fn records_arrive_in_postgresql() {
             json!({"enable_analytics": true, "analytics_config": {"type": "postgres",
             "connection_string": db.url()}}),
         )
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
     let c = client();

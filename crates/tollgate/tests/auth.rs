@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tollgate_testkit::encoding::{cookie_pairs, pct_encode, query_pairs};
 use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
 const API: &str = "keyed";
 
@@ -577,7 +577,7 @@ async fn custom_key_works_on_another_api_of_the_same_org() {
 async fn keyless_api_ignores_keys() {
     let up = MockUpstream::start().await;
     let gw = with_keyed_api(gateway!(), &up.url(), json!({}))
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
     let t = Env { gw, up };

@@ -17,7 +17,7 @@ async fn conf_flag_with_equals_sign() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .conf_equals_form()
-        .api("a.json", api_def("a", "/a/", &up.url()))
+        .with_api("a", "/a/", &up.url())
         .start()
         .await;
     let r = get(gw.addr(), "/a/x", &[]).await;
@@ -28,10 +28,7 @@ async fn conf_flag_with_equals_sign() {
 #[tokio::test]
 async fn sighup_reloads_app_path() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     let r = get(gw.addr(), "/b/x", &[]).await;
     assert_eq!(r.status, 404);
 
@@ -63,7 +60,7 @@ async fn sighup_reloads_app_path() {
 async fn reloads_under_load_drop_no_requests() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api("load.json", api_def("load", "/load/", &up.url()))
+        .with_api("load", "/load/", &up.url())
         .start()
         .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,10 +138,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "/slow",
         Reply::fixed(200, "done").delay(Duration::from_millis(1500)),
     );
-    let mut gw = gateway!()
-        .api("s.json", api_def("s", "/s/", &up.url()))
-        .start()
-        .await;
+    let mut gw = gateway!().with_api("s", "/s/", &up.url()).start().await;
     let url = gw.url("/s/slow");
     let in_flight = tokio::spawn(async move {
         let resp = client().get(url).send().await.unwrap();
@@ -183,10 +177,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 #[tokio::test]
 async fn idle_keep_alive_connections_do_not_delay_shutdown() {
     let up = MockUpstream::start().await;
-    let mut gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let mut gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     // A client that keeps its connection open after a request.
     let mut idle = RawClient::connect(gw.addr()).await.unwrap();
     idle.send(format!("GET /a/x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr()).as_bytes())
@@ -212,10 +203,7 @@ async fn reload_does_not_cut_in_flight_requests() {
         "/slow",
         Reply::fixed(200, "slow done").delay(Duration::from_millis(800)),
     );
-    let gw = gateway!()
-        .api("s.json", api_def("s", "/s/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("s", "/s/", &up.url()).start().await;
     let url = gw.url("/s/slow");
     let in_flight = tokio::spawn(async move {
         let resp = client().get(url).send().await.unwrap();
@@ -295,7 +283,7 @@ async fn unknown_config_keys_are_ignored() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .conf(json!({"some_future_option": {"x": [1, 2]}, "enable_analytics": true}))
-        .api("a.json", api_def("a", "/a/", &up.url()))
+        .with_api("a", "/a/", &up.url())
         .start()
         .await;
     let r = get(gw.addr(), "/a/x", &[]).await;

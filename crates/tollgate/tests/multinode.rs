@@ -27,29 +27,15 @@ async fn nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway>
 /// Polls `GET /api/ping` with `key` on `gw` every 50 ms until it answers
 /// 403 with exactly `message`; panics if that takes longer than 1 s from
 /// `since`. Returns how long it took.
-async fn refused_within_1s(
+async fn node_refuses_within_1s(
     gw: &Gateway,
     key: &str,
     message: &str,
     since: Instant,
     name: &str,
 ) -> Duration {
-    let want = tyk_error_body(message);
-    let (resp, took) = poll_until(
-        since,
-        Duration::from_secs(1),
-        &format!("node {name} refusing the key with 403 {message:?}"),
-        || async {
-            let r = get_with_key(gw, "/api/ping", key).await;
-            if r.status == 403 && r.text() == want {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
-    assert_tyk_error(&resp, 403, message);
+    let what = format!("node {name} refusing the key with 403 {message:?}");
+    let took = refused_within_1s(gw, ("/api/ping", key), message, since, &what).await;
     assert!(
         took <= Duration::from_secs(1),
         "node {name} took {took:?} to refuse the key"
@@ -129,8 +115,8 @@ async fn key_update_and_delete_reach_every_node_within_a_second() {
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["action"], "modified", "{}", r.json);
     let since = Instant::now();
-    let tb = refused_within_1s(b, &key, MSG_INACTIVE, since, "B").await;
-    let tc = refused_within_1s(c, &key, MSG_INACTIVE, since, "C").await;
+    let tb = node_refuses_within_1s(b, &key, MSG_INACTIVE, since, "B").await;
+    let tc = node_refuses_within_1s(c, &key, MSG_INACTIVE, since, "C").await;
     eprintln!("inactive seen on B after {tb:?}, on C after {tc:?}");
 
     // Delete on A.
@@ -138,8 +124,8 @@ async fn key_update_and_delete_reach_every_node_within_a_second() {
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["action"], "deleted", "{}", r.json);
     let since = Instant::now();
-    let tb = refused_within_1s(b, &key, MSG_DISALLOWED, since, "B").await;
-    let tc = refused_within_1s(c, &key, MSG_DISALLOWED, since, "C").await;
+    let tb = node_refuses_within_1s(b, &key, MSG_DISALLOWED, since, "B").await;
+    let tc = node_refuses_within_1s(c, &key, MSG_DISALLOWED, since, "C").await;
     eprintln!("delete seen on B after {tb:?}, on C after {tc:?}");
 
     // It stays refused (no stale cache entry comes back) and A agrees.
@@ -160,20 +146,8 @@ async fn key_update_and_delete_reach_every_node_within_a_second() {
 /// `GET path` answers 200 from the echo upstream on `gw` (polling every
 /// 50 ms until `deadline` from `since`).
 async fn serves_within(gw: &Gateway, path: &str, since: Instant, deadline: Duration, name: &str) {
-    let (_, took) = poll_until(
-        since,
-        deadline,
-        &format!("node {name} serving {path}"),
-        || async {
-            let r = call(gw, "GET", path, &[]).await;
-            if r.status == 200 {
-                Ok(())
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
+    let what = format!("node {name} serving {path}");
+    let (_, took) = status_within(gw, (path, None), 200, (since, deadline), &what).await;
     eprintln!("node {name} serves {path} after {took:?}");
 }
 
@@ -231,15 +205,9 @@ async fn quota_is_exact_across_nodes() {
     );
     let (key, _) = create_key(&gws[0], &body).await;
 
-    let sent = burst(
-        &addrs(&gws),
-        "/api/q",
-        Some(&key),
-        700,
-        100,
-        Duration::from_secs(10),
-    )
-    .await;
+    let sent = Load::new("/api/q", Some(&key), Duration::from_secs(10))
+        .burst(&addrs(&gws), 700, 100)
+        .await;
     let counts = status_counts(&sent);
     let ok = sent.iter().filter(|s| s.status() == 200).count();
     let quota_body = tyk_error_body(MSG_QUOTA);
@@ -288,15 +256,9 @@ async fn rate_limit_holds_across_nodes() {
     }
     up.clear();
 
-    let sent = paced(
-        &addrs(&gws),
-        "/api/r",
-        Some(&key),
-        150,
-        Duration::from_secs(3),
-        Duration::from_secs(5),
-    )
-    .await;
+    let sent = Load::new("/api/r", Some(&key), Duration::from_secs(5))
+        .paced(&addrs(&gws), 150, Duration::from_secs(3))
+        .await;
     assert_ok_or_rate_limited(&sent);
     let mut windows = [0usize; 3];
     for s in sent.iter().filter(|s| s.status() == 200) {
@@ -341,15 +303,9 @@ async fn batched_counting_is_exact_across_nodes() {
     );
     let (key, _) = create_key(&gws[0], &body).await;
 
-    let sent = burst(
-        &addrs(&gws),
-        "/api/b",
-        Some(&key),
-        2000,
-        150,
-        Duration::from_secs(20),
-    )
-    .await;
+    let sent = Load::new("/api/b", Some(&key), Duration::from_secs(20))
+        .burst(&addrs(&gws), 2000, 150)
+        .await;
     assert_ok_or_rate_limited(&sent);
     let ok: Vec<_> = sent.iter().filter(|s| s.status() == 200).collect();
     assert_eq!(ok.len(), 1200, "statuses {:?}", status_counts(&sent));

@@ -24,7 +24,7 @@ async fn start(up: &MockUpstream, metrics_port: u16) -> Gateway {
             "enable_access_log": true,
             "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": metrics_port, "path": "/metrics"}
         }))
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .api("keyed.json", keyed)
         .start()
         .await

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tollgate_testkit::keys::*;
 use tollgate_testkit::pg::{PgDb, sql_literal};
-use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
+use tollgate_testkit::raw::assert_tyk_error;
 use tollgate_testkit::redis::*;
-use tollgate_testkit::traffic::*;
+use tollgate_testkit::traffic;
 use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, merge_json};
 
 const TABLE: &str = "tollgate_api_definitions";
@@ -95,20 +95,9 @@ async fn assert_not_served(gw: &Gateway, up: &MockUpstream, target: &str) {
 /// Polls `GET target` on `gw` every 50 ms until it answers `status`, failing
 /// after [`RELOAD_DEADLINE`] from `since`.
 async fn status_within(gw: &Gateway, target: &str, status: u16, since: Instant, name: &str) {
-    let (_, took): (RawResponse, Duration) = poll_until(
-        since,
-        RELOAD_DEADLINE,
-        &format!("node {name} answering {status} to GET {target}"),
-        || async {
-            let r = call(gw, "GET", target, &[]).await;
-            if r.status == status {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
+    let what = format!("node {name} answering {status} to GET {target}");
+    let (_, took) =
+        traffic::status_within(gw, (target, None), status, (since, RELOAD_DEADLINE), &what).await;
     eprintln!("node {name}: GET {target} -> {status} after {took:?}");
 }
 

@@ -48,22 +48,8 @@ async fn cluster_key_is_shared_and_delete_reaches_the_other_node() {
     let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
     assert_eq!(r.status, 200, "{}", r.json);
     let since = Instant::now();
-    let want = tyk_error_body(MSG_DISALLOWED);
-    let (resp, took) = poll_until(
-        since,
-        Duration::from_secs(1),
-        "node B refusing the deleted key",
-        || async {
-            let r = get_with_key(b, "/api/ping", &key).await;
-            if r.status == 403 && r.text() == want {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
-    assert_tyk_error(&resp, 403, MSG_DISALLOWED);
+    let what = "node B refusing the deleted key";
+    let took = refused_within_1s(b, ("/api/ping", &key), MSG_DISALLOWED, since, what).await;
     assert!(took <= Duration::from_secs(1), "B took {took:?}");
     eprintln!("delete seen on B after {took:?}");
     assert_tyk_error(
@@ -85,22 +71,12 @@ async fn cluster_quota_is_exact_across_nodes() {
     );
     let (key, hash) = create_key(&gws[0], &body).await;
 
-    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
-    let sent = burst(
-        &addrs,
-        "/api/q",
-        Some(&key),
-        60,
-        60,
-        Duration::from_secs(10),
-    )
-    .await;
+    let addrs = addrs(&gws);
+    let sent = Load::new("/api/q", Some(&key), Duration::from_secs(10))
+        .burst(&addrs, 60, 60)
+        .await;
     let quota_body = tyk_error_body(MSG_QUOTA);
-    let is_refusal = |s: &Sent| {
-        s.resp
-            .as_ref()
-            .is_ok_and(|r| r.status == 403 && r.text() == quota_body)
-    };
+    let is_refusal = |s: &Sent| s.is(403, &quota_body);
     let ok = sent.iter().filter(|s| s.status() == 200).count();
     let refused = sent.iter().filter(|s| is_refusal(s)).count();
     assert_eq!(

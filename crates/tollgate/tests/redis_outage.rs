@@ -15,7 +15,7 @@ use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_gateway_error_shape, assert_tyk_error};
 use tollgate_testkit::redis::*;
 use tollgate_testkit::traffic::*;
-use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, tyk_error_body};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
 
 const API: &str = "keyed";
 const MSG_UNAVAILABLE: &str = "Key store unavailable, please retry";
@@ -35,16 +35,10 @@ async fn keyless_api_without_global_rate_limit_ignores_a_redis_outage() {
 
     redis.stop().await;
     up.clear();
-    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
-    let sent = closed_loop(
-        &addrs,
-        "/open/x",
-        None,
-        4,
-        Duration::from_secs(3),
-        OUTAGE_ANSWER,
-    )
-    .await;
+    let addrs = addrs(&gws);
+    let sent = Load::new("/open/x", None, OUTAGE_ANSWER)
+        .closed_loop(&addrs, 4, Duration::from_secs(3))
+        .await;
     let bad = first_bad(&sent, |s| s.status() == 200);
     assert!(
         bad.is_empty(),
@@ -205,16 +199,10 @@ async fn outage_traffic(
     }
 
     // Concurrent traffic with the shared key.
-    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
-    let sent = burst(
-        &addrs,
-        "/api/known",
-        Some(&keys.both),
-        40,
-        20,
-        OUTAGE_ANSWER,
-    )
-    .await;
+    let addrs = addrs(gws);
+    let sent = Load::new("/api/known", Some(&keys.both), OUTAGE_ANSWER)
+        .burst(&addrs, 40, 20)
+        .await;
     for s in &sent {
         let r = s
             .resp
@@ -283,20 +271,9 @@ async fn recovers_within_5s(gws: &[Gateway], back: Instant) -> (String, String) 
     .await;
     eprintln!("key creation works {took:?} after Redis came back");
     for (gw, name) in gws.iter().zip(["A", "B"]) {
-        let (_, took) = poll_until(
-            back,
-            Duration::from_secs(5),
-            &format!("node {name} serving a new key after Redis came back"),
-            || async {
-                let r = get_with_key(gw, "/api/after", &key).await;
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("{}{}", r.head, r.text()))
-                }
-            },
-        )
-        .await;
+        let what = format!("node {name} serving a new key after Redis came back");
+        let target = ("/api/after", Some(key.as_str()));
+        let (_, took) = status_within(gw, target, 200, (back, Duration::from_secs(5)), &what).await;
         eprintln!("node {name} serves the new key {took:?} after Redis came back");
     }
     (key, hash)
@@ -309,22 +286,8 @@ async fn delete_reaches_b_within_1s(gws: &[Gateway], key: &str) {
     let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
     assert_eq!(r.status, 200, "{}", r.json);
     let since = Instant::now();
-    let want = tyk_error_body(MSG_DISALLOWED);
-    let (resp, took) = poll_until(
-        since,
-        Duration::from_secs(1),
-        "node B refusing a key deleted on A after the outage",
-        || async {
-            let r = get_with_key(b, "/api/after", key).await;
-            if r.status == 403 && r.text() == want {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
-    assert_tyk_error(&resp, 403, MSG_DISALLOWED);
+    let what = "node B refusing a key deleted on A after the outage";
+    let took = refused_within_1s(b, ("/api/after", key), MSG_DISALLOWED, since, what).await;
     eprintln!("delete after the outage seen on B after {took:?}");
 }
 

@@ -27,10 +27,7 @@ async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
 #[tokio::test]
 async fn unmatched_path_is_a_tyk_404() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     let r = get(gw.addr(), "/nothing/here", &[]).await;
     assert_tyk_error(&r, 404, "Not Found");
     let r = get(gw.addr(), "/", &[]).await;
@@ -116,7 +113,7 @@ async fn inactive_api_is_not_served() {
     off["active"] = json!(false);
     let gw = gateway!()
         .api("off.json", off)
-        .api("on.json", api_def("on", "/on/", &up.url()))
+        .with_api("on", "/on/", &up.url())
         .start()
         .await;
 
@@ -181,7 +178,7 @@ async fn check_bad_file_is_skipped(file: &str, text: &str, bad_path: &str) {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .raw_app(file, text)
-        .api("good.json", api_def("good", "/good/", &up.url()))
+        .with_api("good", "/good/", &up.url())
         .start()
         .await;
 
@@ -235,7 +232,7 @@ async fn only_json_files_are_loaded() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .raw_app("notes.txt", &api_def("txt", "/txt/", &up.url()).to_string())
-        .api("good.json", api_def("good", "/good/", &up.url()))
+        .with_api("good", "/good/", &up.url())
         .start()
         .await;
     let r = get(gw.addr(), "/txt/x", &[]).await;
@@ -269,11 +266,8 @@ async fn public_private() -> (Gateway, MockUpstream, MockUpstream) {
     let public = MockUpstream::start().await;
     let private = MockUpstream::start().await;
     let gw = gateway!()
-        .api("public.json", api_def("public", "/public/", &public.url()))
-        .api(
-            "private.json",
-            api_def("private", "/private/", &private.url()),
-        )
+        .with_api("public", "/public/", &public.url())
+        .with_api("private", "/private/", &private.url())
         .start()
         .await;
     (gw, public, private)
