@@ -373,6 +373,26 @@ impl Gateway {
         }
     }
 
+    /// `GET target` (with `headers`) answers 200 and `up`'s last request
+    /// was for `upstream_uri`.
+    pub async fn assert_routed(
+        &self,
+        up: &crate::MockUpstream,
+        target: &str,
+        headers: &[(&str, &str)],
+        upstream_uri: &str,
+    ) {
+        let r = raw::get(self.addr(), target, headers).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(up.last().uri, upstream_uri);
+    }
+
+    /// `GET target` (with `headers`) is the gateway's 404 `Not Found`.
+    pub async fn assert_not_found(&self, target: &str, headers: &[(&str, &str)]) {
+        let r = raw::get(self.addr(), target, headers).await;
+        raw::assert_tyk_error(&r, 404, "Not Found");
+    }
+
     /// [`Gateway::admin`] `GET path`.
     pub async fn admin_get(&self, path: &str) -> (reqwest::StatusCode, Value) {
         self.admin(reqwest::Method::GET, path, None).await

@@ -72,6 +72,19 @@ pub async fn get_status(client: &reqwest::Client, url: &str, headers: &[(&str, &
     resp.status().as_u16()
 }
 
+/// Asserts a finished command (`shown` as run) succeeded; returns its
+/// stdout.
+pub(crate) fn command_stdout(shown: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The exact body Tyk (and Tollgate) generate for a gateway error.
 pub fn tyk_error_body(message: &str) -> String {
     format!("{{\n    \"error\": \"{message}\"\n}}")

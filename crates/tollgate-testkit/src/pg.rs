@@ -113,15 +113,8 @@ impl PgDb {
         let out = psql_async(&self.name, sql)
             .await
             .unwrap_or_else(|e| panic!("run psql: {e}"));
-        assert!(
-            out.status.success(),
-            "psql -d {} -c {sql:?} failed ({}): {}{}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        let shown = format!("psql -d {} -c {sql:?}", self.name);
+        let mut s = crate::command_stdout(&shown, &out);
         while s.ends_with('\n') {
             s.pop();
         }

@@ -303,14 +303,7 @@ pub async fn redis_cli(port: u16, cluster: bool, args: &[&str]) -> String {
         .await
         .expect("join redis-cli")
         .unwrap_or_else(|e| panic!("{shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut s = crate::command_stdout(&shown, &out);
     if s.ends_with('\n') {
         s.pop();
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tollgate_testkit::raw::{assert_tyk_error, get, request};
+use tollgate_testkit::raw::{get, request};
 use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
 
 const DENIED: &str = "Attempted administrative access with invalid or missing key!";
@@ -225,8 +225,7 @@ async fn created_api_goes_live_only_after_reload() {
     let (status, v) = gw.admin_get("/tyk/apis").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v, json!([]), "the list shows an API that is not loaded yet");
-    let r = get(gw.addr(), "/new1/x", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/new1/x", &[]).await;
     assert_eq!(up.request_count(), 0);
 
     reload(&gw).await;
@@ -238,9 +237,7 @@ async fn created_api_goes_live_only_after_reload() {
     let (_, v) = gw.admin_get("/tyk/apis").await;
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v[0]["api_id"], "new1");
-    let r = get(gw.addr(), "/new1/x?y=1", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x?y=1");
+    gw.assert_routed(&up, "/new1/x?y=1", &[], "/x?y=1").await;
 }
 
 #[tokio::test]
@@ -262,9 +259,7 @@ async fn create_without_api_id_generates_one() {
     let (status, v) = gw.admin_get(&format!("/tyk/apis/{key}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], key.as_str());
-    let r = get(gw.addr(), "/gen/z", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/z");
+    gw.assert_routed(&up, "/gen/z", &[], "/z").await;
 }
 
 #[tokio::test]
@@ -301,15 +296,11 @@ async fn update_api() {
     );
 
     // Not live until reload.
-    let r = get(gw.addr(), "/p1/before", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(old.last().uri, "/before");
+    gw.assert_routed(&old, "/p1/before", &[], "/before").await;
     assert_eq!(new.request_count(), 0);
 
     reload(&gw).await;
-    let r = get(gw.addr(), "/p1/after", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(new.last().uri, "/after");
+    gw.assert_routed(&new, "/p1/after", &[], "/after").await;
     assert_eq!(old.request_count(), 1);
     let (status, v) = gw.admin_get("/tyk/apis/p1").await;
     assert_eq!(status, StatusCode::OK);
@@ -340,8 +331,7 @@ async fn delete_api() {
     );
 
     reload(&gw).await;
-    let r = get(gw.addr(), "/d1/x", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/d1/x", &[]).await;
     let (status, v) = gw.admin_get("/tyk/apis/d1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());

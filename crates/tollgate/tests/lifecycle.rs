@@ -20,9 +20,7 @@ async fn conf_flag_with_equals_sign() {
         .with_api("a", "/a/", &up.url())
         .start()
         .await;
-    let r = get(gw.addr(), "/a/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
+    gw.assert_routed(&up, "/a/x", &[], "/x").await;
 }
 
 #[tokio::test]
@@ -51,9 +49,7 @@ async fn sighup_reloads_app_path() {
     }
     assert_eq!(up.last().uri, "/x");
     // Still alive and still serving the old API.
-    let r = get(gw.addr(), "/a/y", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/y");
+    gw.assert_routed(&up, "/a/y", &[], "/y").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,9 +295,7 @@ async fn apis_created_through_the_admin_api_survive_a_restart() {
     assert_eq!(status, StatusCode::OK);
 
     gw.restart().await;
-    let r = get(gw.addr(), "/persist/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
+    gw.assert_routed(&up, "/persist/x", &[], "/x").await;
     let (status, v) = gw.admin_get("/tyk/apis/persist").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "persist");
