@@ -24,12 +24,31 @@ const TARGET: &str = "/lim/x";
 
 /// A gateway with one keyed API (`limited` on /lim/) proxying to `up`,
 /// `api_extra` merged into its definition and `conf` into tyk.conf.
-async fn start(up: &MockUpstream, api_extra: Value, conf: Value) -> Gateway {
+async fn start_on(up: &MockUpstream, api_extra: Value, conf: Value) -> Gateway {
     gateway!()
         .conf(conf)
         .api("limited.json", keyed_api(API, LISTEN, &up.url(), api_extra))
         .start()
         .await
+}
+
+/// [`start_on`] a new upstream.
+async fn start(api_extra: Value, conf: Value) -> (MockUpstream, Gateway) {
+    let up = MockUpstream::start().await;
+    let gw = start_on(&up, api_extra, conf).await;
+    (up, gw)
+}
+
+/// [`start`] with no extra settings, and a [`key`] with the given limits.
+async fn start_with_key(
+    rate: i64,
+    per: i64,
+    quota_max: i64,
+    renewal: i64,
+) -> (MockUpstream, Gateway, String) {
+    let (up, gw) = start(json!({}), json!({})).await;
+    let k = key(&gw, rate, per, quota_max, renewal).await;
+    (up, gw, k)
 }
 
 /// A key on `API` with the given limits.
@@ -59,6 +78,34 @@ async fn put_ok(gw: &Gateway, path: &str, body: &Value) -> Admin {
     a
 }
 
+/// Asserts `n` requests to `target` with `k` in a row are proxied.
+async fn assert_passes(gw: &Gateway, target: &str, k: &str, n: usize, what: &str) {
+    for i in 0..n {
+        assert_ok(&get_key(gw, target, k).await, &format!("{what} {i}"));
+    }
+}
+
+/// Sends `GET TARGET` with `k` until one is proxied, checking each refusal
+/// with `refused` and sleeping `every_ms` in between; fails with `what`
+/// once `deadline` has passed. Returns when the request passed.
+async fn poll_until_passed(
+    gw: &Gateway,
+    k: &str,
+    (deadline, every_ms): (Instant, u64),
+    refused: impl Fn(&RawResponse),
+    what: &str,
+) -> Instant {
+    loop {
+        let r = get_key(gw, TARGET, k).await;
+        if r.status == 200 {
+            return Instant::now();
+        }
+        refused(&r);
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
+}
+
 async fn sleep_until(t: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
 }
@@ -67,9 +114,7 @@ async fn sleep_until(t: Instant) {
 
 #[tokio::test]
 async fn rate_limit_admits_exactly_rate_then_429_until_window_slides() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 5, 3, -1, 0).await;
+    let (up, gw, k) = start_with_key(5, 3, -1, 0).await;
 
     let first_sent = Instant::now();
     let mut statuses = Vec::new();
@@ -102,18 +147,9 @@ async fn rate_limit_admits_exactly_rate_then_429_until_window_slides() {
     // Once the window slid past the first admissions, requests pass again
     // (the refused polls in between do not hold the window).
     let deadline = first_sent + Duration::from_millis(4500);
-    let passed_at = loop {
-        let r = get_key(&gw, TARGET, &k).await;
-        if r.status == 200 {
-            break Instant::now();
-        }
-        assert_429(&r, MSG_RATE, 3);
-        assert!(
-            Instant::now() < deadline,
-            "no request passed within 4.5 s of the first admission"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let what = "no request passed within 4.5 s of the first admission";
+    let refused = |r: &RawResponse| assert_429(r, MSG_RATE, 3);
+    let passed_at = poll_until_passed(&gw, &k, (deadline, 50), refused, what).await;
     let after = passed_at - first_sent;
     assert!(
         after >= Duration::from_millis(2990),
@@ -128,18 +164,12 @@ async fn rate_limit_is_a_sliding_window() {
     // only the 2 from t=0 have left the window (exactly 2 pass), and at
     // t=4.8 the 3 from t=1.5 have left too (exactly 3 pass). Fixed 3 s
     // windows would let 5 through at t=3.3.
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 5, 3, -1, 0).await;
+    let (up, gw, k) = start_with_key(5, 3, -1, 0).await;
 
     let t0 = Instant::now();
-    for i in 0..2 {
-        assert_ok(&get_key(&gw, TARGET, &k).await, &format!("t=0 #{i}"));
-    }
+    assert_passes(&gw, TARGET, &k, 2, "t=0 #").await;
     sleep_until(t0 + Duration::from_millis(1500)).await;
-    for i in 0..3 {
-        assert_ok(&get_key(&gw, TARGET, &k).await, &format!("t=1.5 #{i}"));
-    }
+    assert_passes(&gw, TARGET, &k, 3, "t=1.5 #").await;
     assert_429(&get_key(&gw, TARGET, &k).await, MSG_RATE, 3);
 
     sleep_until(t0 + Duration::from_millis(2700)).await;
@@ -176,9 +206,7 @@ async fn rate_limit_is_a_sliding_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_do_not_consume_rate_allowance() {
     // rate 10 per 1 s; 30 requests per second, evenly spaced, for 3 s.
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 10, 1, -1, 0).await;
+    let (up, gw, k) = start_with_key(10, 1, -1, 0).await;
     let addr = gw.addr();
 
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -221,16 +249,17 @@ async fn refused_requests_do_not_consume_rate_allowance() {
 
 #[tokio::test]
 async fn rate_zero_or_minus_one_is_unlimited() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
+    let (up, gw) = start(json!({}), json!({})).await;
     for (rate, per) in [(0, 0), (0, 1), (-1, 1), (-1, 0)] {
         let k = key(&gw, rate, per, -1, 0).await;
-        for i in 0..25 {
-            assert_ok(
-                &get_key(&gw, TARGET, &k).await,
-                &format!("rate {rate} per {per}, request {i}"),
-            );
-        }
+        assert_passes(
+            &gw,
+            TARGET,
+            &k,
+            25,
+            &format!("rate {rate} per {per}, request"),
+        )
+        .await;
     }
     assert_eq!(up.request_count(), 100);
 }
@@ -239,13 +268,11 @@ async fn rate_zero_or_minus_one_is_unlimited() {
 
 #[tokio::test]
 async fn quota_exceeded_then_renews() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
+    let (up, gw) = start(json!({}), json!({})).await;
     let created = Instant::now();
     let k = key(&gw, 0, 0, 2, 2).await;
 
-    assert_ok(&get_key(&gw, TARGET, &k).await, "quota 1/2");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "quota 2/2");
+    assert_passes(&gw, TARGET, &k, 2, "quota 1/2 ..quota 2/2").await;
     let r = get_key(&gw, TARGET, &k).await;
     assert_quota_exceeded(&r, 3);
     assert_no_ratelimit_headers(&r);
@@ -253,18 +280,9 @@ async fn quota_exceeded_then_renews() {
 
     // After the 2 s renewal, requests pass again.
     let deadline = created + Duration::from_millis(4500);
-    loop {
-        let r = get_key(&gw, TARGET, &k).await;
-        if r.status == 200 {
-            break;
-        }
-        assert_quota_exceeded(&r, 3);
-        assert!(
-            Instant::now() < deadline,
-            "the quota did not renew within 4.5 s of creating the key (renewal 2 s)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = "the quota did not renew within 4.5 s of creating the key (renewal 2 s)";
+    let refused = |r: &RawResponse| assert_quota_exceeded(r, 3);
+    poll_until_passed(&gw, &k, (deadline, 100), refused, what).await;
     // The renewed period again allows exactly quota_max.
     assert_ok(&get_key(&gw, TARGET, &k).await, "renewed 2/2");
     assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3);
@@ -287,26 +305,15 @@ async fn quota_does_not_renew_before_the_renewal_period() {
     // quota period began (at the earliest, when the key was created). The
     // key is created half-way through a wall-clock second, so renewing on
     // whole unix seconds would show up as a renewal ~1.5 s in.
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
+    let (up, gw) = start(json!({}), json!({})).await;
     align_to_fraction(0.5).await;
     let created = Instant::now();
     let k = key(&gw, 0, 0, 2, 2).await;
-    assert_ok(&get_key(&gw, TARGET, &k).await, "1/2");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "2/2");
+    assert_passes(&gw, TARGET, &k, 2, "1/2 ..2/2").await;
     let deadline = created + Duration::from_millis(3500);
-    let renewed_after = loop {
-        let r = get_key(&gw, TARGET, &k).await;
-        if r.status == 200 {
-            break created.elapsed();
-        }
-        assert_quota_exceeded(&r, 3);
-        assert!(
-            Instant::now() < deadline,
-            "the quota did not renew within 3.5 s (renewal 2 s)"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let what = "the quota did not renew within 3.5 s (renewal 2 s)";
+    let refused = |r: &RawResponse| assert_quota_exceeded(r, 3);
+    let renewed_after = poll_until_passed(&gw, &k, (deadline, 25), refused, what).await - created;
     assert!(
         renewed_after >= Duration::from_millis(1990),
         "a quota of 2 per 2 s renewed {renewed_after:?} after the key was created \
@@ -317,11 +324,8 @@ async fn quota_does_not_renew_before_the_renewal_period() {
 
 #[tokio::test]
 async fn quota_renewal_rate_zero_never_renews() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 0, 0, 2, 0).await;
-    assert_ok(&get_key(&gw, TARGET, &k).await, "1/2");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "2/2");
+    let (up, gw, k) = start_with_key(0, 0, 2, 0).await;
+    assert_passes(&gw, TARGET, &k, 2, "1/2 ..2/2").await;
     assert_tyk_error(&get_key(&gw, TARGET, &k).await, 403, MSG_QUOTA);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     for _ in 0..3 {
@@ -332,21 +336,15 @@ async fn quota_renewal_rate_zero_never_renews() {
 
 #[tokio::test]
 async fn quota_minus_one_is_unlimited() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 0, 0, -1, 3600).await;
-    for i in 0..30 {
-        assert_ok(&get_key(&gw, TARGET, &k).await, &format!("request {i}"));
-    }
+    let (up, gw, k) = start_with_key(0, 0, -1, 3600).await;
+    assert_passes(&gw, TARGET, &k, 30, "request").await;
     assert_eq!(up.request_count(), 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_never_exceed_the_quota() {
     const N: usize = 250;
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 0, 0, 100, 3600).await;
+    let (up, gw, k) = start_with_key(0, 0, 100, 3600).await;
     let addr = gw.addr();
     let request = Arc::new(
         format!("GET {TARGET} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {k}\r\nConnection: close\r\n\r\n")
@@ -393,11 +391,8 @@ async fn concurrent_requests_never_exceed_the_quota() {
 async fn quota_refusal_does_not_use_rate_allowance() {
     // rate 3 per 10 s, quota 2: if the quota-refused requests used rate
     // allowance, the 4th request would get 429.
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 3, 10, 2, 3600).await;
-    assert_ok(&get_key(&gw, TARGET, &k).await, "1");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "2");
+    let (up, gw, k) = start_with_key(3, 10, 2, 3600).await;
+    assert_passes(&gw, TARGET, &k, 2, "1 ..2").await;
     for i in 3..=5 {
         let r = get_key(&gw, TARGET, &k).await;
         assert_eq!(r.status, 403, "request {i}: {}", ctx(&r));
@@ -418,7 +413,7 @@ async fn quota_headers_on_proxied_responses() {
             .header("X-RateLimit-Remaining", "999")
             .header("X-RateLimit-Reset", "1"),
     );
-    let gw = start(&up, json!({}), json!({})).await;
+    let gw = start_on(&up, json!({}), json!({})).await;
     let k = key(&gw, 100, 1, 3, 60).await;
     let mut resets = Vec::new();
     for expected_remaining in [2, 1, 0] {
@@ -453,9 +448,7 @@ async fn quota_headers_on_proxied_responses() {
 
 #[tokio::test]
 async fn rate_limit_headers_mode() {
-    let up = MockUpstream::start().await;
-    let gw = start(
-        &up,
+    let (up, gw) = start(
         json!({}),
         json!({"rate_limit_response_headers": "rate_limits"}),
     )
@@ -485,11 +478,8 @@ async fn rate_limit_headers_mode() {
 
 #[tokio::test]
 async fn key_details_show_quota_usage() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 0, 0, 5, 60).await;
-    assert_ok(&get_key(&gw, TARGET, &k).await, "1");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "2");
+    let (_up, gw, k) = start_with_key(0, 0, 5, 60).await;
+    assert_passes(&gw, TARGET, &k, 2, "1 ..2").await;
     let now = now_unix();
     let s = get_session(&gw, &k).await;
     assert_eq!(s["quota_remaining"], 3, "session: {s}");
@@ -504,22 +494,19 @@ async fn key_details_show_quota_usage() {
 
 #[tokio::test]
 async fn updating_a_key_resets_its_quota_unless_suppressed() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
+    let (up, gw) = start(json!({}), json!({})).await;
     let body = limited_session(&[API], 0, 0, 2, 3600);
     let k = new_key(&gw, &body).await;
     let path = format!("/tyk/keys/{k}");
 
-    assert_ok(&get_key(&gw, TARGET, &k).await, "1/2");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "2/2");
+    assert_passes(&gw, TARGET, &k, 2, "1/2 ..2/2").await;
     assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
 
     // PUT with the same body resets the counter.
     put_ok(&gw, &path, &body).await;
     let s = get_session(&gw, &k).await;
     assert_eq!(s["quota_remaining"], 2, "after PUT: {s}");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "after reset 1/2");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "after reset 2/2");
+    assert_passes(&gw, TARGET, &k, 2, "after reset 1/2 ..after reset 2/2").await;
     assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
 
     // With suppress_reset=1 the counter is kept.
@@ -582,8 +569,7 @@ async fn throttled_key(gw: &Gateway, rate: i64, per: i64, interval: f64, retries
 
 #[tokio::test]
 async fn a_throttled_request_waits_for_room_instead_of_a_429() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
+    let (up, gw) = start(json!({}), json!({})).await;
     let k = throttled_key(&gw, 2, 1, 0.4, 5).await;
 
     let first = Instant::now();
@@ -605,8 +591,7 @@ async fn a_throttled_request_waits_for_room_instead_of_a_429() {
 
 #[tokio::test]
 async fn throttling_gives_up_after_its_retry_limit() {
-    let up = MockUpstream::start().await;
-    let gw = start(&up, json!({}), json!({})).await;
+    let (up, gw) = start(json!({}), json!({})).await;
     let k = throttled_key(&gw, 1, 60, 0.2, 2).await;
     assert_eq!(get_key(&gw, TARGET, &k).await.status, 200);
 
@@ -634,13 +619,14 @@ async fn throttling_gives_up_after_its_retry_limit() {
 
 // -------------------------------------------------------- API-level settings
 
-#[tokio::test]
-async fn disable_quota_neither_enforces_nor_counts() {
+/// Two keyed APIs on a new upstream: `free` on /free/ with `free_extra`
+/// merged into it, and `paid` on /paid/ without.
+async fn free_and_paid(free_extra: Value) -> (MockUpstream, Gateway) {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .api(
             "free.json",
-            keyed_api("free", "/free/", &up.url(), json!({"disable_quota": true})),
+            keyed_api("free", "/free/", &up.url(), free_extra),
         )
         .api(
             "paid.json",
@@ -648,50 +634,28 @@ async fn disable_quota_neither_enforces_nor_counts() {
         )
         .start()
         .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn disable_quota_neither_enforces_nor_counts() {
+    let (up, gw) = free_and_paid(json!({"disable_quota": true})).await;
     let k = new_key(&gw, &limited_session(&["free", "paid"], 0, 0, 2, 3600)).await;
-    for i in 0..5 {
-        assert_ok(
-            &get_key(&gw, "/free/x", &k).await,
-            &format!("disable_quota API, request {i}"),
-        );
-    }
+    assert_passes(&gw, "/free/x", &k, 5, "disable_quota API, request").await;
     // Nothing was counted: the key still has its full quota elsewhere.
-    assert_ok(&get_key(&gw, "/paid/x", &k).await, "paid 1/2");
-    assert_ok(&get_key(&gw, "/paid/x", &k).await, "paid 2/2");
+    assert_passes(&gw, "/paid/x", &k, 2, "paid 1/2 ..paid 2/2").await;
     assert_quota_exceeded(&get_key(&gw, "/paid/x", &k).await, 3601);
     assert_eq!(up.request_count(), 7);
 }
 
 #[tokio::test]
 async fn disable_rate_limit_does_not_enforce_the_rate() {
-    let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api(
-            "free.json",
-            keyed_api(
-                "free",
-                "/free/",
-                &up.url(),
-                json!({"disable_rate_limit": true}),
-            ),
-        )
-        .api(
-            "paid.json",
-            keyed_api("paid", "/paid/", &up.url(), json!({})),
-        )
-        .start()
-        .await;
+    let (up, gw) = free_and_paid(json!({"disable_rate_limit": true})).await;
     let k = new_key(&gw, &limited_session(&["free", "paid"], 2, 10, -1, 0)).await;
-    for i in 0..6 {
-        assert_ok(
-            &get_key(&gw, "/free/x", &k).await,
-            &format!("disable_rate_limit API, request {i}"),
-        );
-    }
+    assert_passes(&gw, "/free/x", &k, 6, "disable_rate_limit API, request").await;
     // Control: the same limits are enforced on an API without the switch.
     let k2 = new_key(&gw, &limited_session(&["free", "paid"], 2, 10, -1, 0)).await;
-    assert_ok(&get_key(&gw, "/paid/x", &k2).await, "paid 1/2");
-    assert_ok(&get_key(&gw, "/paid/x", &k2).await, "paid 2/2");
+    assert_passes(&gw, "/paid/x", &k2, 2, "paid 1/2 ..paid 2/2").await;
     assert_429(&get_key(&gw, "/paid/x", &k2).await, MSG_RATE, 10);
     assert_eq!(up.request_count(), 8);
 }
@@ -734,9 +698,7 @@ async fn global_rate_limit_on_keyless_api_is_shared_by_all_clients() {
 
 #[tokio::test]
 async fn key_rate_limit_applies_before_the_api_limit() {
-    let up = MockUpstream::start().await;
-    let gw = start(
-        &up,
+    let (up, gw) = start(
         json!({"global_rate_limit": {"rate": 4, "per": 10}}),
         json!({}),
     )
@@ -763,34 +725,31 @@ async fn key_rate_limit_applies_before_the_api_limit() {
 
 // ---------------------------------------------------------------- durability
 
-#[tokio::test]
-async fn quota_counter_survives_sigkill() {
-    let up = MockUpstream::start().await;
-    let mut gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 0, 0, 5, 3600).await;
-    for i in 0..3 {
-        assert_ok(&get_key(&gw, TARGET, &k).await, &format!("use {i}"));
-    }
-    // The counter is written behind within ~0.5 s.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    gw.restart().await;
-
-    let s = get_session(&gw, &k).await;
-    assert_eq!(s["quota_remaining"], 2, "after SIGKILL restart: {s}");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "4/5");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "5/5");
-    assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
+/// After 3 of a quota of 5 were used (and a restart): the session shows 2
+/// left, 2 more pass, the next is refused, 5 reached the upstream.
+async fn assert_2_of_5_left(up: &MockUpstream, gw: &Gateway, k: &str, what: &str) {
+    let s = get_session(gw, k).await;
+    assert_eq!(s["quota_remaining"], 2, "{what}: {s}");
+    assert_passes(gw, TARGET, k, 2, "4/5 ..5/5").await;
+    assert_quota_exceeded(&get_key(gw, TARGET, k).await, 3601);
     assert_eq!(up.request_count(), 5);
 }
 
 #[tokio::test]
+async fn quota_counter_survives_sigkill() {
+    let (up, mut gw, k) = start_with_key(0, 0, 5, 3600).await;
+    assert_passes(&gw, TARGET, &k, 3, "use").await;
+    // The counter is written behind within ~0.5 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.restart().await;
+
+    assert_2_of_5_left(&up, &gw, &k, "after SIGKILL restart").await;
+}
+
+#[tokio::test]
 async fn quota_counter_survives_graceful_restart() {
-    let up = MockUpstream::start().await;
-    let mut gw = start(&up, json!({}), json!({})).await;
-    let k = key(&gw, 0, 0, 5, 3600).await;
-    for i in 0..3 {
-        assert_ok(&get_key(&gw, TARGET, &k).await, &format!("use {i}"));
-    }
+    let (up, mut gw, k) = start_with_key(0, 0, 5, 3600).await;
+    assert_passes(&gw, TARGET, &k, 3, "use").await;
     // No wait: a graceful shutdown flushes the counters.
     gw.sigterm();
     let exit = gw.wait_exit(Duration::from_secs(10)).await;
@@ -801,10 +760,5 @@ async fn quota_counter_survives_graceful_restart() {
     );
     gw.restart().await;
 
-    let s = get_session(&gw, &k).await;
-    assert_eq!(s["quota_remaining"], 2, "after SIGTERM restart: {s}");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "4/5");
-    assert_ok(&get_key(&gw, TARGET, &k).await, "5/5");
-    assert_quota_exceeded(&get_key(&gw, TARGET, &k).await, 3601);
-    assert_eq!(up.request_count(), 5);
+    assert_2_of_5_left(&up, &gw, &k, "after SIGTERM restart").await;
 }
