@@ -34,6 +34,16 @@ pub fn limited_session(
     })
 }
 
+/// [`session_with`](crate::keys::session_with) `api_ids`, with no rate
+/// limit and a fresh quota of `quota_max` renewing every `renewal` s.
+pub fn quota_session(api_ids: &[&str], quota_max: i64, renewal: i64) -> Value {
+    crate::keys::session_with(
+        api_ids,
+        json!({"rate": 0, "allowance": 0, "quota_max": quota_max, "quota_remaining": quota_max,
+               "quota_renewal_rate": renewal}),
+    )
+}
+
 /// `response was:` and the whole response, for failure messages.
 pub fn ctx(r: &RawResponse) -> String {
     format!("response was:\n{}", r.dump())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tollgate_testkit::keys::*;
+use tollgate_testkit::limits::quota_session;
 use tollgate_testkit::raw::assert_tyk_error;
 use tollgate_testkit::redis::*;
 use tollgate_testkit::traffic::*;
@@ -18,6 +19,14 @@ use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, tyk_error_body};
 const API: &str = "keyed";
 const MSG_QUOTA: &str = "Quota exceeded";
 const MSG_RATE: &str = "Rate Limit Exceeded";
+
+/// A new Redis, a new upstream and [`nodes`]`(n)` on them.
+async fn setup(n: usize) -> (RedisServer, MockUpstream, Vec<Gateway>) {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = nodes(&redis, &up, n).await;
+    (redis, up, gws)
+}
 
 /// `n` nodes on `redis`, each with the keyed API (`keyed` on /api/) to `up`.
 async fn nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway> {
@@ -61,9 +70,7 @@ fn assert_ok_or_rate_limited(sent: &[Sent]) {
 
 #[tokio::test]
 async fn key_created_on_one_node_works_on_every_node() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = nodes(&redis, &up, 3).await;
+    let (redis, up, gws) = setup(3).await;
 
     let (key, hash) = create_key(&gws[0], &session_for(&[API])).await;
 
@@ -96,11 +103,18 @@ async fn key_created_on_one_node_works_on_every_node() {
     assert_eq!(up.request_count(), before);
 }
 
+/// Nodes `b` and `c` refuse `key` with 403 `message` within 1 s from now
+/// (see [`node_refuses_within_1s`]); `what` names the change in the log.
+async fn b_and_c_refuse(b: &Gateway, c: &Gateway, key: &str, message: &str, what: &str) {
+    let since = Instant::now();
+    let tb = node_refuses_within_1s(b, key, message, since, "B").await;
+    let tc = node_refuses_within_1s(c, key, message, since, "C").await;
+    eprintln!("{what} seen on B after {tb:?}, on C after {tc:?}");
+}
+
 #[tokio::test]
 async fn key_update_and_delete_reach_every_node_within_a_second() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = nodes(&redis, &up, 3).await;
+    let (_redis, up, gws) = setup(3).await;
     let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
 
     let (key, _) = create_key(a, &session_for(&[API])).await;
@@ -111,22 +125,17 @@ async fn key_update_and_delete_reach_every_node_within_a_second() {
 
     // Deactivate on A.
     let body = session_with(&[API], json!({"is_inactive": true}));
-    let r = admin(a, "PUT", &format!("/tyk/keys/{key}"), Some(&body)).await;
-    assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(r.json["action"], "modified", "{}", r.json);
-    let since = Instant::now();
-    let tb = node_refuses_within_1s(b, &key, MSG_INACTIVE, since, "B").await;
-    let tc = node_refuses_within_1s(c, &key, MSG_INACTIVE, since, "C").await;
-    eprintln!("inactive seen on B after {tb:?}, on C after {tc:?}");
+    let path = format!("/tyk/keys/{key}");
+    admin(a, "PUT", &path, Some(&body))
+        .await
+        .assert_action("modified");
+    b_and_c_refuse(b, c, &key, MSG_INACTIVE, "inactive").await;
 
     // Delete on A.
-    let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
-    assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(r.json["action"], "deleted", "{}", r.json);
-    let since = Instant::now();
-    let tb = node_refuses_within_1s(b, &key, MSG_DISALLOWED, since, "B").await;
-    let tc = node_refuses_within_1s(c, &key, MSG_DISALLOWED, since, "C").await;
-    eprintln!("delete seen on B after {tb:?}, on C after {tc:?}");
+    admin(a, "DELETE", &path, None)
+        .await
+        .assert_action("deleted");
+    b_and_c_refuse(b, c, &key, MSG_DISALLOWED, "delete").await;
 
     // It stays refused (no stale cache entry comes back) and A agrees.
     let before = up.request_count();
@@ -195,14 +204,8 @@ async fn group_reload_on_one_node_reloads_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_is_exact_across_nodes() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = nodes(&redis, &up, 3).await;
-    let body = session_with(
-        &[API],
-        json!({"rate": 0, "allowance": 0, "quota_max": 100, "quota_remaining": 100,
-               "quota_renewal_rate": 3600}),
-    );
+    let (_redis, up, gws) = setup(3).await;
+    let body = quota_session(&[API], 100, 3600);
     let (key, _) = create_key(&gws[0], &body).await;
 
     let sent = Load::new("/api/q", Some(&key), Duration::from_secs(10))
@@ -241,9 +244,7 @@ async fn quota_is_exact_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_holds_across_nodes() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = nodes(&redis, &up, 3).await;
+    let (_redis, up, gws) = setup(3).await;
     let body = session_with(&[API], json!({"rate": 50, "allowance": 50, "per": 1}));
     let (key, _) = create_key(&gws[0], &body).await;
     // Warm every node's connections (and any script cache) with another key,
@@ -293,9 +294,7 @@ async fn rate_limit_holds_across_nodes() {
 /// back from the quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_counting_is_exact_across_nodes() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = nodes(&redis, &up, 3).await;
+    let (_redis, up, gws) = setup(3).await;
     let body = session_with(
         &[API],
         json!({"rate": 1200, "allowance": 1200, "per": 60, "quota_max": 5000,
@@ -359,14 +358,8 @@ async fn batched_counting_is_exact_across_nodes() {
 /// given one by the next request on any node, so the quota still renews.
 #[tokio::test]
 async fn quota_counter_always_gets_its_renewal_expiry() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = nodes(&redis, &up, 2).await;
-    let body = session_with(
-        &[API],
-        json!({"rate": 0, "allowance": 0, "quota_max": 50, "quota_remaining": 50,
-               "quota_renewal_rate": 600}),
-    );
+    let (redis, _up, gws) = setup(2).await;
+    let body = quota_session(&[API], 50, 600);
     let (key, _) = create_key(&gws[0], &body).await;
     assert_echo_ok(&get_with_key(&gws[0], "/api/e", &key).await, "/e");
 

@@ -9,8 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tollgate_testkit::keys::*;
+use tollgate_testkit::limits::quota_session;
 use tollgate_testkit::raw::assert_tyk_error;
 use tollgate_testkit::redis::*;
 use tollgate_testkit::traffic::*;
@@ -64,11 +65,7 @@ async fn cluster_quota_is_exact_across_nodes() {
     let cluster = RedisCluster::start().await;
     let up = MockUpstream::start().await;
     let gws = cluster_nodes(&cluster, &up).await;
-    let body = session_with(
-        &[API],
-        json!({"rate": 0, "allowance": 0, "quota_max": 20, "quota_remaining": 20,
-               "quota_renewal_rate": 3600}),
-    );
+    let body = quota_session(&[API], 20, 3600);
     let (key, hash) = create_key(&gws[0], &body).await;
 
     let addrs = addrs(&gws);

@@ -59,53 +59,59 @@ async fn keyless_api_without_global_rate_limit_ignores_a_redis_outage() {
 /// Sends `GET target` (with `key`) and fails if there is no answer within
 /// [`OUTAGE_ANSWER`].
 async fn get_quickly(gw: &Gateway, target: &str, key: &str, what: &str) -> RawResponse {
-    let t = Instant::now();
-    let r = try_get(gw.addr(), target, Some(key), OUTAGE_ANSWER)
+    quickly(what, try_get(gw.addr(), target, Some(key), OUTAGE_ANSWER))
         .await
-        .unwrap_or_else(|e| panic!("{what}: no answer within {OUTAGE_ANSWER:?}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: no answer within {OUTAGE_ANSWER:?}: {e}"))
+}
+
+/// Awaits `f` for at most [`OUTAGE_ANSWER`] (panicking after that) and
+/// asserts it took no longer.
+async fn quickly<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let t = Instant::now();
+    let v = tokio::time::timeout(OUTAGE_ANSWER, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {OUTAGE_ANSWER:?}"));
     assert!(
         t.elapsed() <= OUTAGE_ANSWER,
         "{what}: took {:?}",
         t.elapsed()
     );
-    r
+    v
 }
 
 /// During the outage a valid key gets 200 or 503 "Key store unavailable"
 /// with Retry-After; never 401/403.
 fn check_valid_key_reply(r: &RawResponse, what: &str) {
-    let ctx = || format!("{what}: response was:\n{}{}", r.head, r.text());
     match r.status {
         200 => {}
-        503 => {
-            assert_tyk_error(r, 503, MSG_UNAVAILABLE);
-            assert!(
-                r.header("retry-after").is_some_and(|v| !v.is_empty()),
-                "no Retry-After; {}",
-                ctx()
-            );
-        }
-        _ => panic!("a valid key got {} during the outage; {}", r.status, ctx()),
+        503 => assert_unavailable(r, what),
+        _ => panic!(
+            "a valid key got {} during the outage; {what}: response was:\n{}",
+            r.status,
+            r.dump()
+        ),
     }
+}
+
+/// 503 "Key store unavailable" with a Retry-After.
+fn assert_unavailable(r: &RawResponse, what: &str) {
+    assert_tyk_error(r, 503, MSG_UNAVAILABLE);
+    assert!(
+        r.header("retry-after").is_some_and(|v| !v.is_empty()),
+        "no Retry-After; {what}: response was:\n{}",
+        r.dump()
+    );
 }
 
 /// During the outage an unknown key gets 503 (as above) or 403; never 200.
 fn check_unknown_key_reply(r: &RawResponse, what: &str) {
-    let ctx = || format!("{what}: response was:\n{}{}", r.head, r.text());
     match r.status {
-        503 => {
-            assert_tyk_error(r, 503, MSG_UNAVAILABLE);
-            assert!(
-                r.header("retry-after").is_some_and(|v| !v.is_empty()),
-                "no Retry-After; {}",
-                ctx()
-            );
-        }
+        503 => assert_unavailable(r, what),
         403 => assert_gateway_error_shape(r, 403),
         _ => panic!(
-            "an unknown key got {} during the outage; {}",
+            "an unknown key got {} during the outage; {what}: response was:\n{}",
             r.status,
-            ctx()
+            r.dump()
         ),
     }
 }
@@ -117,16 +123,7 @@ async fn admin_quickly(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Admin {
-    let t = Instant::now();
-    let a = tokio::time::timeout(OUTAGE_ANSWER, admin(gw, method, path, body))
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {OUTAGE_ANSWER:?}"));
-    assert!(
-        t.elapsed() <= OUTAGE_ANSWER,
-        "{method} {path}: took {:?}",
-        t.elapsed()
-    );
-    a
+    quickly(&format!("{method} {path}"), admin(gw, method, path, body)).await
 }
 
 fn assert_admin_unavailable(a: &Admin, what: &str) {
@@ -139,6 +136,12 @@ fn assert_admin_unavailable(a: &Admin, what: &str) {
     );
     assert_eq!(a.json["status"], "error", "{what}: {}", a.json);
     assert!(a.json["message"].is_string(), "{what}: {}", a.json);
+}
+
+/// `POST path` creating a key answers 503 within [`OUTAGE_ANSWER`].
+async fn create_is_unavailable(gw: &Gateway, path: &str) {
+    let a = admin_quickly(gw, "POST", path, Some(&session_for(&[API]))).await;
+    assert_admin_unavailable(&a, &format!("POST {path}"));
 }
 
 /// Two keyed nodes on `redis`, with `up` as upstream.
@@ -304,16 +307,8 @@ async fn keyed_traffic_fails_closed_during_a_redis_outage_and_recovers() {
     eprintln!("valid-key statuses during the outage: {counts:?}");
 
     // Admin writes fail with 503.
-    let a1 = admin_quickly(a, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
-    assert_admin_unavailable(&a1, "POST /tyk/keys/create");
-    let a2 = admin_quickly(
-        b,
-        "POST",
-        "/tyk/keys/outage-custom-key",
-        Some(&session_for(&[API])),
-    )
-    .await;
-    assert_admin_unavailable(&a2, "POST /tyk/keys/outage-custom-key");
+    create_is_unavailable(a, "/tyk/keys/create").await;
+    create_is_unavailable(b, "/tyk/keys/outage-custom-key").await;
 
     hello_answers(&gws).await;
 
@@ -354,14 +349,7 @@ async fn keyed_traffic_does_not_hang_when_redis_freezes() {
     redis.freeze(true);
     let counts = outage_traffic(&gws, &keys, &up, Duration::from_millis(1500)).await;
     eprintln!("valid-key statuses while Redis is frozen: {counts:?}");
-    let a1 = admin_quickly(
-        &gws[0],
-        "POST",
-        "/tyk/keys/create",
-        Some(&session_for(&[API])),
-    )
-    .await;
-    assert_admin_unavailable(&a1, "POST /tyk/keys/create");
+    create_is_unavailable(&gws[0], "/tyk/keys/create").await;
     hello_answers(&gws).await;
 
     redis.freeze(false);
