@@ -86,6 +86,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds `apps/<api_id>.json` with [`api_def`](crate::api_def)`(api_id,
+    /// listen_path, target_url)`: a keyless API.
+    pub fn with_api(self, api_id: &str, listen_path: &str, target_url: &str) -> Self {
+        let def = crate::api_def(api_id, listen_path, target_url);
+        self.api(&format!("{api_id}.json"), def)
+    }
+
     /// Adds `apps/<file_name>` with exactly `text` (e.g. broken JSON).
     pub fn raw_app(mut self, file_name: &str, text: &str) -> Self {
         self.apps.push((file_name.to_owned(), text.to_owned()));
@@ -147,7 +154,15 @@ impl GatewayBuilder {
     ///
     /// When the port was chosen automatically and the gateway fails because
     /// another process grabbed it in the meantime, it retries on a new port.
+    ///
+    /// The waiting is boxed, so awaiting this keeps the caller's future
+    /// small (debug builds of large tests overflow the test thread's stack
+    /// otherwise).
     pub async fn start(self) -> Gateway {
+        Box::pin(self.start_unboxed()).await
+    }
+
+    async fn start_unboxed(self) -> Gateway {
         let auto_port = self.port.is_none();
         let mut attempt = 0;
         loop {
@@ -346,16 +361,41 @@ impl Gateway {
     }
 
     /// Kills the process and starts it again with the same folder and port,
-    /// waiting until it is ready.
+    /// waiting until it is ready (boxed, like [`GatewayBuilder::start`]).
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn_child();
-        if let Err(e) = self.wait_ready(READY_TIMEOUT).await {
+        if let Err(e) = Box::pin(self.wait_ready(READY_TIMEOUT)).await {
             panic!(
                 "gateway did not become ready after restart: {e}\n{}",
                 self.log()
             );
         }
+    }
+
+    /// `GET target` (with `headers`) answers 200 and `up`'s last request
+    /// was for `upstream_uri`.
+    pub async fn assert_routed(
+        &self,
+        up: &crate::MockUpstream,
+        target: &str,
+        headers: &[(&str, &str)],
+        upstream_uri: &str,
+    ) {
+        let r = raw::get(self.addr(), target, headers).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(up.last().uri, upstream_uri);
+    }
+
+    /// `GET target` (with `headers`) is the gateway's 404 `Not Found`.
+    pub async fn assert_not_found(&self, target: &str, headers: &[(&str, &str)]) {
+        let r = raw::get(self.addr(), target, headers).await;
+        raw::assert_tyk_error(&r, 404, "Not Found");
+    }
+
+    /// [`Gateway::admin`] `GET path`.
+    pub async fn admin_get(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        self.admin(reqwest::Method::GET, path, None).await
     }
 
     /// Sends an admin API request with the `x-tyk-authorization` header set

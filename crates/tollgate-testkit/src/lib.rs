@@ -6,17 +6,28 @@
 //! - [`MockUpstream`]: an in-process HTTP/1.1 upstream that records every
 //!   request it receives and answers as configured per path prefix.
 //! - [`raw`]: a raw TCP client to send exact bytes and read exact responses.
-//! - [`redis`]: a private `redis-server` per test.
+//! - [`redis`]: a private `redis-server` (or Redis Cluster) per test, and
+//!   gateway nodes sharing it.
 //! - [`api_def`] / [`tyk_conf`]: JSON builders for Tyk-format configuration.
+//! - [`keys`]: keyed APIs, sessions, the keys REST API and keyed requests.
+//! - [`limits`]: rate-limit and quota sessions and refusals.
+//! - [`traffic`]: load over several nodes and polling for an answer.
+//! - [`pg`]: a private PostgreSQL database per test.
+//! - [`encoding`]: base64, percent-encoding, query and cookie pairs.
 //!
 //! Test support code: failing loudly (panicking with context) is the
 //! intended way to report a broken precondition to the calling test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod defs;
+pub mod encoding;
 mod gateway;
+pub mod keys;
+pub mod limits;
+pub mod pg;
 pub mod raw;
 pub mod redis;
+pub mod traffic;
 mod upstream;
 
 pub use defs::{api_def, merge_json, tyk_conf};
@@ -45,6 +56,33 @@ pub fn client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .expect("build reqwest client")
+}
+
+/// `GET url` through `client` with `headers`; returns the status (panics
+/// when there is no response).
+pub async fn get_status(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.status().as_u16()
+}
+
+/// Asserts a finished command (`shown` as run) succeeded; returns its
+/// stdout.
+pub(crate) fn command_stdout(shown: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The exact body Tyk (and Tollgate) generate for a gateway error.

@@ -45,6 +45,11 @@ impl RawResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The head and the body as text, for failure messages.
+    pub fn dump(&self) -> String {
+        format!("{}{}", self.head, self.text())
+    }
 }
 
 /// What came back on a connection.
@@ -419,20 +424,7 @@ pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Ra
 /// `Content-Type: application/json`, `X-Generator: tyk.io` and exactly the
 /// body `{\n    "error": "<message>"\n}`.
 pub fn assert_tyk_error(resp: &RawResponse, status: u16, message: &str) {
-    let ctx = || format!("response was:\n{}{}", resp.head, resp.text());
-    assert_eq!(resp.status, status, "status; {}", ctx());
-    let ct = resp.header("content-type").unwrap_or_default();
-    assert!(
-        ct.starts_with("application/json"),
-        "content-type {ct:?}; {}",
-        ctx()
-    );
-    assert_eq!(
-        resp.header("x-generator"),
-        Some("tyk.io"),
-        "x-generator; {}",
-        ctx()
-    );
+    let ctx = assert_generated(resp, status);
     assert_eq!(
         resp.text(),
         crate::tyk_error_body(message),
@@ -441,11 +433,10 @@ pub fn assert_tyk_error(resp: &RawResponse, status: u16, message: &str) {
     );
 }
 
-/// Asserts `resp` has `status` and the shape of a gateway-generated error
-/// (JSON content type, `X-Generator: tyk.io`, body `{"error": <string>}`
-/// with 4-space indent) without fixing the message.
-pub fn assert_gateway_error_shape(resp: &RawResponse, status: u16) {
-    let ctx = || format!("response was:\n{}{}", resp.head, resp.text());
+/// Asserts `resp` has `status`, `Content-Type: application/json` and
+/// `X-Generator: tyk.io`; returns the failure context for further checks.
+fn assert_generated(resp: &RawResponse, status: u16) -> impl Fn() -> String + '_ {
+    let ctx = move || format!("response was:\n{}", resp.dump());
     assert_eq!(resp.status, status, "status; {}", ctx());
     let ct = resp.header("content-type").unwrap_or_default();
     assert!(
@@ -459,6 +450,14 @@ pub fn assert_gateway_error_shape(resp: &RawResponse, status: u16) {
         "x-generator; {}",
         ctx()
     );
+    ctx
+}
+
+/// Asserts `resp` has `status` and the shape of a gateway-generated error
+/// (JSON content type, `X-Generator: tyk.io`, body `{"error": <string>}`
+/// with 4-space indent) without fixing the message.
+pub fn assert_gateway_error_shape(resp: &RawResponse, status: u16) {
+    let ctx = assert_generated(resp, status);
     let v: serde_json::Value = serde_json::from_slice(&resp.body)
         .unwrap_or_else(|e| panic!("body is not JSON ({e}); {}", ctx()));
     let msg = v["error"]

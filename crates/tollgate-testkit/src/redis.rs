@@ -1,18 +1,27 @@
-//! A private `redis-server` for tests that need Redis: started on a free port below the
-//! ephemeral range (never the machine's Redis on 6379), without persistence, killed on drop.
-//! Needs the `redis-server` and `redis-cli` binaries on `PATH`.
+//! Redis for the tests that need it, and gateway nodes sharing it.
+//!
+//! Every test starts its own [`RedisServer`] (or three, as a
+//! [`RedisCluster`]) on a free port below the ephemeral range (never the
+//! machine's Redis on 6379), without persistence, killed on drop. Gateway
+//! nodes of one test share that storage ([`redis_storage`] /
+//! [`cluster_storage`]) and [`NODE_SECRET`] (see [`node`] and
+//! [`start_nodes`]). Needs the `redis-server` and `redis-cli` binaries on
+//! `PATH`.
 
 use std::fs::{self, File};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::{Gateway, GatewayBuilder};
 
 /// How long a freshly spawned redis-server may take to answer PING.
 const REDIS_READY: Duration = Duration::from_secs(5);
@@ -73,13 +82,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a standalone redis-server (no persistence) on a free port.
     pub async fn start() -> Self {
-        let dir = Arc::new(
-            tempfile::Builder::new()
-                .prefix("tollgate-redis-")
-                .tempdir()
-                .expect("create redis temp dir"),
-        );
-        Self::start_in(dir, false).await
+        Self::start_in(Arc::new(temp_dir("tollgate-redis-")), false).await
     }
 
     /// Starts a redis-server in `dir`; `cluster` enables cluster mode (with
@@ -300,16 +303,167 @@ pub async fn redis_cli(port: u16, cluster: bool, args: &[&str]) -> String {
         .await
         .expect("join redis-cli")
         .unwrap_or_else(|e| panic!("{shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut s = crate::command_stdout(&shown, &out);
     if s.ends_with('\n') {
         s.pop();
     }
     s
+}
+
+/// A new temporary folder named `<prefix>...`.
+fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("create temp dir {prefix}*: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Redis Cluster
+// ---------------------------------------------------------------------------
+
+/// Three redis-servers in cluster mode, no replicas, all slots assigned.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The three servers.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them with
+    /// `redis-cli --cluster create` and waits until every node reports
+    /// `cluster_state:ok`.
+    pub async fn start() -> Self {
+        let dir = Arc::new(temp_dir("tollgate-redis-cluster-"));
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_in(Arc::clone(&dir), true).await);
+        }
+        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
+        let mut args: Vec<&str> = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        redis_cli(nodes[0].port(), false, &args).await;
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for node in &cluster.nodes {
+            loop {
+                let info = node.cli(&["cluster", "info"]).await;
+                if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster not ok on {}:\n{info}",
+                    node.addr()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster
+    }
+
+    /// `host:port` of every node.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::addr).collect()
+    }
+
+    /// `redis-cli -c -p <first node> <args>` (follows redirects).
+    pub async fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.nodes[0].port(), true, args).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Gateway nodes
+// ---------------------------------------------------------------------------
+
+/// The `node_secret` every node of a test shares.
+pub const NODE_SECRET: &str = "ns";
+
+/// tyk.conf `storage` for a standalone Redis.
+pub fn redis_storage(port: u16) -> Value {
+    json!({"type": "redis", "host": "127.0.0.1", "port": port, "timeout": 1})
+}
+
+/// tyk.conf `storage` for a Redis Cluster.
+pub fn cluster_storage(addrs: &[String]) -> Value {
+    json!({"type": "redis", "enable_cluster": true, "addrs": addrs})
+}
+
+/// `builder` (usually `gateway!()`) using `storage` and the shared
+/// [`NODE_SECRET`].
+pub fn node(builder: GatewayBuilder, storage: &Value) -> GatewayBuilder {
+    builder.conf(json!({"storage": storage, "node_secret": NODE_SECRET}))
+}
+
+/// Starts `n` gateways from `builder`, one after the other (each on its own
+/// free port and config folder).
+pub async fn start_nodes(builder: GatewayBuilder, n: usize) -> Vec<Gateway> {
+    start_all((0..n).map(|_| builder.clone())).await
+}
+
+/// Starts `n` nodes from `builder` (usually `gateway!()`) on `storage`,
+/// each with the keyed API of [`crate::keys::with_keyed_api`] proxying to
+/// `target`.
+pub async fn keyed_nodes(
+    builder: GatewayBuilder,
+    storage: &Value,
+    target: &str,
+    n: usize,
+) -> Vec<Gateway> {
+    let keyed = crate::keys::with_keyed_api(node(builder, storage), target, json!({}));
+    start_nodes(keyed, n).await
+}
+
+/// Starts the builders one after the other.
+pub async fn start_all(builders: impl IntoIterator<Item = GatewayBuilder>) -> Vec<Gateway> {
+    let mut out = Vec::new();
+    for b in builders {
+        out.push(b.start().await);
+    }
+    out
+}
+
+/// A folder of API definitions shared by several nodes (`app_path`).
+#[derive(Debug)]
+pub struct SharedApps {
+    dir: TempDir,
+}
+
+impl Default for SharedApps {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SharedApps {
+    /// A new, empty folder.
+    pub fn new() -> Self {
+        Self {
+            dir: temp_dir("tollgate-shared-apps-"),
+        }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `<file>` with `def`, atomically (temp file + rename), so a
+    /// node reloading meanwhile never reads half a file.
+    pub fn write(&self, file: &str, def: &Value) {
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        fs::write(
+            &tmp,
+            serde_json::to_string_pretty(def).expect("serialize api definition"),
+        )
+        .expect("write api definition");
+        fs::rename(&tmp, self.dir.path().join(file)).expect("rename api definition");
+    }
+
+    /// The tyk.conf fragment pointing `app_path` here (absolute).
+    pub fn conf(&self) -> Value {
+        json!({"app_path": self.dir.path().display().to_string()})
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tollgate_testkit::raw::{assert_tyk_error, get, request};
+use tollgate_testkit::raw::{get, request};
 use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
 
 const DENIED: &str = "Attempted administrative access with invalid or missing key!";
@@ -73,7 +73,7 @@ async fn raw_admin(
 }
 
 async fn reload(gw: &Gateway) {
-    let (status, body) = gw.admin(Method::GET, "/tyk/reload?block=true", None).await;
+    let (status, body) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, ok_reload());
 }
@@ -90,10 +90,7 @@ async fn hello_needs_no_secret() {
 #[tokio::test]
 async fn admin_calls_without_the_right_secret_are_403() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     let before = dir_listing(&gw.apps_dir());
     let new_def = api_def("sneaky", "/sneaky/", &up.url()).to_string();
     let calls: [(&str, &str, &[u8]); 7] = [
@@ -141,7 +138,7 @@ async fn empty_secret_disables_the_admin_api() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .secret("")
-        .api("a.json", api_def("a", "/a/", &up.url()))
+        .with_api("a", "/a/", &up.url())
         .start()
         .await;
     let before = dir_listing(&gw.apps_dir());
@@ -175,12 +172,12 @@ async fn list_and_get_apis() {
     drop(empty);
 
     let gw = gateway!()
-        .api("one.json", api_def("one", "/one/", &up.url()))
-        .api("two.json", api_def("two", "/two/", &up.url()))
+        .with_api("one", "/one/", &up.url())
+        .with_api("two", "/two/", &up.url())
         .start()
         .await;
     for path in ["/tyk/apis", "/tyk/apis/"] {
-        let (status, v) = gw.admin(Method::GET, path, None).await;
+        let (status, v) = gw.admin_get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         let mut ids: Vec<&str> = v
             .as_array()
@@ -192,13 +189,13 @@ async fn list_and_get_apis() {
         assert_eq!(ids, ["one", "two"], "{path}");
     }
 
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/one", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/one").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "one");
     assert_eq!(v["proxy"]["listen_path"], "/one/");
     assert_eq!(v["proxy"]["target_url"], up.url());
 
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/nope", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
 }
@@ -222,28 +219,25 @@ async fn created_api_goes_live_only_after_reload() {
     assert!(files[0].ends_with(".json"), "{files:?}");
 
     // Not live yet.
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/new1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/new1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v, json!([]), "the list shows an API that is not loaded yet");
-    let r = get(gw.addr(), "/new1/x", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/new1/x", &[]).await;
     assert_eq!(up.request_count(), 0);
 
     reload(&gw).await;
 
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/new1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/new1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "new1");
     assert_eq!(v["proxy"]["listen_path"], "/new1/");
-    let (_, v) = gw.admin(Method::GET, "/tyk/apis", None).await;
+    let (_, v) = gw.admin_get("/tyk/apis").await;
     assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v[0]["api_id"], "new1");
-    let r = get(gw.addr(), "/new1/x?y=1", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x?y=1");
+    gw.assert_routed(&up, "/new1/x?y=1", &[], "/x?y=1").await;
 }
 
 #[tokio::test]
@@ -262,24 +256,17 @@ async fn create_without_api_id_generates_one() {
     assert_eq!(files_with_api_id(&gw.apps_dir(), &key).len(), 1);
 
     reload(&gw).await;
-    let (status, v) = gw
-        .admin(Method::GET, &format!("/tyk/apis/{key}"), None)
-        .await;
+    let (status, v) = gw.admin_get(&format!("/tyk/apis/{key}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], key.as_str());
-    let r = get(gw.addr(), "/gen/z", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/z");
+    gw.assert_routed(&up, "/gen/z", &[], "/z").await;
 }
 
 #[tokio::test]
 async fn update_api() {
     let old = MockUpstream::start().await;
     let new = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("p1.json", api_def("p1", "/p1/", &old.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("p1", "/p1/", &old.url()).start().await;
 
     // Mismatched id: rejected, nothing changes.
     let other = api_def("other", "/p1/", &new.url());
@@ -309,17 +296,13 @@ async fn update_api() {
     );
 
     // Not live until reload.
-    let r = get(gw.addr(), "/p1/before", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(old.last().uri, "/before");
+    gw.assert_routed(&old, "/p1/before", &[], "/before").await;
     assert_eq!(new.request_count(), 0);
 
     reload(&gw).await;
-    let r = get(gw.addr(), "/p1/after", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(new.last().uri, "/after");
+    gw.assert_routed(&new, "/p1/after", &[], "/after").await;
     assert_eq!(old.request_count(), 1);
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/p1", None).await;
+    let (status, v) = gw.admin_get("/tyk/apis/p1").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["proxy"]["target_url"], new.url());
     assert_eq!(files_with_api_id(&gw.apps_dir(), "p1").len(), 1);
@@ -329,8 +312,8 @@ async fn update_api() {
 async fn delete_api() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api("d1.json", api_def("d1", "/d1/", &up.url()))
-        .api("keep.json", api_def("keep", "/keep/", &up.url()))
+        .with_api("d1", "/d1/", &up.url())
+        .with_api("keep", "/keep/", &up.url())
         .start()
         .await;
 
@@ -348,9 +331,8 @@ async fn delete_api() {
     );
 
     reload(&gw).await;
-    let r = get(gw.addr(), "/d1/x", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/d1", None).await;
+    gw.assert_not_found("/d1/x", &[]).await;
+    let (status, v) = gw.admin_get("/tyk/apis/d1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
     let r = get(gw.addr(), "/keep/x", &[]).await;
@@ -361,10 +343,7 @@ async fn delete_api() {
 #[tokio::test]
 async fn malformed_json_body_is_400() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("m.json", api_def("m", "/m/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
     let before = dir_listing(&gw.apps_dir());
     let malformed = json!({"status": "error", "message": "Request malformed"});
     for (method, path) in [("POST", "/tyk/apis"), ("PUT", "/tyk/apis/m")] {
@@ -389,10 +368,10 @@ async fn malformed_json_body_is_400() {
 async fn reload_endpoints() {
     let gw = gateway!().start().await;
     for path in ["/tyk/reload/group", "/tyk/reload?block=true"] {
-        let (status, v) = gw.admin(Method::GET, path, None).await;
+        let (status, v) = gw.admin_get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert_eq!(v, ok_reload(), "{path}");
     }
-    let (status, _) = gw.admin(Method::GET, "/tyk/reload", None).await;
+    let (status, _) = gw.admin_get("/tyk/reload").await;
     assert_eq!(status, StatusCode::OK);
 }

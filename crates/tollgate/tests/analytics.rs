@@ -4,17 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::time::{Duration, Instant};
 
-use redis_common::*;
 use rmpv::Value as Mp;
 use serde_json::json;
-use tollgate_testkit::{MockUpstream, api_def, client};
+use tollgate_testkit::keys::create_key;
+use tollgate_testkit::pg::PgDb;
+use tollgate_testkit::redis::{RedisServer, node, redis_storage};
+use tollgate_testkit::{MockUpstream, api_def, client, gateway, get_status};
+
+/// A key body with access to the API `keyed` only.
+fn keyed_key_body() -> serde_json::Value {
+    json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})
+}
 
 fn field<'a>(rec: &'a Mp, name: &str) -> &'a Mp {
     rec.as_map()
@@ -51,26 +53,19 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     limited["global_rate_limit"] = json!({"rate": 1, "per": 60});
     let mut quiet = api_def("quiet", "/quiet/", &up.url());
     quiet["do_not_track"] = json!(true);
-    let gw = node(&redis_storage(redis.port()))
+    let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
         .api("limited.json", limited)
         .api("quiet.json", quiet)
         .start()
         .await;
-    let (status, created) = gw
-        .admin(
-            reqwest::Method::POST,
-            "/tyk/keys/create",
-            Some(
-                &json!({"org_id": "default", "alias": "my-alias", "tags": ["t1"],
-                "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let key = created["key"].as_str().unwrap().to_owned();
-    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let (key, key_hash) = create_key(
+        &gw,
+        &json!({"org_id": "default", "alias": "my-alias", "tags": ["t1"],
+        "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
+    )
+    .await;
 
     let c = client();
     let send = |path: &str, key: Option<&str>| {
@@ -178,10 +173,10 @@ async fn a_stopped_sink_costs_no_traffic_and_counts_drops() {
         .local_addr()
         .unwrap()
         .port();
-    let gw = node(&redis_storage(redis.port()))
+    let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true,
             "prometheus": {"enabled": true, "listen_port": metrics_port}}))
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
     redis.stop().await;
@@ -225,47 +220,24 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
     let up = MockUpstream::start().await;
     let mut keyed = api_def("keyed", "/keyed/", &up.url());
     keyed["use_keyless"] = json!(false);
-    let gw = tollgate_testkit::gateway!()
+    let gw = gateway!()
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
-    let (status, created) = gw
-        .admin(
-            reqwest::Method::POST,
-            "/tyk/keys/create",
-            Some(&json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let key = created["key"].as_str().unwrap().to_owned();
-    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let (key, key_hash) = create_key(&gw, &keyed_key_body()).await;
     let c = client();
+    let auth = [("authorization", key.as_str())];
     for _ in 0..3 {
-        let r = c
-            .get(gw.url("/keyed/x"))
-            .header("authorization", &key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(get_status(&c, &gw.url("/keyed/x"), &auth).await, 200);
     }
-    assert_eq!(
-        c.get(gw.url("/keyed/x")).send().await.unwrap().status(),
-        401
-    );
-    assert_eq!(c.get(gw.url("/open/x")).send().await.unwrap().status(), 200);
+    assert_eq!(get_status(&c, &gw.url("/keyed/x"), &[]).await, 401);
+    assert_eq!(get_status(&c, &gw.url("/open/x"), &[]).await, 200);
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let summary = loop {
-        let (status, body) = gw
-            .admin(
-                reqwest::Method::GET,
-                "/tyk/analytics/aggregates?api_id=keyed",
-                None,
-            )
-            .await;
+        let (status, body) = gw.admin_get("/tyk/analytics/aggregates?api_id=keyed").await;
         assert_eq!(status, 200, "{body}");
         if body["requests"] == 4 || Instant::now() > deadline {
             break body;
@@ -285,11 +257,7 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
 
     // The most recent records, newest first.
     let (status, recent) = gw
-        .admin(
-            reqwest::Method::GET,
-            "/tyk/analytics/records?api_id=keyed&limit=2",
-            None,
-        )
+        .admin_get("/tyk/analytics/records?api_id=keyed&limit=2")
         .await;
     assert_eq!(status, 200, "{recent}");
     let recent = recent.as_array().unwrap();
@@ -300,120 +268,50 @@ async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
 
     // A range in the past holds nothing; bad parameters are refused.
     let (status, old) = gw
-        .admin(
-            reqwest::Method::GET,
-            "/tyk/analytics/aggregates?api_id=keyed&from=0&to=3600",
-            None,
-        )
+        .admin_get("/tyk/analytics/aggregates?api_id=keyed&from=0&to=3600")
         .await;
     assert_eq!(status, 200);
     assert_eq!(old["requests"], 0);
-    let (status, body) = gw
-        .admin(reqwest::Method::GET, "/tyk/analytics/aggregates", None)
-        .await;
+    let (status, body) = gw.admin_get("/tyk/analytics/aggregates").await;
     assert_eq!(
         (status.as_u16(), body["message"].as_str()),
         (400, Some("missing api_id parameter"))
     );
     let (status, _) = gw
-        .admin(
-            reqwest::Method::GET,
-            "/tyk/analytics/aggregates?api_id=keyed&from=abc",
-            None,
-        )
+        .admin_get("/tyk/analytics/aggregates?api_id=keyed&from=abc")
         .await;
     assert_eq!(status, 400);
 }
 
-/// Runs one SQL statement with psql; returns stdout (tuples only).
-fn psql(db: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-X",
-            "-w",
-            "-q",
-            "-A",
-            "-t",
-        ])
-        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql failed (PostgreSQL on 127.0.0.1:5432, user postgres, trust auth is needed): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-struct AnalyticsDb(String);
-
-impl Drop for AnalyticsDb {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-X",
-                "-w",
-                "-q",
-                "-c",
-            ])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn records_arrive_in_postgresql() {
-    let name = format!(
-        "tg_analytics_{}_{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
-    psql("test", &format!("CREATE DATABASE {name}"));
-    let db = AnalyticsDb(name);
+    let db = PgDb::create().await;
     let up = MockUpstream::start().await;
-    let gw = tollgate_testkit::gateway!()
+    let gw = gateway!()
         .conf(
             json!({"enable_analytics": true, "analytics_config": {"type": "postgres",
-            "connection_string": format!("postgres://postgres@127.0.0.1:5432/{}", db.0)}}),
+            "connection_string": db.url()}}),
         )
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .start()
         .await;
     let c = client();
     for i in 0..5 {
-        let r = c
-            .get(gw.url(&format!("/open/item/{i}")))
-            .header("user-agent", "pg-test")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let url = gw.url(&format!("/open/item/{i}"));
+        assert_eq!(
+            get_status(&c, &url, &[("user-agent", "pg-test")]).await,
+            200
+        );
     }
-    assert_eq!(
-        c.get(gw.url("/nowhere")).send().await.unwrap().status(),
-        404
-    );
+    assert_eq!(get_status(&c, &gw.url("/nowhere"), &[]).await, 404);
     let deadline = Instant::now() + Duration::from_secs(8);
     let count = loop {
-        let exists = psql(
-            &db.0,
-            "SELECT to_regclass('tollgate_analytics') IS NOT NULL",
-        );
+        let exists = db
+            .sql("SELECT to_regclass('tollgate_analytics') IS NOT NULL")
+            .await;
         let n = if exists == "t" {
-            psql(&db.0, "SELECT count(*) FROM tollgate_analytics")
+            db.sql("SELECT count(*) FROM tollgate_analytics")
+                .await
                 .parse::<u64>()
                 .unwrap()
         } else {
@@ -428,14 +326,10 @@ async fn records_arrive_in_postgresql() {
         count, 5,
         "unrouted requests are not recorded; the 5 proxied ones are"
     );
-    let row = psql(
-        &db.0,
-        "SELECT api_id, method, path, raw_path, response_code, user_agent, ip_address FROM tollgate_analytics ORDER BY id LIMIT 1",
-    );
+    let row = db.sql("SELECT api_id, method, path, raw_path, response_code, user_agent, ip_address FROM tollgate_analytics ORDER BY id LIMIT 1").await;
     assert_eq!(row, "open|GET|/item/0|/open/item/0|200|pg-test|127.0.0.1");
-    let recent = psql(
-        &db.0,
-        "SELECT count(*) FROM tollgate_analytics WHERE ts > now() - interval '1 minute'",
-    );
+    let recent = db
+        .sql("SELECT count(*) FROM tollgate_analytics WHERE ts > now() - interval '1 minute'")
+        .await;
     assert_eq!(recent, "5");
 }

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-
-use keys_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::encoding::{b64encode, basic};
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
 use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
@@ -27,29 +25,30 @@ fn basic_api(target: &str, extra: Value) -> Value {
 }
 
 async fn start_with(up: &MockUpstream, api_extra: Value, conf: Value) -> Gateway {
-    start_gw(
-        gateway!()
-            .conf(conf)
-            .api("basic.json", basic_api(&up.url(), api_extra))
-            .api(
-                "keyed.json",
-                keyed_api("keyed", "/api/", &up.url(), json!({})),
-            ),
-    )
-    .await
+    let basic = gateway!()
+        .conf(conf)
+        .api("basic.json", basic_api(&up.url(), api_extra));
+    with_keyed_api(basic, &up.url(), json!({})).start().await
 }
 
+/// A user's session: [`session_for`] the basic API with the password.
 fn user_body(password: &str) -> Value {
-    json!({
-        "org_id": ORG,
-        "allowance": 1000,
-        "rate": 1000,
-        "per": 1,
-        "expires": 0,
-        "quota_max": -1,
-        "access_rights": rights(&[API]),
-        "basic_auth_data": {"password": password},
-    })
+    session_with(&[API], json!({"basic_auth_data": {"password": password}}))
+}
+
+/// [`start_with`] a new upstream, and the user `defaultuser` (`user`,
+/// password `password`).
+async fn start_user(api_extra: Value, conf: Value) -> (MockUpstream, Gateway) {
+    let up = MockUpstream::start().await;
+    let gw = start_with(&up, api_extra, conf).await;
+    create_user(&gw, "defaultuser", "password").await;
+    (up, gw)
+}
+
+/// Asserts `creds` get 401 `User not authorised` (see [`assert_401`]).
+async fn assert_not_authorised(gw: &Gateway, up: &MockUpstream, creds: &str) {
+    let auth = basic(creds);
+    assert_401(gw, up, &[("Authorization", &auth)], NOT_AUTHORISED).await;
 }
 
 /// Creates the user `id` (`defaultuser` = org `default` + `user`).
@@ -65,10 +64,6 @@ async fn create_user(gw: &Gateway, id: &str, password: &str) {
     assert_eq!(a.json["key"], id, "{}", a.json);
     assert_eq!(a.json["status"], "ok", "{}", a.json);
     assert_eq!(a.json["action"], "added", "{}", a.json);
-}
-
-fn basic(creds: &str) -> String {
-    format!("Basic {}", b64encode(creds.as_bytes()))
 }
 
 /// Asserts a 401 with the realm challenge, without reaching the upstream.
@@ -110,9 +105,7 @@ async fn assert_200(gw: &Gateway, up: &MockUpstream, auth: &str) -> tollgate_tes
 
 #[tokio::test]
 async fn valid_credentials_are_proxied() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({}), json!({})).await;
     let auth = basic("user:password");
     let rec = assert_200(&gw, &up, &auth).await;
     // strip_auth_data is off: forwarded unchanged.
@@ -124,18 +117,14 @@ async fn valid_credentials_are_proxied() {
 
 #[tokio::test]
 async fn missing_authorization_is_401_with_challenge() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({}), json!({})).await;
     assert_401(&gw, &up, &[], MSG_MISSING).await;
     assert_401(&gw, &up, &[("X-Other", "1")], MSG_MISSING).await;
 }
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_are_401() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({}), json!({})).await;
     for creds in [
         "user:wrong",
         "user:Password",
@@ -147,8 +136,7 @@ async fn wrong_password_and_unknown_user_are_401() {
         // Split on the first colon: password "password:more".
         "user:password:more",
     ] {
-        let auth = basic(creds);
-        assert_401(&gw, &up, &[("Authorization", &auth)], NOT_AUTHORISED).await;
+        assert_not_authorised(&gw, &up, creds).await;
     }
     // Still fine afterwards.
     assert_200(&gw, &up, &basic("user:password")).await;
@@ -161,37 +149,24 @@ async fn password_may_contain_colons() {
     create_user(&gw, "defaultcolon", "pa:ss:word").await;
     assert_200(&gw, &up, &basic("colon:pa:ss:word")).await;
     for creds in ["colon:pa", "colon:pa:ss", "colon:ss:word"] {
-        let auth = basic(creds);
-        assert_401(&gw, &up, &[("Authorization", &auth)], NOT_AUTHORISED).await;
+        assert_not_authorised(&gw, &up, creds).await;
     }
 }
 
 #[tokio::test]
 async fn malformed_headers_are_400() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
-    assert_400(
-        &gw,
-        &up,
-        &basic("nocolon"),
-        "Attempted access with malformed header, values not in basic auth format",
-    )
-    .await;
-    assert_400(
-        &gw,
-        &up,
-        "Basic !!notbase64",
-        "Attempted access with malformed header, auth data not encoded correctly",
-    )
-    .await;
-    assert_400(
-        &gw,
-        &up,
-        "Bearer x",
-        "Attempted access with malformed header, header not in basic auth format",
-    )
-    .await;
+    let (up, gw) = start_user(json!({}), json!({})).await;
+    for (auth, what) in [
+        (basic("nocolon"), "values not in basic auth format"),
+        (
+            "Basic !!notbase64".to_owned(),
+            "auth data not encoded correctly",
+        ),
+        ("Bearer x".to_owned(), "header not in basic auth format"),
+    ] {
+        let msg = format!("Attempted access with malformed header, {what}");
+        assert_400(&gw, &up, &auth, &msg).await;
+    }
 }
 
 #[tokio::test]
@@ -204,15 +179,12 @@ async fn plain_username_key_is_accepted() {
         rec.header("authorization"),
         Some(basic("alice:secret-pw").as_str())
     );
-    let auth = basic("alice:wrong");
-    assert_401(&gw, &up, &[("Authorization", &auth)], NOT_AUTHORISED).await;
+    assert_not_authorised(&gw, &up, "alice:wrong").await;
 }
 
 #[tokio::test]
 async fn stored_password_is_never_returned() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({}), json!({})).await;
     let a = admin(&gw, "GET", "/tyk/keys/defaultuser", None).await;
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["basic_auth_data"]["password"], "", "{}", a.json);
@@ -225,9 +197,7 @@ async fn stored_password_is_never_returned() {
 
 #[tokio::test]
 async fn password_update_and_delete_take_effect() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({}), json!({})).await;
     assert_200(&gw, &up, &basic("user:password")).await;
 
     let a = admin(
@@ -239,14 +209,12 @@ async fn password_update_and_delete_take_effect() {
     .await;
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["action"], "modified", "{}", a.json);
-    let old = basic("user:password");
-    assert_401(&gw, &up, &[("Authorization", &old)], NOT_AUTHORISED).await;
+    assert_not_authorised(&gw, &up, "user:password").await;
     assert_200(&gw, &up, &basic("user:newpass")).await;
 
     let a = admin(&gw, "DELETE", "/tyk/keys/defaultuser", None).await;
     assert_eq!(a.status, 200, "{}", a.json);
-    let new = basic("user:newpass");
-    assert_401(&gw, &up, &[("Authorization", &new)], NOT_AUTHORISED).await;
+    assert_not_authorised(&gw, &up, "user:newpass").await;
 }
 
 #[tokio::test]
@@ -271,9 +239,7 @@ async fn inactive_user_is_rejected() {
 
 #[tokio::test]
 async fn strip_auth_data_removes_basic_credentials() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({"strip_auth_data": true}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({"strip_auth_data": true}), json!({})).await;
     let before = up.request_count();
     let r = call(
         &gw,
@@ -294,13 +260,10 @@ async fn strip_auth_data_removes_basic_credentials() {
 
 #[tokio::test]
 async fn basic_users_survive_restart() {
-    let up = MockUpstream::start().await;
-    let mut gw = start_with(&up, json!({}), json!({})).await;
-    create_user(&gw, "defaultuser", "password").await;
-    restart_gw(&mut gw).await;
+    let (up, mut gw) = start_user(json!({}), json!({})).await;
+    gw.restart().await;
     assert_200(&gw, &up, &basic("user:password")).await;
-    let auth = basic("user:wrong");
-    assert_401(&gw, &up, &[("Authorization", &auth)], NOT_AUTHORISED).await;
+    assert_not_authorised(&gw, &up, "user:wrong").await;
     let a = admin(&gw, "GET", "/tyk/keys/defaultuser", None).await;
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["basic_auth_data"]["password"], "", "{}", a.json);
@@ -308,10 +271,7 @@ async fn basic_users_survive_restart() {
 
 #[tokio::test]
 async fn basic_auth_with_hashing_off() {
-    let up = MockUpstream::start().await;
-    let gw = start_with(&up, json!({}), json!({"hash_keys": false})).await;
-    create_user(&gw, "defaultuser", "password").await;
+    let (up, gw) = start_user(json!({}), json!({"hash_keys": false})).await;
     assert_200(&gw, &up, &basic("user:password")).await;
-    let auth = basic("user:nope");
-    assert_401(&gw, &up, &[("Authorization", &auth)], NOT_AUTHORISED).await;
+    assert_not_authorised(&gw, &up, "user:nope").await;
 }

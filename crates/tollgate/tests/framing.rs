@@ -7,14 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tollgate_testkit::raw::{RawClient, assert_gateway_error_shape, exchange};
-use tollgate_testkit::{Exchange, Gateway, GatewayBuilder, MockUpstream, api_def, gateway};
+use tollgate_testkit::{Exchange, Gateway, GatewayBuilder, MockUpstream, gateway};
 
 async fn start(builder: GatewayBuilder) -> (Gateway, MockUpstream) {
     let up = MockUpstream::start().await;
-    let gw = builder
-        .api("f.json", api_def("f", "/f/", &up.url()))
-        .start()
-        .await;
+    let gw = builder.with_api("f", "/f/", &up.url()).start().await;
     (gw, up)
 }
 

@@ -17,21 +17,16 @@ async fn conf_flag_with_equals_sign() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .conf_equals_form()
-        .api("a.json", api_def("a", "/a/", &up.url()))
+        .with_api("a", "/a/", &up.url())
         .start()
         .await;
-    let r = get(gw.addr(), "/a/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
+    gw.assert_routed(&up, "/a/x", &[], "/x").await;
 }
 
 #[tokio::test]
 async fn sighup_reloads_app_path() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     let r = get(gw.addr(), "/b/x", &[]).await;
     assert_eq!(r.status, 404);
 
@@ -54,16 +49,14 @@ async fn sighup_reloads_app_path() {
     }
     assert_eq!(up.last().uri, "/x");
     // Still alive and still serving the old API.
-    let r = get(gw.addr(), "/a/y", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/y");
+    gw.assert_routed(&up, "/a/y", &[], "/y").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_drop_no_requests() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api("load.json", api_def("load", "/load/", &up.url()))
+        .with_api("load", "/load/", &up.url())
         .start()
         .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -114,7 +107,7 @@ async fn reloads_under_load_drop_no_requests() {
         }
     }
     // Let the last reload settle while traffic continues.
-    let (status, _) = gw.admin(Method::GET, "/tyk/reload?block=true", None).await;
+    let (status, _) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
@@ -141,10 +134,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "/slow",
         Reply::fixed(200, "done").delay(Duration::from_millis(1500)),
     );
-    let mut gw = gateway!()
-        .api("s.json", api_def("s", "/s/", &up.url()))
-        .start()
-        .await;
+    let mut gw = gateway!().with_api("s", "/s/", &up.url()).start().await;
     let url = gw.url("/s/slow");
     let in_flight = tokio::spawn(async move {
         let resp = client().get(url).send().await.unwrap();
@@ -183,10 +173,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 #[tokio::test]
 async fn idle_keep_alive_connections_do_not_delay_shutdown() {
     let up = MockUpstream::start().await;
-    let mut gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
+    let mut gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
     // A client that keeps its connection open after a request.
     let mut idle = RawClient::connect(gw.addr()).await.unwrap();
     idle.send(format!("GET /a/x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr()).as_bytes())
@@ -212,10 +199,7 @@ async fn reload_does_not_cut_in_flight_requests() {
         "/slow",
         Reply::fixed(200, "slow done").delay(Duration::from_millis(800)),
     );
-    let gw = gateway!()
-        .api("s.json", api_def("s", "/s/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("s", "/s/", &up.url()).start().await;
     let url = gw.url("/s/slow");
     let in_flight = tokio::spawn(async move {
         let resp = client().get(url).send().await.unwrap();
@@ -227,7 +211,7 @@ async fn reload_does_not_cut_in_flight_requests() {
     // Remove the API and reload while the request waits for the upstream.
     let (status, _) = gw.admin(Method::DELETE, "/tyk/apis/s", None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = gw.admin(Method::GET, "/tyk/reload?block=true", None).await;
+    let (status, _) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
     let r = get(gw.addr(), "/s/other", &[]).await;
     assert_eq!(r.status, 404, "API still served after delete + reload");
@@ -295,7 +279,7 @@ async fn unknown_config_keys_are_ignored() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .conf(json!({"some_future_option": {"x": [1, 2]}, "enable_analytics": true}))
-        .api("a.json", api_def("a", "/a/", &up.url()))
+        .with_api("a", "/a/", &up.url())
         .start()
         .await;
     let r = get(gw.addr(), "/a/x", &[]).await;
@@ -311,10 +295,8 @@ async fn apis_created_through_the_admin_api_survive_a_restart() {
     assert_eq!(status, StatusCode::OK);
 
     gw.restart().await;
-    let r = get(gw.addr(), "/persist/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
-    let (status, v) = gw.admin(Method::GET, "/tyk/apis/persist", None).await;
+    gw.assert_routed(&up, "/persist/x", &[], "/x").await;
+    let (status, v) = gw.admin_get("/tyk/apis/persist").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["api_id"], "persist");
 }

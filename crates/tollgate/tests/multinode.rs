@@ -6,67 +6,45 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use keys_common::*;
-use redis_common::*;
 use serde_json::{Value, json};
+use tollgate_testkit::keys::*;
+use tollgate_testkit::limits::quota_session;
 use tollgate_testkit::raw::assert_tyk_error;
-use tollgate_testkit::{Gateway, MockUpstream, api_def, tyk_error_body};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, tyk_error_body};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 const MSG_QUOTA: &str = "Quota exceeded";
 const MSG_RATE: &str = "Rate Limit Exceeded";
 
-/// `n` nodes on `redis`, each with the keyed API (`keyed` on /api/) to `up`.
-async fn keyed_nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway> {
-    let storage = redis_storage(redis.port());
-    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
-    start_nodes(
-        (0..n)
-            .map(|_| node(&storage).api("keyed.json", def.clone()))
-            .collect(),
-    )
-    .await
+/// A new Redis, a new upstream and [`nodes`]`(n)` on them.
+async fn setup(n: usize) -> (RedisServer, MockUpstream, Vec<Gateway>) {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let gws = nodes(&redis, &up, n).await;
+    (redis, up, gws)
 }
 
-fn addrs(gws: &[Gateway]) -> Vec<SocketAddr> {
-    gws.iter().map(Gateway::addr).collect()
+/// `n` nodes on `redis`, each with the keyed API (`keyed` on /api/) to `up`.
+async fn nodes(redis: &RedisServer, up: &MockUpstream, n: usize) -> Vec<Gateway> {
+    keyed_nodes(gateway!(), &redis_storage(redis.port()), &up.url(), n).await
 }
 
 /// Polls `GET /api/ping` with `key` on `gw` every 50 ms until it answers
 /// 403 with exactly `message`; panics if that takes longer than 1 s from
 /// `since`. Returns how long it took.
-async fn refused_within_1s(
+async fn node_refuses_within_1s(
     gw: &Gateway,
     key: &str,
     message: &str,
     since: Instant,
     name: &str,
 ) -> Duration {
-    let want = tyk_error_body(message);
-    let (resp, took) = poll_until(
-        since,
-        Duration::from_secs(1),
-        &format!("node {name} refusing the key with 403 {message:?}"),
-        || async {
-            let r = get_with_key(gw, "/api/ping", key).await;
-            if r.status == 403 && r.text() == want {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
-    assert_tyk_error(&resp, 403, message);
+    let what = format!("node {name} refusing the key with 403 {message:?}");
+    let took = refused_within_1s(gw, ("/api/ping", key), message, since, &what).await;
     assert!(
         took <= Duration::from_secs(1),
         "node {name} took {took:?} to refuse the key"
@@ -92,9 +70,7 @@ fn assert_ok_or_rate_limited(sent: &[Sent]) {
 
 #[tokio::test]
 async fn key_created_on_one_node_works_on_every_node() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let (redis, up, gws) = setup(3).await;
 
     let (key, hash) = create_key(&gws[0], &session_for(&[API])).await;
 
@@ -127,11 +103,18 @@ async fn key_created_on_one_node_works_on_every_node() {
     assert_eq!(up.request_count(), before);
 }
 
+/// Nodes `b` and `c` refuse `key` with 403 `message` within 1 s from now
+/// (see [`node_refuses_within_1s`]); `what` names the change in the log.
+async fn b_and_c_refuse(b: &Gateway, c: &Gateway, key: &str, message: &str, what: &str) {
+    let since = Instant::now();
+    let tb = node_refuses_within_1s(b, key, message, since, "B").await;
+    let tc = node_refuses_within_1s(c, key, message, since, "C").await;
+    eprintln!("{what} seen on B after {tb:?}, on C after {tc:?}");
+}
+
 #[tokio::test]
 async fn key_update_and_delete_reach_every_node_within_a_second() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let (_redis, up, gws) = setup(3).await;
     let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
 
     let (key, _) = create_key(a, &session_for(&[API])).await;
@@ -142,22 +125,17 @@ async fn key_update_and_delete_reach_every_node_within_a_second() {
 
     // Deactivate on A.
     let body = session_with(&[API], json!({"is_inactive": true}));
-    let r = admin(a, "PUT", &format!("/tyk/keys/{key}"), Some(&body)).await;
-    assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(r.json["action"], "modified", "{}", r.json);
-    let since = Instant::now();
-    let tb = refused_within_1s(b, &key, MSG_INACTIVE, since, "B").await;
-    let tc = refused_within_1s(c, &key, MSG_INACTIVE, since, "C").await;
-    eprintln!("inactive seen on B after {tb:?}, on C after {tc:?}");
+    let path = format!("/tyk/keys/{key}");
+    admin(a, "PUT", &path, Some(&body))
+        .await
+        .assert_action("modified");
+    b_and_c_refuse(b, c, &key, MSG_INACTIVE, "inactive").await;
 
     // Delete on A.
-    let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
-    assert_eq!(r.status, 200, "{}", r.json);
-    assert_eq!(r.json["action"], "deleted", "{}", r.json);
-    let since = Instant::now();
-    let tb = refused_within_1s(b, &key, MSG_DISALLOWED, since, "B").await;
-    let tc = refused_within_1s(c, &key, MSG_DISALLOWED, since, "C").await;
-    eprintln!("delete seen on B after {tb:?}, on C after {tc:?}");
+    admin(a, "DELETE", &path, None)
+        .await
+        .assert_action("deleted");
+    b_and_c_refuse(b, c, &key, MSG_DISALLOWED, "delete").await;
 
     // It stays refused (no stale cache entry comes back) and A agrees.
     let before = up.request_count();
@@ -177,20 +155,8 @@ async fn key_update_and_delete_reach_every_node_within_a_second() {
 /// `GET path` answers 200 from the echo upstream on `gw` (polling every
 /// 50 ms until `deadline` from `since`).
 async fn serves_within(gw: &Gateway, path: &str, since: Instant, deadline: Duration, name: &str) {
-    let (_, took) = poll_until(
-        since,
-        deadline,
-        &format!("node {name} serving {path}"),
-        || async {
-            let r = call(gw, "GET", path, &[]).await;
-            if r.status == 200 {
-                Ok(())
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
+    let what = format!("node {name} serving {path}");
+    let (_, took) = status_within(gw, (path, None), 200, (since, deadline), &what).await;
     eprintln!("node {name} serves {path} after {took:?}");
 }
 
@@ -201,7 +167,7 @@ async fn group_reload_on_one_node_reloads_every_node() {
     let apps = SharedApps::new();
     apps.write("a.json", &api_def("a", "/a/", &up.url()));
     let storage = redis_storage(redis.port());
-    let gws = start_nodes((0..3).map(|_| node(&storage).conf(apps.conf())).collect()).await;
+    let gws = start_nodes(node(gateway!(), &storage).conf(apps.conf()), 3).await;
     for gw in &gws {
         assert_echo_ok(&call(gw, "GET", "/a/x", &[]).await, "/x");
     }
@@ -238,25 +204,13 @@ async fn group_reload_on_one_node_reloads_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_is_exact_across_nodes() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
-    let body = session_with(
-        &[API],
-        json!({"rate": 0, "allowance": 0, "quota_max": 100, "quota_remaining": 100,
-               "quota_renewal_rate": 3600}),
-    );
+    let (_redis, up, gws) = setup(3).await;
+    let body = quota_session(&[API], 100, 3600);
     let (key, _) = create_key(&gws[0], &body).await;
 
-    let sent = burst(
-        &addrs(&gws),
-        "/api/q",
-        Some(&key),
-        700,
-        100,
-        Duration::from_secs(10),
-    )
-    .await;
+    let sent = Load::new("/api/q", Some(&key), Duration::from_secs(10))
+        .burst(&addrs(&gws), 700, 100)
+        .await;
     let counts = status_counts(&sent);
     let ok = sent.iter().filter(|s| s.status() == 200).count();
     let quota_body = tyk_error_body(MSG_QUOTA);
@@ -290,9 +244,7 @@ async fn quota_is_exact_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_holds_across_nodes() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let (_redis, up, gws) = setup(3).await;
     let body = session_with(&[API], json!({"rate": 50, "allowance": 50, "per": 1}));
     let (key, _) = create_key(&gws[0], &body).await;
     // Warm every node's connections (and any script cache) with another key,
@@ -305,15 +257,9 @@ async fn rate_limit_holds_across_nodes() {
     }
     up.clear();
 
-    let sent = paced(
-        &addrs(&gws),
-        "/api/r",
-        Some(&key),
-        150,
-        Duration::from_secs(3),
-        Duration::from_secs(5),
-    )
-    .await;
+    let sent = Load::new("/api/r", Some(&key), Duration::from_secs(5))
+        .paced(&addrs(&gws), 150, Duration::from_secs(3))
+        .await;
     assert_ok_or_rate_limited(&sent);
     let mut windows = [0usize; 3];
     for s in sent.iter().filter(|s| s.status() == 200) {
@@ -348,9 +294,7 @@ async fn rate_limit_holds_across_nodes() {
 /// back from the quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_counting_is_exact_across_nodes() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 3).await;
+    let (_redis, up, gws) = setup(3).await;
     let body = session_with(
         &[API],
         json!({"rate": 1200, "allowance": 1200, "per": 60, "quota_max": 5000,
@@ -358,15 +302,9 @@ async fn batched_counting_is_exact_across_nodes() {
     );
     let (key, _) = create_key(&gws[0], &body).await;
 
-    let sent = burst(
-        &addrs(&gws),
-        "/api/b",
-        Some(&key),
-        2000,
-        150,
-        Duration::from_secs(20),
-    )
-    .await;
+    let sent = Load::new("/api/b", Some(&key), Duration::from_secs(20))
+        .burst(&addrs(&gws), 2000, 150)
+        .await;
     assert_ok_or_rate_limited(&sent);
     let ok: Vec<_> = sent.iter().filter(|s| s.status() == 200).collect();
     assert_eq!(ok.len(), 1200, "statuses {:?}", status_counts(&sent));
@@ -420,14 +358,8 @@ async fn batched_counting_is_exact_across_nodes() {
 /// given one by the next request on any node, so the quota still renews.
 #[tokio::test]
 async fn quota_counter_always_gets_its_renewal_expiry() {
-    let redis = RedisServer::start().await;
-    let up = MockUpstream::start().await;
-    let gws = keyed_nodes(&redis, &up, 2).await;
-    let body = session_with(
-        &[API],
-        json!({"rate": 0, "allowance": 0, "quota_max": 50, "quota_remaining": 50,
-               "quota_renewal_rate": 600}),
-    );
+    let (redis, _up, gws) = setup(2).await;
+    let body = quota_session(&[API], 50, 600);
     let (key, _) = create_key(&gws[0], &body).await;
     assert_echo_ok(&get_with_key(&gws[0], "/api/e", &key).await, "/e");
 

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tollgate_testkit::keys::create_key;
 use tollgate_testkit::{Gateway, MockUpstream, api_def, client, gateway};
 
 fn free_port() -> u16 {
@@ -23,7 +24,7 @@ async fn start(up: &MockUpstream, metrics_port: u16) -> Gateway {
             "enable_access_log": true,
             "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": metrics_port, "path": "/metrics"}
         }))
-        .api("open.json", api_def("open", "/open/", &up.url()))
+        .with_api("open", "/open/", &up.url())
         .api("keyed.json", keyed)
         .start()
         .await
@@ -159,9 +160,7 @@ async fn metrics_count_the_traffic_sent() {
     }
 
     // A reload is counted.
-    let (status, _) = gw
-        .admin(reqwest::Method::GET, "/tyk/reload?block=true", None)
-        .await;
+    let (status, _) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, 200);
     let text = scrape(port).await;
     assert_eq!(sample(&text, "tollgate_reloads_total"), 1);
@@ -179,16 +178,11 @@ async fn access_log_and_request_ids() {
     let up = MockUpstream::start().await;
     let gw = start(&up, free_port()).await;
     let c = client();
-    let (status, created) = gw
-        .admin(
-            reqwest::Method::POST,
-            "/tyk/keys/create",
-            Some(&json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let key = created["key"].as_str().unwrap().to_owned();
-    let key_hash = created["key_hash"].as_str().unwrap().to_owned();
+    let (key, key_hash) = create_key(
+        &gw,
+        &json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}}),
+    )
+    .await;
 
     // No X-Request-Id from the client: the upstream gets a generated one.
     let r = c

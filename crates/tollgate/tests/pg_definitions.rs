@@ -9,26 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
+use std::time::{Duration, Instant};
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use keys_common::*;
-use redis_common::*;
 use serde_json::{Value, json};
-use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
-use tollgate_testkit::{Gateway, GatewayBuilder, MockUpstream, api_def, gateway, merge_json};
+use tollgate_testkit::keys::*;
+use tollgate_testkit::pg::{PgDb, sql_literal};
+use tollgate_testkit::raw::assert_tyk_error;
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, merge_json};
 
-const PG_HOST: &str = "127.0.0.1";
-const PG_PORT: &str = "5432";
-const PG_USER: &str = "postgres";
-const PG_ADMIN_DB: &str = "test";
 const TABLE: &str = "tollgate_api_definitions";
 
 /// How long a group reload may take to reach every node.
@@ -38,156 +28,32 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(2);
 // PostgreSQL
 // ---------------------------------------------------------------------------
 
-/// Runs `psql` against `db` with `sql`; returns the raw output (no panic).
-fn psql_output(db: &str, sql: &str) -> std::io::Result<Output> {
-    Command::new("psql")
-        .args([
-            "-h",
-            PG_HOST,
-            "-p",
-            PG_PORT,
-            "-U",
-            PG_USER,
-            "-d",
-            db,
-            "-X",
-            "-w",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .env("PGCONNECT_TIMEOUT", "5")
-        .stdin(Stdio::null())
-        .output()
+/// The tyk.conf fragment that makes a gateway read definitions from `db`.
+fn db_conf(db: &PgDb) -> Value {
+    json!({
+        "use_db_app_configs": true,
+        "db_app_conf_options": {"connection_string": db.url()},
+    })
 }
 
-/// A random lower-case hex string (per call and per process).
-fn random_hex() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(nanos);
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
-}
-
-/// A private database for one test, dropped (`WITH (FORCE)`) when the value
-/// is dropped, also while panicking.
-struct PgDb {
-    name: String,
-}
-
-impl PgDb {
-    /// Creates `tg_<random hex>`; fails the test with a clear message when
-    /// PostgreSQL is not reachable.
-    async fn create() -> Self {
-        let name = format!("tg_{}", random_hex());
-        let sql = format!("CREATE DATABASE {name}");
-        let out = tokio::task::spawn_blocking(move || psql_output(PG_ADMIN_DB, &sql))
-            .await
-            .expect("join psql")
-            .unwrap_or_else(|e| {
-                panic!("cannot run `psql` (needed for the PostgreSQL definition tests): {e}")
-            });
-        assert!(
-            out.status.success(),
-            "PostgreSQL is not reachable or refused CREATE DATABASE {name} \
-             (these tests need PostgreSQL on {PG_HOST}:{PG_PORT}, trust auth, user \
-             `{PG_USER}`, database `{PG_ADMIN_DB}`): psql exited with {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { name }
-    }
-
-    /// `postgres://postgres@127.0.0.1:5432/<name>`.
-    fn url(&self) -> String {
-        format!("postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{}", self.name)
-    }
-
-    /// The tyk.conf fragment that makes a gateway read definitions from here.
-    fn conf(&self) -> Value {
-        json!({
-            "use_db_app_configs": true,
-            "db_app_conf_options": {"connection_string": self.url()},
-        })
-    }
-
-    /// Runs `sql` in this database; returns the unaligned, tuples-only output
-    /// without the final newline. Panics (with stderr) if psql fails.
-    async fn sql(&self, sql: &str) -> String {
-        let db = self.name.clone();
-        let q = sql.to_owned();
-        let out = tokio::task::spawn_blocking(move || psql_output(&db, &q))
-            .await
-            .expect("join psql")
-            .unwrap_or_else(|e| panic!("run psql: {e}"));
-        assert!(
-            out.status.success(),
-            "psql -d {} -c {sql:?} failed ({}): {}{}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-        while s.ends_with('\n') {
-            s.pop();
-        }
-        s
-    }
-
-    /// The `api_id`s in the definitions table, in order, one per line.
-    async fn api_ids(&self) -> String {
-        self.sql(&format!("SELECT api_id FROM {TABLE} ORDER BY api_id"))
-            .await
-    }
-
-    /// The stored `proxy.listen_path` of row `api_id`.
-    async fn stored_listen_path(&self, api_id: &str) -> String {
-        self.sql(&format!(
-            "SELECT definition->'proxy'->>'listen_path' FROM {TABLE} WHERE api_id = {}",
-            sql_literal(api_id)
-        ))
+/// The `api_id`s in the definitions table, in order, one per line.
+async fn api_ids(db: &PgDb) -> String {
+    db.sql(&format!("SELECT api_id FROM {TABLE} ORDER BY api_id"))
         .await
-    }
 }
 
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        match psql_output(PG_ADMIN_DB, &sql) {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "warning: {sql} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("warning: {sql}: cannot run psql: {e}"),
-        }
-    }
-}
-
-/// `text` as a single-quoted SQL string literal.
-fn sql_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+/// The stored `proxy.listen_path` of row `api_id`.
+async fn stored_listen_path(db: &PgDb, api_id: &str) -> String {
+    db.sql(&format!(
+        "SELECT definition->'proxy'->>'listen_path' FROM {TABLE} WHERE api_id = {}",
+        sql_literal(api_id)
+    ))
+    .await
 }
 
 // ---------------------------------------------------------------------------
 // Gateway helpers
 // ---------------------------------------------------------------------------
-
-/// Starts a gateway (boxed: keeps the test futures small).
-async fn start(builder: GatewayBuilder) -> Gateway {
-    Box::pin(builder.start()).await
-}
 
 /// A definition proxying `listen` to `up`, stripping the listen path.
 fn def(api_id: &str, listen: &str, up: &MockUpstream) -> Value {
@@ -229,20 +95,9 @@ async fn assert_not_served(gw: &Gateway, up: &MockUpstream, target: &str) {
 /// Polls `GET target` on `gw` every 50 ms until it answers `status`, failing
 /// after [`RELOAD_DEADLINE`] from `since`.
 async fn status_within(gw: &Gateway, target: &str, status: u16, since: Instant, name: &str) {
-    let (_, took): (RawResponse, Duration) = poll_until(
-        since,
-        RELOAD_DEADLINE,
-        &format!("node {name} answering {status} to GET {target}"),
-        || async {
-            let r = call(gw, "GET", target, &[]).await;
-            if r.status == status {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
+    let what = format!("node {name} answering {status} to GET {target}");
+    let (_, took) =
+        traffic::status_within(gw, (target, None), status, (since, RELOAD_DEADLINE), &what).await;
     eprintln!("node {name}: GET {target} -> {status} after {took:?}");
 }
 
@@ -303,12 +158,10 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
     let storage = redis_storage(redis.port());
     // A definition file in app_path: ignored when definitions come from the
     // database.
-    let builder = || {
-        node(&storage)
-            .conf(db.conf())
-            .api("files.json", def("files", "/files/", &up))
-    };
-    let gws = start_nodes(vec![builder(), builder()]).await;
+    let builder = node(gateway!(), &storage)
+        .conf(db_conf(&db))
+        .api("files.json", def("files", "/files/", &up));
+    let gws = start_nodes(builder, 2).await;
     let (a, b) = (&gws[0], &gws[1]);
     let nodes = [(a, "A"), (b, "B")];
 
@@ -328,8 +181,8 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
         "{}",
         r.raw.text()
     );
-    assert_eq!(db.api_ids().await, id);
-    assert_eq!(db.stored_listen_path(id).await, "/pg/");
+    assert_eq!(api_ids(&db).await, id);
+    assert_eq!(stored_listen_path(&db, id).await, "/pg/");
     for (gw, _) in nodes {
         assert_not_served(gw, &up, "/pg/x").await;
     }
@@ -340,8 +193,8 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
         assert_eq!(r.status, 409, "node {name}: {}", r.raw.text());
         assert_eq!(r.json["status"], "error", "node {name}: {}", r.json);
     }
-    assert_eq!(db.api_ids().await, id);
-    assert_eq!(db.stored_listen_path(id).await, "/pg/");
+    assert_eq!(api_ids(&db).await, id);
+    assert_eq!(stored_listen_path(&db, id).await, "/pg/");
 
     // Group reload on A: both nodes serve /pg/.
     let since = group_reload(a).await;
@@ -379,8 +232,8 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
         "{}",
         r.raw.text()
     );
-    assert_eq!(db.api_ids().await, id);
-    assert_eq!(db.stored_listen_path(id).await, "/pg2/");
+    assert_eq!(api_ids(&db).await, id);
+    assert_eq!(stored_listen_path(&db, id).await, "/pg2/");
     for (gw, _) in nodes {
         assert_proxied(gw, &up, "/pg/still", "/still").await;
         assert_not_served(gw, &up, "/pg2/x").await;
@@ -404,7 +257,7 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
         "{}",
         r.raw.text()
     );
-    assert_eq!(db.api_ids().await, "");
+    assert_eq!(api_ids(&db).await, "");
     assert_eq!(db.sql(&format!("SELECT count(*) FROM {TABLE}")).await, "0");
     let since = group_reload(a).await;
     for (gw, name) in nodes {
@@ -437,7 +290,7 @@ async fn rows_present_at_start_are_served_and_broken_rows_skipped() {
         .await;
     }
 
-    let gw = start(gateway!().conf(db.conf())).await;
+    let gw = gateway!().conf(db_conf(&db)).start().await;
 
     assert_proxied(&gw, &up, "/pre/x?y=1", "/x?y=1").await;
     assert_not_served(&gw, &up, "/bad/x").await;
@@ -451,7 +304,7 @@ async fn rows_present_at_start_are_served_and_broken_rows_skipped() {
     assert_eq!(d["proxy"]["listen_path"], "/pre/", "{d}");
     assert_eq!(d["proxy"]["target_url"], up.url(), "{d}");
     // Skipping is not deleting: both rows remain.
-    assert_eq!(db.api_ids().await, "pre\npre-bad");
+    assert_eq!(api_ids(&db).await, "pre\npre-bad");
 
     // A row inserted behind the gateway's back is served after a reload.
     db.sql(&format!(

@@ -3,15 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-
 use std::path::PathBuf;
 
-use keys_common::*;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tollgate_testkit::raw::assert_tyk_error;
+use tollgate_testkit::keys::*;
 use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
 const API: &str = "keyed";
@@ -72,20 +68,31 @@ impl PolicyFile {
 async fn start_with(up: &MockUpstream, pf: &PolicyFile, policies_conf: Value) -> Gateway {
     let mut policies = json!({"policy_record_name": pf.relative()});
     tollgate_testkit::merge_json(&mut policies, policies_conf);
-    start_gw(
-        gateway!()
-            .conf(json!({"policies": policies}))
-            .api("keyed.json", keyed_api(API, "/api/", &up.url(), json!({})))
-            .api(
-                "other.json",
-                keyed_api("other", "/other/", &up.url(), json!({})),
-            ),
-    )
-    .await
+    let keyed = with_keyed_api(
+        gateway!().conf(json!({"policies": policies})),
+        &up.url(),
+        json!({}),
+    );
+    with_other_api(keyed, &up.url()).start().await
 }
 
 async fn start(up: &MockUpstream, pf: &PolicyFile) -> Gateway {
     start_with(up, pf, json!({})).await
+}
+
+/// [`start_with`] a new upstream and a policy file holding only `gold`
+/// for `keyed`.
+async fn start_gold(policies_conf: Value) -> (MockUpstream, PolicyFile, Gateway) {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
+    let gw = start_with(&up, &pf, policies_conf).await;
+    (up, pf, gw)
+}
+
+/// Asserts `key` works on /api/ (`keyed`) and is refused on /other/.
+async fn assert_only_keyed(gw: &Gateway, up: &MockUpstream, key: &str) {
+    assert_key_proxied(gw, up, "/api/p", key, "/p").await;
+    assert_key_refused(gw, up, "/other/p", key, 403, MSG_DISALLOWED).await;
 }
 
 async fn reload(gw: &Gateway) {
@@ -98,55 +105,19 @@ async fn reload(gw: &Gateway) {
 
 /// A key body applying `policies` with no access rights of its own.
 fn policy_key(policies: &[&str]) -> Value {
-    json!({
-        "org_id": ORG,
-        "allowance": 1000,
-        "rate": 1000,
-        "per": 1,
-        "expires": 0,
-        "quota_max": -1,
-        "apply_policies": policies,
-    })
-}
-
-async fn assert_ok(gw: &Gateway, up: &MockUpstream, target: &str, key: &str, upstream: &str) {
-    let before = up.request_count();
-    let r = get_with_key(gw, target, key).await;
-    assert_echo_ok(&r, upstream);
-    assert_eq!(up.request_count(), before + 1);
-    let rec = up.last();
-    assert_eq!(rec.path, upstream);
-    assert_eq!(rec.header("authorization"), Some(key));
-}
-
-async fn assert_denied(
-    gw: &Gateway,
-    up: &MockUpstream,
-    target: &str,
-    key: &str,
-    status: u16,
-    msg: &str,
-) {
-    let before = up.request_count();
-    let r = get_with_key(gw, target, key).await;
-    assert_eq!(r.status, status, "{target}: {}{}", r.head, r.text());
-    assert_tyk_error(&r, status, msg);
-    assert_eq!(
-        up.request_count(),
-        before,
-        "a rejected request reached the upstream"
-    );
+    let mut body = session_for(&[]);
+    let fields = body.as_object_mut().unwrap();
+    fields.remove("access_rights");
+    fields.insert("apply_policies".to_owned(), json!(policies));
+    body
 }
 
 #[tokio::test]
 async fn key_with_only_a_policy_gets_the_policy_access() {
-    let up = MockUpstream::start().await;
-    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
-    let gw = start(&up, &pf).await;
+    let (up, _pf, gw) = start_gold(json!({})).await;
     let (key, hash) = create_key(&gw, &policy_key(&["gold"])).await;
-    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
     // The policy grants only its APIs.
-    assert_denied(&gw, &up, "/other/p", &key, 403, MSG_DISALLOWED).await;
+    assert_only_keyed(&gw, &up, &key).await;
 
     let s = get_session(&gw, &key).await;
     assert_eq!(s["apply_policies"], json!(["gold"]), "{s}");
@@ -155,16 +126,14 @@ async fn key_with_only_a_policy_gets_the_policy_access() {
 
     // A custom key with a policy too.
     create_custom_key(&gw, "policy-custom", &policy_key(&["gold"]), Some(64)).await;
-    assert_ok(&gw, &up, "/api/p", "policy-custom", "/p").await;
+    assert_key_proxied(&gw, &up, "/api/p", "policy-custom", "/p").await;
 }
 
 #[tokio::test]
 async fn policy_source_file_is_accepted() {
-    let up = MockUpstream::start().await;
-    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
-    let gw = start_with(&up, &pf, json!({"policy_source": "file"})).await;
+    let (up, _pf, gw) = start_gold(json!({"policy_source": "file"})).await;
     let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
-    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    assert_key_proxied(&gw, &up, "/api/p", &key, "/p").await;
 }
 
 #[tokio::test]
@@ -213,52 +182,33 @@ async fn list_and_get_policies() {
 
 #[tokio::test]
 async fn policies_endpoints_require_the_secret() {
-    let up = MockUpstream::start().await;
-    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
-    let gw = start(&up, &pf).await;
+    let (_up, _pf, gw) = start_gold(json!({})).await;
     for path in ["/tyk/policies", "/tyk/policies/gold"] {
         let r = tollgate_testkit::raw::get(gw.addr(), path, &[]).await;
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(
-            (r.status, v),
-            (
-                403,
-                json!({"status": "error", "message": "Attempted administrative access with invalid or missing key!"})
-            ),
-            "{path}"
-        );
+        assert_admin_denied(&r, path);
     }
 }
 
 #[tokio::test]
 async fn unknown_policy_fails_creation() {
-    let up = MockUpstream::start().await;
-    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
-    let gw = start_with(&up, &pf, json!({})).await;
+    let (up, _pf, gw) = start_gold(json!({})).await;
     for path in ["/tyk/keys/create", "/tyk/keys/unknown-policy-key"] {
-        let a = admin(&gw, "POST", path, Some(&policy_key(&["nope"]))).await;
-        assert_eq!(a.status, 500, "{path}: {}", a.json);
-        assert_eq!(a.json["status"], "error", "{path}: {}", a.json);
-        let msg = a.json["message"].as_str().unwrap_or_default();
-        assert!(
-            msg.starts_with("Failed to create key"),
-            "{path}: {}",
-            a.json
-        );
-        // Also with access rights of its own.
-        let body = session_with(&[API], json!({"apply_policies": ["nope"]}));
-        let a = admin(&gw, "POST", path, Some(&body)).await;
-        assert_eq!(a.status, 500, "{path}: {}", a.json);
-        assert_eq!(a.json["status"], "error", "{path}: {}", a.json);
-        let msg = a.json["message"].as_str().unwrap_or_default();
-        assert!(
-            msg.starts_with("Failed to create key"),
-            "{path}: {}",
-            a.json
-        );
+        // Without access rights, and with access rights of its own.
+        let own = session_with(&[API], json!({"apply_policies": ["nope"]}));
+        for body in [policy_key(&["nope"]), own] {
+            let a = admin(&gw, "POST", path, Some(&body)).await;
+            assert_eq!(a.status, 500, "{path}: {}", a.json);
+            assert_eq!(a.json["status"], "error", "{path}: {}", a.json);
+            let msg = a.json["message"].as_str().unwrap_or_default();
+            assert!(
+                msg.starts_with("Failed to create key"),
+                "{path}: {}",
+                a.json
+            );
+        }
     }
     assert_key_absent(&gw, "unknown-policy-key").await;
-    assert_denied(
+    assert_key_refused(
         &gw,
         &up,
         "/api/p",
@@ -271,17 +221,14 @@ async fn unknown_policy_fails_creation() {
 
 #[tokio::test]
 async fn editing_the_policy_file_and_reloading_revokes_access() {
-    let up = MockUpstream::start().await;
-    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
-    let gw = start(&up, &pf).await;
+    let (up, pf, gw) = start_gold(json!({})).await;
     let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
-    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
-    assert_denied(&gw, &up, "/other/p", &key, 403, MSG_DISALLOWED).await;
+    assert_only_keyed(&gw, &up, &key).await;
 
     pf.write(&json!({"gold": gold(&["other"])}));
     reload(&gw).await;
-    assert_denied(&gw, &up, "/api/p", &key, 403, MSG_DISALLOWED).await;
-    assert_ok(&gw, &up, "/other/p", &key, "/p").await;
+    assert_key_refused(&gw, &up, "/api/p", &key, 403, MSG_DISALLOWED).await;
+    assert_key_proxied(&gw, &up, "/other/p", &key, "/p").await;
     let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(
@@ -294,7 +241,7 @@ async fn editing_the_policy_file_and_reloading_revokes_access() {
     // And back.
     pf.write(&json!({"gold": gold(&[API])}));
     reload(&gw).await;
-    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    assert_key_proxied(&gw, &up, "/api/p", &key, "/p").await;
 }
 
 #[tokio::test]
@@ -306,26 +253,24 @@ async fn inactive_policy_makes_its_keys_inactive() {
     }));
     let gw = start(&up, &pf).await;
     let (off_key, _) = create_key(&gw, &policy_key(&["off"])).await;
-    assert_denied(&gw, &up, "/api/p", &off_key, 403, MSG_INACTIVE).await;
+    assert_key_refused(&gw, &up, "/api/p", &off_key, 403, MSG_INACTIVE).await;
 
     let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
-    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    assert_key_proxied(&gw, &up, "/api/p", &key, "/p").await;
     pf.write(&json!({
         "gold": policy(&[API], json!({"is_inactive": true})),
         "off": policy(&[API], json!({"is_inactive": true})),
     }));
     reload(&gw).await;
-    assert_denied(&gw, &up, "/api/p", &key, 403, MSG_INACTIVE).await;
+    assert_key_refused(&gw, &up, "/api/p", &key, 403, MSG_INACTIVE).await;
 }
 
 #[tokio::test]
 async fn policy_keys_survive_restart() {
-    let up = MockUpstream::start().await;
-    let pf = PolicyFile::new(&json!({"gold": gold(&[API])}));
-    let mut gw = start(&up, &pf).await;
+    let (up, _pf, mut gw) = start_gold(json!({})).await;
     let (key, _) = create_key(&gw, &policy_key(&["gold"])).await;
-    restart_gw(&mut gw).await;
-    assert_ok(&gw, &up, "/api/p", &key, "/p").await;
+    gw.restart().await;
+    assert_key_proxied(&gw, &up, "/api/p", &key, "/p").await;
     let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["id"], "gold");

@@ -26,13 +26,13 @@ async fn upstream_url_joins_target_path_and_keeps_query() {
     let mut no_strip_base = api_def("o6", "/o6/", &base);
     no_strip_base["proxy"]["strip_listen_path"] = json!(false);
     let gw = gateway!()
-        .api("o1.json", api_def("o1", "/o1/", &base))
-        .api("o2.json", api_def("o2", "/o2/", &base_slash))
-        .api("o3.json", api_def("o3", "/o3/", &root))
-        .api("o4.json", api_def("o4", "/o4/", &root_slash))
+        .with_api("o1", "/o1/", &base)
+        .with_api("o2", "/o2/", &base_slash)
+        .with_api("o3", "/o3/", &root)
+        .with_api("o4", "/o4/", &root_slash)
         .api("o5.json", no_strip)
         .api("o6.json", no_strip_base)
-        .api("orders.json", api_def("orders", "/orders/", &root))
+        .with_api("orders", "/orders/", &root)
         .start()
         .await;
 
@@ -59,10 +59,7 @@ async fn upstream_url_joins_target_path_and_keeps_query() {
 #[tokio::test]
 async fn methods_and_request_body_are_forwarded() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("m.json", api_def("m", "/m/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         let body = format!("{{\"method\":\"{method}\"}}");
         let r = request(
@@ -85,10 +82,7 @@ async fn methods_and_request_body_are_forwarded() {
 #[tokio::test]
 async fn request_headers_forwarding_and_hop_by_hop_removal() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("h.json", api_def("h", "/h/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
     let r = get(
         gw.addr(),
         "/h/x",
@@ -157,7 +151,7 @@ async fn forwarded_for_is_set_when_absent_and_host_can_be_preserved() {
     let mut keep = api_def("keep", "/keep/", &up.url());
     keep["proxy"]["preserve_host_header"] = json!(true);
     let gw = gateway!()
-        .api("plain.json", api_def("plain", "/plain/", &up.url()))
+        .with_api("plain", "/plain/", &up.url())
         .api("keep.json", keep)
         .start()
         .await;
@@ -194,10 +188,7 @@ async fn upstream_response_passes_through_unchanged() {
         Reply::fixed(500, "upstream exploded").header("Content-Type", "text/plain"),
     );
     up.on("/missing", Reply::fixed(404, "no such thing"));
-    let gw = gateway!()
-        .api("p.json", api_def("p", "/p/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("p", "/p/", &up.url()).start().await;
 
     let r = get(gw.addr(), "/p/created", &[]).await;
     assert_eq!(r.status, 201);
@@ -237,10 +228,7 @@ async fn response_hop_by_hop_headers_are_removed() {
             .header("Upgrade", "foo/1")
             .header("X-Up-Keep", "yes"),
     );
-    let gw = gateway!()
-        .api("p.json", api_def("p", "/p/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("p", "/p/", &up.url()).start().await;
     let r = get(gw.addr(), "/p/hop", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hop body");
@@ -272,10 +260,7 @@ async fn response_hop_by_hop_headers_are_removed() {
 #[tokio::test]
 async fn large_upload_with_content_length_arrives_intact() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("u.json", api_def("u", "/u/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
     let payload = pattern_bytes(8 * MIB);
     let resp = client()
         .post(gw.url("/u/upload"))
@@ -294,10 +279,7 @@ async fn large_upload_with_content_length_arrives_intact() {
 #[tokio::test]
 async fn large_chunked_upload_arrives_intact() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("u.json", api_def("u", "/u/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
     let payload = pattern_bytes(8 * MIB);
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(
@@ -333,10 +315,7 @@ async fn large_download_arrives_intact() {
     let up = MockUpstream::start().await;
     up.on("/big", Reply::stream(8 * MIB));
     up.on("/bigchunked", Reply::stream_chunked(8 * MIB));
-    let gw = gateway!()
-        .api("d.json", api_def("d", "/d/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("d", "/d/", &up.url()).start().await;
     let want = pattern_bytes(8 * MIB);
     for path in ["/d/big", "/d/bigchunked"] {
         let resp = client().get(gw.url(path)).send().await.unwrap();
@@ -351,10 +330,7 @@ async fn large_download_arrives_intact() {
 async fn body_streams_both_ways_at_once() {
     let up = MockUpstream::start().await;
     up.on("/echo", Reply::echo_body());
-    let gw = gateway!()
-        .api("e.json", api_def("e", "/e/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("e", "/e/", &up.url()).start().await;
     let payload = pattern_bytes(8 * MIB);
     let resp = client()
         .post(gw.url("/e/echo"))
@@ -373,7 +349,7 @@ async fn body_streams_both_ways_at_once() {
 async fn upstream_connections_are_pooled() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api("pool.json", api_def("pool", "/pool/", &up.url()))
+        .with_api("pool", "/pool/", &up.url())
         .start()
         .await;
     let c = client();
@@ -394,10 +370,7 @@ async fn upstream_connections_are_pooled() {
 #[tokio::test]
 async fn refused_upstream_is_a_502() {
     let target = format!("http://127.0.0.1:{}", refused_port());
-    let gw = gateway!()
-        .api("r.json", api_def("r", "/r/", &target))
-        .start()
-        .await;
+    let gw = gateway!().with_api("r", "/r/", &target).start().await;
     let r = get(gw.addr(), "/r/x", &[]).await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
 }
@@ -405,10 +378,7 @@ async fn refused_upstream_is_a_502() {
 #[tokio::test]
 async fn reset_upstream_is_a_502() {
     let up = MockUpstream::start_resetting().await;
-    let gw = gateway!()
-        .api("r.json", api_def("r", "/r/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("r", "/r/", &up.url()).start().await;
     let r = get(gw.addr(), "/r/x", &[]).await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
     assert!(up.accepted() >= 1, "the upstream was never contacted");
@@ -418,10 +388,7 @@ async fn reset_upstream_is_a_502() {
 async fn upstream_closing_without_answer_is_a_502() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::close());
-    let gw = gateway!()
-        .api("r.json", api_def("r", "/r/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("r", "/r/", &up.url()).start().await;
     let r = request(gw.addr(), "POST", "/r/x", &[], b"payload").await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
     assert_eq!(up.last().body, b"payload");
@@ -436,7 +403,7 @@ async fn slow_upstream_hits_the_hard_timeout() {
     );
     let gw = gateway!()
         .proxy_default_timeout(1)
-        .api("t.json", api_def("t", "/t/", &up.url()))
+        .with_api("t", "/t/", &up.url())
         .start()
         .await;
     let start = Instant::now();
@@ -458,10 +425,7 @@ async fn slow_upstream_hits_the_hard_timeout() {
 async fn websocket_upgrade_tunnels_bytes_both_ways() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::upgrade());
-    let gw = gateway!()
-        .api("ws.json", api_def("ws", "/ws/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("ws", "/ws/", &up.url()).start().await;
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(
         "GET /ws/ HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -543,10 +507,7 @@ async fn upstream_connection_close_is_respected() {
         "/",
         Reply::fixed(200, "closing").header("Connection", "close"),
     );
-    let gw = gateway!()
-        .api("c.json", api_def("c", "/c/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("c", "/c/", &up.url()).start().await;
     let c = client();
     for i in 0..5 {
         let resp = c.get(gw.url(&format!("/c/{i}"))).send().await.unwrap();
@@ -566,10 +527,7 @@ async fn upstream_connection_close_is_respected() {
 async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
     // Like an upstream with a short keep-alive timeout.
     let up = MockUpstream::start_with_idle_timeout(Duration::from_millis(150)).await;
-    let gw = gateway!()
-        .api("i.json", api_def("i", "/i/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("i", "/i/", &up.url()).start().await;
     let c = client();
     for i in 0..3 {
         let resp = c.get(gw.url(&format!("/i/{i}"))).send().await.unwrap();
@@ -589,10 +547,7 @@ async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
 #[tokio::test]
 async fn client_connection_is_kept_alive_across_requests() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("k.json", api_def("k", "/k/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("k", "/k/", &up.url()).start().await;
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let host = gw.addr();
     c.send(format!("GET /k/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
@@ -630,10 +585,7 @@ async fn client_connection_is_kept_alive_across_requests() {
 #[tokio::test]
 async fn every_connection_header_line_is_honoured() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("h.json", api_def("h", "/h/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
     let r = get(
         gw.addr(),
         "/h/x",
@@ -658,10 +610,7 @@ async fn head_and_no_content_responses_keep_the_connection_in_sync() {
     let up = MockUpstream::start().await;
     up.on("/doc", Reply::fixed(200, "hello").header("X-Doc", "1"));
     up.on("/empty", Reply::fixed(204, ""));
-    let gw = gateway!()
-        .api("h.json", api_def("h", "/h/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
     let host = gw.addr();
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
 
@@ -708,10 +657,7 @@ async fn head_and_no_content_responses_keep_the_connection_in_sync() {
 #[tokio::test]
 async fn expect_100_continue_upload_completes() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("u.json", api_def("u", "/u/", &up.url()))
-        .start()
-        .await;
+    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
     let body = pattern_bytes(64 * 1024);
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(

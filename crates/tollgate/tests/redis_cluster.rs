@@ -7,33 +7,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::time::{Duration, Instant};
 
-use keys_common::*;
-use redis_common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
+use tollgate_testkit::keys::*;
+use tollgate_testkit::limits::quota_session;
 use tollgate_testkit::raw::assert_tyk_error;
-use tollgate_testkit::{Gateway, MockUpstream, tyk_error_body};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, gateway, tyk_error_body};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 const MSG_QUOTA: &str = "Quota exceeded";
 
 /// Two nodes on `cluster`, each with the keyed API (`keyed` on /api/) to `up`.
 async fn cluster_nodes(cluster: &RedisCluster, up: &MockUpstream) -> Vec<Gateway> {
     let storage = cluster_storage(&cluster.addrs());
-    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
-    start_nodes(
-        (0..2)
-            .map(|_| node(&storage).api("keyed.json", def.clone()))
-            .collect(),
-    )
-    .await
+    keyed_nodes(gateway!(), &storage, &up.url(), 2).await
 }
 
 #[tokio::test]
@@ -59,22 +49,8 @@ async fn cluster_key_is_shared_and_delete_reaches_the_other_node() {
     let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
     assert_eq!(r.status, 200, "{}", r.json);
     let since = Instant::now();
-    let want = tyk_error_body(MSG_DISALLOWED);
-    let (resp, took) = poll_until(
-        since,
-        Duration::from_secs(1),
-        "node B refusing the deleted key",
-        || async {
-            let r = get_with_key(b, "/api/ping", &key).await;
-            if r.status == 403 && r.text() == want {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
-    assert_tyk_error(&resp, 403, MSG_DISALLOWED);
+    let what = "node B refusing the deleted key";
+    let took = refused_within_1s(b, ("/api/ping", &key), MSG_DISALLOWED, since, what).await;
     assert!(took <= Duration::from_secs(1), "B took {took:?}");
     eprintln!("delete seen on B after {took:?}");
     assert_tyk_error(
@@ -89,29 +65,15 @@ async fn cluster_quota_is_exact_across_nodes() {
     let cluster = RedisCluster::start().await;
     let up = MockUpstream::start().await;
     let gws = cluster_nodes(&cluster, &up).await;
-    let body = session_with(
-        &[API],
-        json!({"rate": 0, "allowance": 0, "quota_max": 20, "quota_remaining": 20,
-               "quota_renewal_rate": 3600}),
-    );
+    let body = quota_session(&[API], 20, 3600);
     let (key, hash) = create_key(&gws[0], &body).await;
 
-    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
-    let sent = burst(
-        &addrs,
-        "/api/q",
-        Some(&key),
-        60,
-        60,
-        Duration::from_secs(10),
-    )
-    .await;
+    let addrs = addrs(&gws);
+    let sent = Load::new("/api/q", Some(&key), Duration::from_secs(10))
+        .burst(&addrs, 60, 60)
+        .await;
     let quota_body = tyk_error_body(MSG_QUOTA);
-    let is_refusal = |s: &Sent| {
-        s.resp
-            .as_ref()
-            .is_ok_and(|r| r.status == 403 && r.text() == quota_body)
-    };
+    let is_refusal = |s: &Sent| s.is(403, &quota_body);
     let ok = sent.iter().filter(|s| s.status() == 200).count();
     let refused = sent.iter().filter(|s| is_refusal(s)).count();
     assert_eq!(

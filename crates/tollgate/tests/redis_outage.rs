@@ -9,21 +9,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/keys.rs"]
-mod keys_common;
-#[path = "common/redis.rs"]
-mod redis_common;
-
 use std::time::{Duration, Instant};
 
-use keys_common::*;
-use redis_common::*;
-use serde_json::json;
+use tollgate_testkit::keys::*;
 use tollgate_testkit::raw::{RawResponse, assert_gateway_error_shape, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, api_def, tyk_error_body};
+use tollgate_testkit::redis::*;
+use tollgate_testkit::traffic::*;
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
 
 const API: &str = "keyed";
-const LISTEN: &str = "/api/";
 const MSG_UNAVAILABLE: &str = "Key store unavailable, please retry";
 /// The longest any request may take while Redis is down.
 const OUTAGE_ANSWER: Duration = Duration::from_secs(2);
@@ -34,28 +28,17 @@ async fn keyless_api_without_global_rate_limit_ignores_a_redis_outage() {
     let up = MockUpstream::start().await;
     let storage = redis_storage(redis.port());
     let def = api_def("open", "/open/", &up.url());
-    let gws = start_nodes(
-        (0..2)
-            .map(|_| node(&storage).api("open.json", def.clone()))
-            .collect(),
-    )
-    .await;
+    let gws = start_nodes(node(gateway!(), &storage).api("open.json", def), 2).await;
     for gw in &gws {
         assert_echo_ok(&call(gw, "GET", "/open/x", &[]).await, "/x");
     }
 
     redis.stop().await;
     up.clear();
-    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
-    let sent = closed_loop(
-        &addrs,
-        "/open/x",
-        None,
-        4,
-        Duration::from_secs(3),
-        OUTAGE_ANSWER,
-    )
-    .await;
+    let addrs = addrs(&gws);
+    let sent = Load::new("/open/x", None, OUTAGE_ANSWER)
+        .closed_loop(&addrs, 4, Duration::from_secs(3))
+        .await;
     let bad = first_bad(&sent, |s| s.status() == 200);
     assert!(
         bad.is_empty(),
@@ -76,53 +59,59 @@ async fn keyless_api_without_global_rate_limit_ignores_a_redis_outage() {
 /// Sends `GET target` (with `key`) and fails if there is no answer within
 /// [`OUTAGE_ANSWER`].
 async fn get_quickly(gw: &Gateway, target: &str, key: &str, what: &str) -> RawResponse {
-    let t = Instant::now();
-    let r = try_get(gw.addr(), target, Some(key), OUTAGE_ANSWER)
+    quickly(what, try_get(gw.addr(), target, Some(key), OUTAGE_ANSWER))
         .await
-        .unwrap_or_else(|e| panic!("{what}: no answer within {OUTAGE_ANSWER:?}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: no answer within {OUTAGE_ANSWER:?}: {e}"))
+}
+
+/// Awaits `f` for at most [`OUTAGE_ANSWER`] (panicking after that) and
+/// asserts it took no longer.
+async fn quickly<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let t = Instant::now();
+    let v = tokio::time::timeout(OUTAGE_ANSWER, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {OUTAGE_ANSWER:?}"));
     assert!(
         t.elapsed() <= OUTAGE_ANSWER,
         "{what}: took {:?}",
         t.elapsed()
     );
-    r
+    v
 }
 
 /// During the outage a valid key gets 200 or 503 "Key store unavailable"
 /// with Retry-After; never 401/403.
 fn check_valid_key_reply(r: &RawResponse, what: &str) {
-    let ctx = || format!("{what}: response was:\n{}{}", r.head, r.text());
     match r.status {
         200 => {}
-        503 => {
-            assert_tyk_error(r, 503, MSG_UNAVAILABLE);
-            assert!(
-                r.header("retry-after").is_some_and(|v| !v.is_empty()),
-                "no Retry-After; {}",
-                ctx()
-            );
-        }
-        _ => panic!("a valid key got {} during the outage; {}", r.status, ctx()),
+        503 => assert_unavailable(r, what),
+        _ => panic!(
+            "a valid key got {} during the outage; {what}: response was:\n{}",
+            r.status,
+            r.dump()
+        ),
     }
+}
+
+/// 503 "Key store unavailable" with a Retry-After.
+fn assert_unavailable(r: &RawResponse, what: &str) {
+    assert_tyk_error(r, 503, MSG_UNAVAILABLE);
+    assert!(
+        r.header("retry-after").is_some_and(|v| !v.is_empty()),
+        "no Retry-After; {what}: response was:\n{}",
+        r.dump()
+    );
 }
 
 /// During the outage an unknown key gets 503 (as above) or 403; never 200.
 fn check_unknown_key_reply(r: &RawResponse, what: &str) {
-    let ctx = || format!("{what}: response was:\n{}{}", r.head, r.text());
     match r.status {
-        503 => {
-            assert_tyk_error(r, 503, MSG_UNAVAILABLE);
-            assert!(
-                r.header("retry-after").is_some_and(|v| !v.is_empty()),
-                "no Retry-After; {}",
-                ctx()
-            );
-        }
+        503 => assert_unavailable(r, what),
         403 => assert_gateway_error_shape(r, 403),
         _ => panic!(
-            "an unknown key got {} during the outage; {}",
+            "an unknown key got {} during the outage; {what}: response was:\n{}",
             r.status,
-            ctx()
+            r.dump()
         ),
     }
 }
@@ -134,16 +123,7 @@ async fn admin_quickly(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Admin {
-    let t = Instant::now();
-    let a = tokio::time::timeout(OUTAGE_ANSWER, admin(gw, method, path, body))
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {OUTAGE_ANSWER:?}"));
-    assert!(
-        t.elapsed() <= OUTAGE_ANSWER,
-        "{method} {path}: took {:?}",
-        t.elapsed()
-    );
-    a
+    quickly(&format!("{method} {path}"), admin(gw, method, path, body)).await
 }
 
 fn assert_admin_unavailable(a: &Admin, what: &str) {
@@ -158,16 +138,16 @@ fn assert_admin_unavailable(a: &Admin, what: &str) {
     assert!(a.json["message"].is_string(), "{what}: {}", a.json);
 }
 
+/// `POST path` creating a key answers 503 within [`OUTAGE_ANSWER`].
+async fn create_is_unavailable(gw: &Gateway, path: &str) {
+    let a = admin_quickly(gw, "POST", path, Some(&session_for(&[API]))).await;
+    assert_admin_unavailable(&a, &format!("POST {path}"));
+}
+
 /// Two keyed nodes on `redis`, with `up` as upstream.
 async fn keyed_pair(redis: &RedisServer, up: &MockUpstream) -> Vec<Gateway> {
     let storage = redis_storage(redis.port());
-    let def = keyed_api(API, LISTEN, &up.url(), json!({}));
-    start_nodes(
-        (0..2)
-            .map(|_| node(&storage).api("keyed.json", def.clone()))
-            .collect(),
-    )
-    .await
+    keyed_nodes(gateway!(), &storage, &up.url(), 2).await
 }
 
 /// Valid keys for the outage: `both` was used on A and B before the outage,
@@ -222,16 +202,10 @@ async fn outage_traffic(
     }
 
     // Concurrent traffic with the shared key.
-    let addrs: Vec<_> = gws.iter().map(Gateway::addr).collect();
-    let sent = burst(
-        &addrs,
-        "/api/known",
-        Some(&keys.both),
-        40,
-        20,
-        OUTAGE_ANSWER,
-    )
-    .await;
+    let addrs = addrs(gws);
+    let sent = Load::new("/api/known", Some(&keys.both), OUTAGE_ANSWER)
+        .burst(&addrs, 40, 20)
+        .await;
     for s in &sent {
         let r = s
             .resp
@@ -300,20 +274,9 @@ async fn recovers_within_5s(gws: &[Gateway], back: Instant) -> (String, String) 
     .await;
     eprintln!("key creation works {took:?} after Redis came back");
     for (gw, name) in gws.iter().zip(["A", "B"]) {
-        let (_, took) = poll_until(
-            back,
-            Duration::from_secs(5),
-            &format!("node {name} serving a new key after Redis came back"),
-            || async {
-                let r = get_with_key(gw, "/api/after", &key).await;
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("{}{}", r.head, r.text()))
-                }
-            },
-        )
-        .await;
+        let what = format!("node {name} serving a new key after Redis came back");
+        let target = ("/api/after", Some(key.as_str()));
+        let (_, took) = status_within(gw, target, 200, (back, Duration::from_secs(5)), &what).await;
         eprintln!("node {name} serves the new key {took:?} after Redis came back");
     }
     (key, hash)
@@ -326,22 +289,8 @@ async fn delete_reaches_b_within_1s(gws: &[Gateway], key: &str) {
     let r = admin(a, "DELETE", &format!("/tyk/keys/{key}"), None).await;
     assert_eq!(r.status, 200, "{}", r.json);
     let since = Instant::now();
-    let want = tyk_error_body(MSG_DISALLOWED);
-    let (resp, took) = poll_until(
-        since,
-        Duration::from_secs(1),
-        "node B refusing a key deleted on A after the outage",
-        || async {
-            let r = get_with_key(b, "/api/after", key).await;
-            if r.status == 403 && r.text() == want {
-                Ok(r)
-            } else {
-                Err(format!("{}{}", r.head, r.text()))
-            }
-        },
-    )
-    .await;
-    assert_tyk_error(&resp, 403, MSG_DISALLOWED);
+    let what = "node B refusing a key deleted on A after the outage";
+    let took = refused_within_1s(b, ("/api/after", key), MSG_DISALLOWED, since, what).await;
     eprintln!("delete after the outage seen on B after {took:?}");
 }
 
@@ -358,16 +307,8 @@ async fn keyed_traffic_fails_closed_during_a_redis_outage_and_recovers() {
     eprintln!("valid-key statuses during the outage: {counts:?}");
 
     // Admin writes fail with 503.
-    let a1 = admin_quickly(a, "POST", "/tyk/keys/create", Some(&session_for(&[API]))).await;
-    assert_admin_unavailable(&a1, "POST /tyk/keys/create");
-    let a2 = admin_quickly(
-        b,
-        "POST",
-        "/tyk/keys/outage-custom-key",
-        Some(&session_for(&[API])),
-    )
-    .await;
-    assert_admin_unavailable(&a2, "POST /tyk/keys/outage-custom-key");
+    create_is_unavailable(a, "/tyk/keys/create").await;
+    create_is_unavailable(b, "/tyk/keys/outage-custom-key").await;
 
     hello_answers(&gws).await;
 
@@ -408,14 +349,7 @@ async fn keyed_traffic_does_not_hang_when_redis_freezes() {
     redis.freeze(true);
     let counts = outage_traffic(&gws, &keys, &up, Duration::from_millis(1500)).await;
     eprintln!("valid-key statuses while Redis is frozen: {counts:?}");
-    let a1 = admin_quickly(
-        &gws[0],
-        "POST",
-        "/tyk/keys/create",
-        Some(&session_for(&[API])),
-    )
-    .await;
-    assert_admin_unavailable(&a1, "POST /tyk/keys/create");
+    create_is_unavailable(&gws[0], "/tyk/keys/create").await;
     hello_answers(&gws).await;
 
     redis.freeze(false);

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_testkit::raw::{assert_tyk_error, get};
+use tollgate_testkit::raw::get;
 use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
 
 /// Polls the gateway's stderr until it contains one of `needles` (2 s).
@@ -27,20 +27,13 @@ async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
 #[tokio::test]
 async fn unmatched_path_is_a_tyk_404() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .api("a.json", api_def("a", "/a/", &up.url()))
-        .start()
-        .await;
-    let r = get(gw.addr(), "/nothing/here", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
-    let r = get(gw.addr(), "/", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    gw.assert_not_found("/nothing/here", &[]).await;
+    gw.assert_not_found("/", &[]).await;
     assert_eq!(up.request_count(), 0);
 
     // The API itself is served.
-    let r = get(gw.addr(), "/a/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
+    gw.assert_routed(&up, "/a/x", &[], "/x").await;
 }
 
 #[tokio::test]
@@ -50,16 +43,12 @@ async fn listen_path_is_a_loose_prefix_by_default() {
     def["proxy"]["strip_listen_path"] = json!(false);
     let gw = gateway!().api("s.json", def).start().await;
 
-    let r = get(gw.addr(), "/samplefoo/bar?q=1", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/samplefoo/bar?q=1");
+    gw.assert_routed(&up, "/samplefoo/bar?q=1", &[], "/samplefoo/bar?q=1")
+        .await;
 
-    let r = get(gw.addr(), "/sample/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/sample/x");
+    gw.assert_routed(&up, "/sample/x", &[], "/sample/x").await;
 
-    let r = get(gw.addr(), "/sampl", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/sampl", &[]).await;
     assert_eq!(up.request_count(), 2);
 }
 
@@ -74,17 +63,12 @@ async fn strict_routes_require_a_segment_boundary() {
         .start()
         .await;
 
-    let r = get(gw.addr(), "/samplefoo", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/samplefoo", &[]).await;
     assert_eq!(up.request_count(), 0);
 
-    let r = get(gw.addr(), "/sample/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/sample/x");
+    gw.assert_routed(&up, "/sample/x", &[], "/sample/x").await;
 
-    let r = get(gw.addr(), "/sample", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/sample");
+    gw.assert_routed(&up, "/sample", &[], "/sample").await;
 }
 
 #[tokio::test]
@@ -103,9 +87,7 @@ async fn longest_listen_path_wins_regardless_of_file_order() {
     assert_eq!(short.request_count(), 0, "went to the shorter listen path");
     assert_eq!(long.last().uri, "/c");
 
-    let r = get(gw.addr(), "/a/c", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(short.last().uri, "/c");
+    gw.assert_routed(&short, "/a/c", &[], "/c").await;
     assert_eq!(long.request_count(), 1);
 }
 
@@ -116,17 +98,14 @@ async fn inactive_api_is_not_served() {
     off["active"] = json!(false);
     let gw = gateway!()
         .api("off.json", off)
-        .api("on.json", api_def("on", "/on/", &up.url()))
+        .with_api("on", "/on/", &up.url())
         .start()
         .await;
 
-    let r = get(gw.addr(), "/off/x", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/off/x", &[]).await;
     assert_eq!(up.request_count(), 0);
 
-    let r = get(gw.addr(), "/on/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
+    gw.assert_routed(&up, "/on/x", &[], "/x").await;
 }
 
 #[tokio::test]
@@ -137,17 +116,14 @@ async fn domain_api_answers_only_for_its_host() {
     let gw = gateway!().api("d.json", def).start().await;
 
     // Port in the Host header is ignored.
-    let r = get(gw.addr(), "/d/x", &[("Host", "api.example.com:8080")]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/x");
-    let r = get(gw.addr(), "/d/y", &[("Host", "api.example.com")]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/y");
+    gw.assert_routed(&up, "/d/x", &[("Host", "api.example.com:8080")], "/x")
+        .await;
+    gw.assert_routed(&up, "/d/y", &[("Host", "api.example.com")], "/y")
+        .await;
 
-    let r = get(gw.addr(), "/d/z", &[("Host", "other.example.com")]).await;
-    assert_tyk_error(&r, 404, "Not Found");
-    let r = get(gw.addr(), "/d/z", &[]).await; // Host: 127.0.0.1:port
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/d/z", &[("Host", "other.example.com")])
+        .await;
+    gw.assert_not_found("/d/z", &[]).await; // Host: 127.0.0.1:port
     assert_eq!(up.request_count(), 2);
 }
 
@@ -163,14 +139,12 @@ async fn same_listen_path_on_different_domains() {
         .start()
         .await;
 
-    let r = get(gw.addr(), "/same/1", &[("Host", "one.example")]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(with_domain.last().uri, "/1");
+    gw.assert_routed(&with_domain, "/same/1", &[("Host", "one.example")], "/1")
+        .await;
     assert_eq!(any_host.request_count(), 0);
 
-    let r = get(gw.addr(), "/same/2", &[("Host", "two.example")]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(any_host.last().uri, "/2");
+    gw.assert_routed(&any_host, "/same/2", &[("Host", "two.example")], "/2")
+        .await;
     assert_eq!(with_domain.request_count(), 1);
 }
 
@@ -181,16 +155,13 @@ async fn check_bad_file_is_skipped(file: &str, text: &str, bad_path: &str) {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .raw_app(file, text)
-        .api("good.json", api_def("good", "/good/", &up.url()))
+        .with_api("good", "/good/", &up.url())
         .start()
         .await;
 
-    let r = get(gw.addr(), "/good/ok", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().uri, "/ok");
+    gw.assert_routed(&up, "/good/ok", &[], "/ok").await;
 
-    let r = get(gw.addr(), bad_path, &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found(bad_path, &[]).await;
     assert_eq!(up.request_count(), 1);
 
     assert_log_mentions(&gw, &[file]).await;
@@ -235,11 +206,10 @@ async fn only_json_files_are_loaded() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .raw_app("notes.txt", &api_def("txt", "/txt/", &up.url()).to_string())
-        .api("good.json", api_def("good", "/good/", &up.url()))
+        .with_api("good", "/good/", &up.url())
         .start()
         .await;
-    let r = get(gw.addr(), "/txt/x", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/txt/x", &[]).await;
     let r = get(gw.addr(), "/good/x", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.request_count(), 1);
@@ -269,11 +239,8 @@ async fn public_private() -> (Gateway, MockUpstream, MockUpstream) {
     let public = MockUpstream::start().await;
     let private = MockUpstream::start().await;
     let gw = gateway!()
-        .api("public.json", api_def("public", "/public/", &public.url()))
-        .api(
-            "private.json",
-            api_def("private", "/private/", &private.url()),
-        )
+        .with_api("public", "/public/", &public.url())
+        .with_api("private", "/private/", &private.url())
         .start()
         .await;
     (gw, public, private)
@@ -308,47 +275,38 @@ async fn encoded_dot_segments_are_resolved_before_routing() {
     assert_eq!(public.request_count(), 0);
     assert_eq!(private.last().uri, "/x");
 
-    let r = get(gw.addr(), "/public/%2E%2E/private/y", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(private.last().uri, "/y");
+    gw.assert_routed(&private, "/public/%2E%2E/private/y", &[], "/y")
+        .await;
 
-    let r = get(gw.addr(), "/public/../private/z", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(private.last().uri, "/z");
+    gw.assert_routed(&private, "/public/../private/z", &[], "/z")
+        .await;
     assert_eq!(public.request_count(), 0);
 }
 
 #[tokio::test]
 async fn duplicate_slashes_are_collapsed() {
     let (gw, public, private) = public_private().await;
-    let r = get(gw.addr(), "//private//x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(private.last().uri, "/x");
+    gw.assert_routed(&private, "//private//x", &[], "/x").await;
 
-    let r = get(gw.addr(), "/public///a//b", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(public.last().uri, "/a/b");
+    gw.assert_routed(&public, "/public///a//b", &[], "/a/b")
+        .await;
 }
 
 #[tokio::test]
 async fn unreserved_escapes_are_decoded_and_dots_resolved() {
     let (gw, public, private) = public_private().await;
-    let r = get(gw.addr(), "/public/%7Euser/%61b/./c/../d", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(public.last().uri, "/~user/ab/d");
+    gw.assert_routed(&public, "/public/%7Euser/%61b/./c/../d", &[], "/~user/ab/d")
+        .await;
 
-    let r = get(gw.addr(), "/public/%7e%41", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(public.last().uri, "/~A");
+    gw.assert_routed(&public, "/public/%7e%41", &[], "/~A")
+        .await;
 
     // Decoding happens before matching: `%6c` is `l`.
-    let r = get(gw.addr(), "/pub%6cic/y", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(public.last().uri, "/y");
+    gw.assert_routed(&public, "/pub%6cic/y", &[], "/y").await;
 
     // Dot segments never climb above the root.
-    let r = get(gw.addr(), "/public/../../../etc/passwd", &[]).await;
-    assert_tyk_error(&r, 404, "Not Found");
+    gw.assert_not_found("/public/../../../etc/passwd", &[])
+        .await;
     assert_eq!(public.request_count(), 3);
     assert_eq!(private.request_count(), 0);
 }
@@ -356,7 +314,11 @@ async fn unreserved_escapes_are_decoded_and_dots_resolved() {
 #[tokio::test]
 async fn query_string_is_not_normalised() {
     let (gw, public, _private) = public_private().await;
-    let r = get(gw.addr(), "/public/a?x=%2e%2e/..//&y=%7E&z", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(public.last().uri, "/a?x=%2e%2e/..//&y=%7E&z");
+    gw.assert_routed(
+        &public,
+        "/public/a?x=%2e%2e/..//&y=%7E&z",
+        &[],
+        "/a?x=%2e%2e/..//&y=%7E&z",
+    )
+    .await;
 }
