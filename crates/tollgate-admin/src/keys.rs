@@ -221,6 +221,18 @@ async fn resolve(
     Ok(None)
 }
 
+/// The key an admin URL names, or Tyk's not-found message for that call.
+async fn existing(
+    gateway: &Gateway,
+    key: &str,
+    req: &Request<Incoming>,
+    not_found: &'static str,
+) -> Result<Arc<KeyEntry>, AdminError> {
+    resolve(gateway, key, req)
+        .await?
+        .ok_or(AdminError::NotFound(not_found))
+}
+
 /// Fills `quota_remaining` / `quota_renews` (key-level and per-API) from the live counters.
 async fn show_quota(gateway: &Gateway, entry: &KeyEntry, shown: &mut SessionState) {
     let Ok(active) = gateway.sessions.active(entry) else {
@@ -260,9 +272,7 @@ pub(crate) async fn get(
     key: &str,
     req: &Request<Incoming>,
 ) -> Result<Reply, AdminError> {
-    let entry = resolve(gateway, key, req)
-        .await?
-        .ok_or(AdminError::NotFound("Key not found"))?;
+    let entry = existing(gateway, key, req, "Key not found").await?;
     // Shown with policies applied, as Tyk does; the stored password never leaves.
     let mut shown = match gateway.sessions.active(&entry) {
         Ok(active) => active.session.clone(),
@@ -281,9 +291,7 @@ pub(crate) async fn update(
     key: &str,
     req: Request<Incoming>,
 ) -> Result<Reply, AdminError> {
-    let entry = resolve(gateway, key, &req)
-        .await?
-        .ok_or(AdminError::NotFound("Key is not found"))?;
+    let entry = existing(gateway, key, &req, "Key is not found").await?;
     let suppress_reset = query_flag(&req, "suppress_reset");
     let mut session = read_session(req).await?;
     prepare(gateway, &mut session, Some(&entry.stored))?;
@@ -308,9 +316,7 @@ pub(crate) async fn delete(
     key: &str,
     req: &Request<Incoming>,
 ) -> Result<Reply, AdminError> {
-    let entry = resolve(gateway, key, req)
-        .await?
-        .ok_or(AdminError::NotFound("There is no such key found"))?;
+    let entry = existing(gateway, key, req, "There is no such key found").await?;
     gateway
         .sessions
         .delete(&entry.storage_id)
