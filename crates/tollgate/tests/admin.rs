@@ -7,7 +7,7 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tollgate_testkit::raw::{get, request};
-use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, start_with_api};
 
 const DENIED: &str = "Attempted administrative access with invalid or missing key!";
 
@@ -90,7 +90,7 @@ async fn hello_needs_no_secret() {
 #[tokio::test]
 async fn admin_calls_without_the_right_secret_are_403() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    let gw = start_with_api!("a", "/a/", &up.url()).await;
     let before = dir_listing(&gw.apps_dir());
     let new_def = api_def("sneaky", "/sneaky/", &up.url()).to_string();
     let calls: [(&str, &str, &[u8]); 7] = [
@@ -266,7 +266,7 @@ async fn create_without_api_id_generates_one() {
 async fn update_api() {
     let old = MockUpstream::start().await;
     let new = MockUpstream::start().await;
-    let gw = gateway!().with_api("p1", "/p1/", &old.url()).start().await;
+    let gw = start_with_api!("p1", "/p1/", &old.url()).await;
 
     // Mismatched id: rejected, nothing changes.
     let other = api_def("other", "/p1/", &new.url());
@@ -343,7 +343,7 @@ async fn delete_api() {
 #[tokio::test]
 async fn malformed_json_body_is_400() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
+    let gw = start_with_api!("m", "/m/", &up.url()).await;
     let before = dir_listing(&gw.apps_dir());
     let malformed = json!({"status": "error", "message": "Request malformed"});
     for (method, path) in [("POST", "/tyk/apis"), ("PUT", "/tyk/apis/m")] {

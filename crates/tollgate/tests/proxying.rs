@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tollgate_testkit::raw::{RawClient, assert_tyk_error, get, request};
 use tollgate_testkit::{
-    MockUpstream, Reply, api_def, checksum, client, gateway, pattern_bytes, refused_port,
+    MockUpstream, Reply, api_with, checksum, client, gateway, pattern_bytes, refused_port,
+    start_with_api,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -21,10 +22,18 @@ async fn upstream_url_joins_target_path_and_keeps_query() {
     let base_slash = format!("{}/base/", up.url());
     let root = up.url();
     let root_slash = format!("{}/", up.url());
-    let mut no_strip = api_def("o5", "/o5/", &root);
-    no_strip["proxy"]["strip_listen_path"] = json!(false);
-    let mut no_strip_base = api_def("o6", "/o6/", &base);
-    no_strip_base["proxy"]["strip_listen_path"] = json!(false);
+    let no_strip = api_with(
+        "o5",
+        "/o5/",
+        &root,
+        json!({"proxy": {"strip_listen_path": false}}),
+    );
+    let no_strip_base = api_with(
+        "o6",
+        "/o6/",
+        &base,
+        json!({"proxy": {"strip_listen_path": false}}),
+    );
     let gw = gateway!()
         .with_api("o1", "/o1/", &base)
         .with_api("o2", "/o2/", &base_slash)
@@ -59,7 +68,7 @@ async fn upstream_url_joins_target_path_and_keeps_query() {
 #[tokio::test]
 async fn methods_and_request_body_are_forwarded() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
+    let gw = start_with_api!("m", "/m/", &up.url()).await;
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         let body = format!("{{\"method\":\"{method}\"}}");
         let r = request(
@@ -82,7 +91,7 @@ async fn methods_and_request_body_are_forwarded() {
 #[tokio::test]
 async fn request_headers_forwarding_and_hop_by_hop_removal() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
+    let gw = start_with_api!("h", "/h/", &up.url()).await;
     let r = get(
         gw.addr(),
         "/h/x",
@@ -148,8 +157,12 @@ async fn request_headers_forwarding_and_hop_by_hop_removal() {
 #[tokio::test]
 async fn forwarded_for_is_set_when_absent_and_host_can_be_preserved() {
     let up = MockUpstream::start().await;
-    let mut keep = api_def("keep", "/keep/", &up.url());
-    keep["proxy"]["preserve_host_header"] = json!(true);
+    let keep = api_with(
+        "keep",
+        "/keep/",
+        &up.url(),
+        json!({"proxy": {"preserve_host_header": true}}),
+    );
     let gw = gateway!()
         .with_api("plain", "/plain/", &up.url())
         .api("keep.json", keep)
@@ -188,7 +201,7 @@ async fn upstream_response_passes_through_unchanged() {
         Reply::fixed(500, "upstream exploded").header("Content-Type", "text/plain"),
     );
     up.on("/missing", Reply::fixed(404, "no such thing"));
-    let gw = gateway!().with_api("p", "/p/", &up.url()).start().await;
+    let gw = start_with_api!("p", "/p/", &up.url()).await;
 
     let r = get(gw.addr(), "/p/created", &[]).await;
     assert_eq!(r.status, 201);
@@ -228,7 +241,7 @@ async fn response_hop_by_hop_headers_are_removed() {
             .header("Upgrade", "foo/1")
             .header("X-Up-Keep", "yes"),
     );
-    let gw = gateway!().with_api("p", "/p/", &up.url()).start().await;
+    let gw = start_with_api!("p", "/p/", &up.url()).await;
     let r = get(gw.addr(), "/p/hop", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hop body");
@@ -260,7 +273,7 @@ async fn response_hop_by_hop_headers_are_removed() {
 #[tokio::test]
 async fn large_upload_with_content_length_arrives_intact() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
+    let gw = start_with_api!("u", "/u/", &up.url()).await;
     let payload = pattern_bytes(8 * MIB);
     let resp = client()
         .post(gw.url("/u/upload"))
@@ -279,7 +292,7 @@ async fn large_upload_with_content_length_arrives_intact() {
 #[tokio::test]
 async fn large_chunked_upload_arrives_intact() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
+    let gw = start_with_api!("u", "/u/", &up.url()).await;
     let payload = pattern_bytes(8 * MIB);
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(
@@ -315,7 +328,7 @@ async fn large_download_arrives_intact() {
     let up = MockUpstream::start().await;
     up.on("/big", Reply::stream(8 * MIB));
     up.on("/bigchunked", Reply::stream_chunked(8 * MIB));
-    let gw = gateway!().with_api("d", "/d/", &up.url()).start().await;
+    let gw = start_with_api!("d", "/d/", &up.url()).await;
     let want = pattern_bytes(8 * MIB);
     for path in ["/d/big", "/d/bigchunked"] {
         let resp = client().get(gw.url(path)).send().await.unwrap();
@@ -330,7 +343,7 @@ async fn large_download_arrives_intact() {
 async fn body_streams_both_ways_at_once() {
     let up = MockUpstream::start().await;
     up.on("/echo", Reply::echo_body());
-    let gw = gateway!().with_api("e", "/e/", &up.url()).start().await;
+    let gw = start_with_api!("e", "/e/", &up.url()).await;
     let payload = pattern_bytes(8 * MIB);
     let resp = client()
         .post(gw.url("/e/echo"))
@@ -348,10 +361,7 @@ async fn body_streams_both_ways_at_once() {
 #[tokio::test]
 async fn upstream_connections_are_pooled() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .with_api("pool", "/pool/", &up.url())
-        .start()
-        .await;
+    let gw = start_with_api!("pool", "/pool/", &up.url()).await;
     let c = client();
     for i in 0..50 {
         let resp = c.get(gw.url(&format!("/pool/{i}"))).send().await.unwrap();
@@ -370,7 +380,7 @@ async fn upstream_connections_are_pooled() {
 #[tokio::test]
 async fn refused_upstream_is_a_502() {
     let target = format!("http://127.0.0.1:{}", refused_port());
-    let gw = gateway!().with_api("r", "/r/", &target).start().await;
+    let gw = start_with_api!("r", "/r/", &target).await;
     let r = get(gw.addr(), "/r/x", &[]).await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
 }
@@ -378,7 +388,7 @@ async fn refused_upstream_is_a_502() {
 #[tokio::test]
 async fn reset_upstream_is_a_502() {
     let up = MockUpstream::start_resetting().await;
-    let gw = gateway!().with_api("r", "/r/", &up.url()).start().await;
+    let gw = start_with_api!("r", "/r/", &up.url()).await;
     let r = get(gw.addr(), "/r/x", &[]).await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
     assert!(up.accepted() >= 1, "the upstream was never contacted");
@@ -388,7 +398,7 @@ async fn reset_upstream_is_a_502() {
 async fn upstream_closing_without_answer_is_a_502() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::close());
-    let gw = gateway!().with_api("r", "/r/", &up.url()).start().await;
+    let gw = start_with_api!("r", "/r/", &up.url()).await;
     let r = request(gw.addr(), "POST", "/r/x", &[], b"payload").await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
     assert_eq!(up.last().body, b"payload");
@@ -425,7 +435,7 @@ async fn slow_upstream_hits_the_hard_timeout() {
 async fn websocket_upgrade_tunnels_bytes_both_ways() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::upgrade());
-    let gw = gateway!().with_api("ws", "/ws/", &up.url()).start().await;
+    let gw = start_with_api!("ws", "/ws/", &up.url()).await;
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(
         "GET /ws/ HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -507,7 +517,7 @@ async fn upstream_connection_close_is_respected() {
         "/",
         Reply::fixed(200, "closing").header("Connection", "close"),
     );
-    let gw = gateway!().with_api("c", "/c/", &up.url()).start().await;
+    let gw = start_with_api!("c", "/c/", &up.url()).await;
     let c = client();
     for i in 0..5 {
         let resp = c.get(gw.url(&format!("/c/{i}"))).send().await.unwrap();
@@ -527,7 +537,7 @@ async fn upstream_connection_close_is_respected() {
 async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
     // Like an upstream with a short keep-alive timeout.
     let up = MockUpstream::start_with_idle_timeout(Duration::from_millis(150)).await;
-    let gw = gateway!().with_api("i", "/i/", &up.url()).start().await;
+    let gw = start_with_api!("i", "/i/", &up.url()).await;
     let c = client();
     for i in 0..3 {
         let resp = c.get(gw.url(&format!("/i/{i}"))).send().await.unwrap();
@@ -547,7 +557,7 @@ async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
 #[tokio::test]
 async fn client_connection_is_kept_alive_across_requests() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("k", "/k/", &up.url()).start().await;
+    let gw = start_with_api!("k", "/k/", &up.url()).await;
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let host = gw.addr();
     c.send(format!("GET /k/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
@@ -585,7 +595,7 @@ async fn client_connection_is_kept_alive_across_requests() {
 #[tokio::test]
 async fn every_connection_header_line_is_honoured() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
+    let gw = start_with_api!("h", "/h/", &up.url()).await;
     let r = get(
         gw.addr(),
         "/h/x",
@@ -610,7 +620,7 @@ async fn head_and_no_content_responses_keep_the_connection_in_sync() {
     let up = MockUpstream::start().await;
     up.on("/doc", Reply::fixed(200, "hello").header("X-Doc", "1"));
     up.on("/empty", Reply::fixed(204, ""));
-    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
+    let gw = start_with_api!("h", "/h/", &up.url()).await;
     let host = gw.addr();
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
 
@@ -657,7 +667,7 @@ async fn head_and_no_content_responses_keep_the_connection_in_sync() {
 #[tokio::test]
 async fn expect_100_continue_upload_completes() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
+    let gw = start_with_api!("u", "/u/", &up.url()).await;
     let body = pattern_bytes(64 * 1024);
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tollgate_testkit::raw::get;
-use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, api_with, gateway, start_with_api};
 
 /// Polls the gateway's stderr until it contains one of `needles` (2 s).
 async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
@@ -27,7 +27,7 @@ async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
 #[tokio::test]
 async fn unmatched_path_is_a_tyk_404() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    let gw = start_with_api!("a", "/a/", &up.url()).await;
     gw.assert_not_found("/nothing/here", &[]).await;
     gw.assert_not_found("/", &[]).await;
     assert_eq!(up.request_count(), 0);
@@ -39,8 +39,12 @@ async fn unmatched_path_is_a_tyk_404() {
 #[tokio::test]
 async fn listen_path_is_a_loose_prefix_by_default() {
     let up = MockUpstream::start().await;
-    let mut def = api_def("s", "/sample", &up.url());
-    def["proxy"]["strip_listen_path"] = json!(false);
+    let def = api_with(
+        "s",
+        "/sample",
+        &up.url(),
+        json!({"proxy": {"strip_listen_path": false}}),
+    );
     let gw = gateway!().api("s.json", def).start().await;
 
     gw.assert_routed(&up, "/samplefoo/bar?q=1", &[], "/samplefoo/bar?q=1")
@@ -55,8 +59,12 @@ async fn listen_path_is_a_loose_prefix_by_default() {
 #[tokio::test]
 async fn strict_routes_require_a_segment_boundary() {
     let up = MockUpstream::start().await;
-    let mut def = api_def("s", "/sample", &up.url());
-    def["proxy"]["strip_listen_path"] = json!(false);
+    let def = api_with(
+        "s",
+        "/sample",
+        &up.url(),
+        json!({"proxy": {"strip_listen_path": false}}),
+    );
     let gw = gateway!()
         .conf(json!({"http_server_options": {"enable_strict_routes": true}}))
         .api("s.json", def)
@@ -94,8 +102,7 @@ async fn longest_listen_path_wins_regardless_of_file_order() {
 #[tokio::test]
 async fn inactive_api_is_not_served() {
     let up = MockUpstream::start().await;
-    let mut off = api_def("off", "/off/", &up.url());
-    off["active"] = json!(false);
+    let off = api_with("off", "/off/", &up.url(), json!({"active": false}));
     let gw = gateway!()
         .api("off.json", off)
         .with_api("on", "/on/", &up.url())
@@ -111,8 +118,7 @@ async fn inactive_api_is_not_served() {
 #[tokio::test]
 async fn domain_api_answers_only_for_its_host() {
     let up = MockUpstream::start().await;
-    let mut def = api_def("d", "/d/", &up.url());
-    def["domain"] = json!("api.example.com");
+    let def = api_with("d", "/d/", &up.url(), json!({"domain": "api.example.com"}));
     let gw = gateway!().api("d.json", def).start().await;
 
     // Port in the Host header is ignored.
@@ -131,8 +137,12 @@ async fn domain_api_answers_only_for_its_host() {
 async fn same_listen_path_on_different_domains() {
     let with_domain = MockUpstream::start().await;
     let any_host = MockUpstream::start().await;
-    let mut d = api_def("dom", "/same/", &with_domain.url());
-    d["domain"] = json!("one.example");
+    let d = api_with(
+        "dom",
+        "/same/",
+        &with_domain.url(),
+        json!({"domain": "one.example"}),
+    );
     let gw = gateway!()
         .api("a.json", api_def("any", "/same/", &any_host.url()))
         .api("b.json", d)
@@ -179,12 +189,20 @@ async fn invalid_json_file_is_skipped() {
 
 #[tokio::test]
 async fn file_with_wrongly_typed_field_is_skipped() {
-    let mut def = api_def("badfield", "/badfield/", "http://127.0.0.1:9");
-    def["proxy"]["listen_path"] = json!(5);
+    let def = api_with(
+        "badfield",
+        "/badfield/",
+        "http://127.0.0.1:9",
+        json!({"proxy": {"listen_path": 5}}),
+    );
     check_bad_file_is_skipped("badfield.json", &def.to_string(), "/badfield/x").await;
     // A number listen path must not be served as "/5" either.
-    let mut def = api_def("five", "/five/", "http://127.0.0.1:9");
-    def["proxy"]["listen_path"] = json!(5);
+    let def = api_with(
+        "five",
+        "/five/",
+        "http://127.0.0.1:9",
+        json!({"proxy": {"listen_path": 5}}),
+    );
     check_bad_file_is_skipped("five.json", &def.to_string(), "/5").await;
 }
 
