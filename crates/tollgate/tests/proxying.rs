@@ -9,11 +9,34 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tollgate_testkit::raw::{RawClient, assert_tyk_error, get, request};
 use tollgate_testkit::{
-    MockUpstream, Reply, api_with, checksum, client, gateway, pattern_bytes, refused_port,
-    start_with_api,
+    MockUpstream, Recorded, Reply, api_with, checksum, client, gateway, pattern_bytes,
+    refused_port, start_with_api,
 };
 
 const MIB: usize = 1024 * 1024;
+
+/// Sends `GET /h/x` with `headers` through a gateway with the API `h` on
+/// /h/; asserts 200 and returns the upstream and what it received.
+async fn forwarded_through_h(headers: &[(&str, &str)]) -> (MockUpstream, Recorded) {
+    let up = MockUpstream::start().await;
+    let gw = start_with_api!("h", "/h/", &up.url()).await;
+    let r = get(gw.addr(), "/h/x", headers).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = up.last();
+    (up, rec)
+}
+
+/// The gateway's own connection management may say keep-alive or close;
+/// nothing else may be in a Connection header.
+fn assert_own_connection_only<S: AsRef<str>>(values: &[S], what: &str) {
+    for v in values {
+        let v = v.as_ref().to_ascii_lowercase();
+        assert!(
+            v == "keep-alive" || v == "close",
+            "connection: {v:?} {what}"
+        );
+    }
+}
 
 #[tokio::test]
 async fn upstream_url_joins_target_path_and_keeps_query() {
@@ -90,29 +113,21 @@ async fn methods_and_request_body_are_forwarded() {
 
 #[tokio::test]
 async fn request_headers_forwarding_and_hop_by_hop_removal() {
-    let up = MockUpstream::start().await;
-    let gw = start_with_api!("h", "/h/", &up.url()).await;
-    let r = get(
-        gw.addr(),
-        "/h/x",
-        &[
-            ("Host", "client.example:9999"),
-            ("X-Forwarded-For", "203.0.113.7"),
-            ("X-Custom", "keep-me"),
-            ("Accept", "application/json"),
-            ("Connection", "keep-alive, X-Conn-Named"),
-            ("X-Conn-Named", "drop-me"),
-            ("Keep-Alive", "timeout=5"),
-            ("Proxy-Connection", "keep-alive"),
-            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
-            ("TE", "trailers"),
-            ("Trailer", "X-Trail"),
-            ("Upgrade", "foo/1"),
-        ],
-    )
+    let (up, rec) = forwarded_through_h(&[
+        ("Host", "client.example:9999"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Custom", "keep-me"),
+        ("Accept", "application/json"),
+        ("Connection", "keep-alive, X-Conn-Named"),
+        ("X-Conn-Named", "drop-me"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("TE", "trailers"),
+        ("Trailer", "X-Trail"),
+        ("Upgrade", "foo/1"),
+    ])
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let rec = up.last();
     assert_eq!(rec.uri, "/x");
     assert_eq!(
         rec.header("host"),
@@ -145,13 +160,7 @@ async fn request_headers_forwarding_and_hop_by_hop_removal() {
     }
     // The gateway's own connection management may say keep-alive, but the
     // client's Connection header must not be forwarded.
-    for v in rec.header_all("connection") {
-        let v = v.to_ascii_lowercase();
-        assert!(
-            v == "keep-alive" || v == "close",
-            "connection: {v:?} forwarded"
-        );
-    }
+    assert_own_connection_only(&rec.header_all("connection"), "forwarded");
 }
 
 #[tokio::test]
@@ -260,33 +269,37 @@ async fn response_hop_by_hop_headers_are_removed() {
             r.head
         );
     }
-    for v in r.headers_all("connection") {
-        let v = v.to_ascii_lowercase();
-        assert!(
-            v == "keep-alive" || v == "close",
-            "connection: {v:?}:\n{}",
-            r.head
-        );
-    }
+    assert_own_connection_only(&r.headers_all("connection"), &format!(":\n{}", r.head));
+}
+
+/// POSTs 8 MiB of [`pattern_bytes`] to `url`; asserts 200 and returns the
+/// payload and the response.
+async fn post_8_mib(url: &str) -> (Vec<u8>, reqwest::Response) {
+    let payload = pattern_bytes(8 * MIB);
+    let resp = client()
+        .post(url)
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    (payload, resp)
+}
+
+/// `got` has the length and checksum of `want`.
+fn assert_intact(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    assert_eq!(checksum(got), checksum(want), "{what}");
 }
 
 #[tokio::test]
 async fn large_upload_with_content_length_arrives_intact() {
     let up = MockUpstream::start().await;
     let gw = start_with_api!("u", "/u/", &up.url()).await;
-    let payload = pattern_bytes(8 * MIB);
-    let resp = client()
-        .post(gw.url("/u/upload"))
-        .body(payload.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let (payload, resp) = post_8_mib(&gw.url("/u/upload")).await;
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["body_len"], 8 * MIB);
-    let rec = up.last();
-    assert_eq!(rec.body.len(), payload.len());
-    assert_eq!(checksum(&rec.body), checksum(&payload));
+    assert_intact(&up.last().body, &payload, "upload");
 }
 
 #[tokio::test]
@@ -333,9 +346,7 @@ async fn large_download_arrives_intact() {
     for path in ["/d/big", "/d/bigchunked"] {
         let resp = client().get(gw.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
-        let got = resp.bytes().await.unwrap();
-        assert_eq!(got.len(), want.len(), "{path}");
-        assert_eq!(checksum(&got), checksum(&want), "{path}");
+        assert_intact(&resp.bytes().await.unwrap(), &want, path);
     }
 }
 
@@ -344,17 +355,8 @@ async fn body_streams_both_ways_at_once() {
     let up = MockUpstream::start().await;
     up.on("/echo", Reply::echo_body());
     let gw = start_with_api!("e", "/e/", &up.url()).await;
-    let payload = pattern_bytes(8 * MIB);
-    let resp = client()
-        .post(gw.url("/e/echo"))
-        .body(payload.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let got = resp.bytes().await.unwrap();
-    assert_eq!(got.len(), payload.len());
-    assert_eq!(checksum(&got), checksum(&payload));
+    let (payload, resp) = post_8_mib(&gw.url("/e/echo")).await;
+    assert_intact(&resp.bytes().await.unwrap(), &payload, "echoed");
     assert_eq!(checksum(&up.last().body), checksum(&payload));
 }
 
@@ -594,22 +596,14 @@ async fn client_connection_is_kept_alive_across_requests() {
 
 #[tokio::test]
 async fn every_connection_header_line_is_honoured() {
-    let up = MockUpstream::start().await;
-    let gw = start_with_api!("h", "/h/", &up.url()).await;
-    let r = get(
-        gw.addr(),
-        "/h/x",
-        &[
-            ("Connection", "X-First"),
-            ("Connection", "x-second, close"),
-            ("X-First", "1"),
-            ("X-Second", "2"),
-            ("X-Third", "3"),
-        ],
-    )
+    let (_up, rec) = forwarded_through_h(&[
+        ("Connection", "X-First"),
+        ("Connection", "x-second, close"),
+        ("X-First", "1"),
+        ("X-Second", "2"),
+        ("X-Third", "3"),
+    ])
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let rec = up.last();
     assert!(rec.headers.get("x-first").is_none(), "{:?}", rec.headers);
     assert!(rec.headers.get("x-second").is_none(), "{:?}", rec.headers);
     assert_eq!(rec.header("x-third"), Some("3"));
