@@ -166,12 +166,8 @@ async fn request_headers_forwarding_and_hop_by_hop_removal() {
 #[tokio::test]
 async fn forwarded_for_is_set_when_absent_and_host_can_be_preserved() {
     let up = MockUpstream::start().await;
-    let keep = api_with(
-        "keep",
-        "/keep/",
-        &up.url(),
-        json!({"proxy": {"preserve_host_header": true}}),
-    );
+    let preserve = json!({"proxy": {"preserve_host_header": true}});
+    let keep = api_with("keep", "/keep/", &up.url(), preserve);
     let gw = gateway!()
         .with_api("plain", "/plain/", &up.url())
         .api("keep.json", keep)

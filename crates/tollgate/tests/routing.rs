@@ -24,6 +24,12 @@ async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
     }
 }
 
+/// The API `s` on `/sample` (no trailing slash) that keeps its listen path.
+fn sample_unstripped(up: &MockUpstream) -> serde_json::Value {
+    let extra = json!({"proxy": {"strip_listen_path": false}});
+    api_with("s", "/sample", &up.url(), extra)
+}
+
 #[tokio::test]
 async fn unmatched_path_is_a_tyk_404() {
     let up = MockUpstream::start().await;
@@ -39,12 +45,7 @@ async fn unmatched_path_is_a_tyk_404() {
 #[tokio::test]
 async fn listen_path_is_a_loose_prefix_by_default() {
     let up = MockUpstream::start().await;
-    let def = api_with(
-        "s",
-        "/sample",
-        &up.url(),
-        json!({"proxy": {"strip_listen_path": false}}),
-    );
+    let def = sample_unstripped(&up);
     let gw = gateway!().api("s.json", def).start().await;
 
     gw.assert_routed(&up, "/samplefoo/bar?q=1", &[], "/samplefoo/bar?q=1")
@@ -59,12 +60,7 @@ async fn listen_path_is_a_loose_prefix_by_default() {
 #[tokio::test]
 async fn strict_routes_require_a_segment_boundary() {
     let up = MockUpstream::start().await;
-    let def = api_with(
-        "s",
-        "/sample",
-        &up.url(),
-        json!({"proxy": {"strip_listen_path": false}}),
-    );
+    let def = sample_unstripped(&up);
     let gw = gateway!()
         .conf(json!({"http_server_options": {"enable_strict_routes": true}}))
         .api("s.json", def)
@@ -90,8 +86,7 @@ async fn longest_listen_path_wins_regardless_of_file_order() {
         .start()
         .await;
 
-    let r = get(gw.addr(), "/a/b/c", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/a/b/c").await;
     assert_eq!(short.request_count(), 0, "went to the shorter listen path");
     assert_eq!(long.last().uri, "/c");
 
@@ -228,8 +223,7 @@ async fn only_json_files_are_loaded() {
         .start()
         .await;
     gw.assert_not_found("/txt/x", &[]).await;
-    let r = get(gw.addr(), "/good/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/good/x").await;
     assert_eq!(up.request_count(), 1);
 }
 
@@ -244,8 +238,7 @@ async fn duplicate_listen_path_keeps_the_file_that_sorts_first() {
         .await;
 
     for i in 0..3 {
-        let r = get(gw.addr(), &format!("/dup/{i}"), &[]).await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        gw.assert_get_ok(&format!("/dup/{i}")).await;
     }
     assert_eq!(first.request_count(), 3);
     assert_eq!(second.request_count(), 0, "the later file was served");
@@ -288,8 +281,7 @@ async fn encoded_slash_does_not_escape_the_listen_path() {
 #[tokio::test]
 async fn encoded_dot_segments_are_resolved_before_routing() {
     let (gw, public, private) = public_private().await;
-    let r = get(gw.addr(), "/public/%2e%2e/private/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/public/%2e%2e/private/x").await;
     assert_eq!(public.request_count(), 0);
     assert_eq!(private.last().uri, "/x");
 
