@@ -46,18 +46,10 @@ async fn records(port: u16) -> Vec<Mp> {
 async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let keyed = api_with(
-        "keyed",
-        "/keyed/",
-        &up.url(),
-        json!({"use_keyless": false, "name": "Keyed API"}),
-    );
-    let limited = api_with(
-        "limited",
-        "/limited/",
-        &up.url(),
-        json!({"global_rate_limit": {"rate": 1, "per": 60}}),
-    );
+    let keyed_extra = json!({"use_keyless": false, "name": "Keyed API"});
+    let keyed = api_with("keyed", "/keyed/", &up.url(), keyed_extra);
+    let one_per_minute = json!({"global_rate_limit": {"rate": 1, "per": 60}});
+    let limited = api_with("limited", "/limited/", &up.url(), one_per_minute);
     let quiet = api_with("quiet", "/quiet/", &up.url(), json!({"do_not_track": true}));
     let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true}))

@@ -132,12 +132,8 @@ async fn domain_api_answers_only_for_its_host() {
 async fn same_listen_path_on_different_domains() {
     let with_domain = MockUpstream::start().await;
     let any_host = MockUpstream::start().await;
-    let d = api_with(
-        "dom",
-        "/same/",
-        &with_domain.url(),
-        json!({"domain": "one.example"}),
-    );
+    let domain = json!({"domain": "one.example"});
+    let d = api_with("dom", "/same/", &with_domain.url(), domain);
     let gw = gateway!()
         .api("a.json", api_def("any", "/same/", &any_host.url()))
         .api("b.json", d)
