@@ -6,7 +6,7 @@ use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tollgate_testkit::raw::{get, request};
+use tollgate_testkit::raw::{RawResponse, get, request};
 use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, start_with_api};
 
 const DENIED: &str = "Attempted administrative access with invalid or missing key!";
@@ -72,6 +72,15 @@ async fn raw_admin(
     (r.status, v)
 }
 
+/// `GET path` without the secret answers `status` with a JSON body;
+/// returns the response and the body parsed.
+async fn get_json(gw: &Gateway, path: &str, status: u16) -> (RawResponse, Value) {
+    let r = get(gw.addr(), path, &[]).await;
+    assert_eq!(r.status, status);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    (r, v)
+}
+
 async fn reload(gw: &Gateway) {
     let (status, body) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
@@ -81,9 +90,7 @@ async fn reload(gw: &Gateway) {
 #[tokio::test]
 async fn hello_needs_no_secret() {
     let gw = gateway!().start().await;
-    let r = get(gw.addr(), "/hello", &[]).await;
-    assert_eq!(r.status, 200);
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let (_, v) = get_json(&gw, "/hello", 200).await;
     assert_eq!(v["status"], "pass", "{v}");
 }
 
@@ -125,9 +132,7 @@ async fn admin_calls_without_the_right_secret_are_403() {
 #[tokio::test]
 async fn forbidden_body_is_exact_json_with_newline() {
     let gw = gateway!().start().await;
-    let r = get(gw.addr(), "/tyk/apis", &[]).await;
-    assert_eq!(r.status, 403);
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let (r, v) = get_json(&gw, "/tyk/apis", 403).await;
     assert_eq!(v, json!({"status": "error", "message": DENIED}));
     assert!(r.body.ends_with(b"\n"), "{:?}", r.text());
 }
