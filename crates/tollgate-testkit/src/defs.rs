@@ -41,6 +41,14 @@ pub fn api_def(api_id: &str, listen_path: &str, target_url: &str) -> Value {
     })
 }
 
+/// [`api_def`] deep-merged with `extra` (e.g. `{"proxy":
+/// {"strip_listen_path": false}}`).
+pub fn api_with(api_id: &str, listen_path: &str, target_url: &str, extra: Value) -> Value {
+    let mut def = api_def(api_id, listen_path, target_url);
+    merge_json(&mut def, extra);
+    def
+}
+
 /// Deep-merges `extra` into `base`: objects merge key by key (recursively),
 /// every other value in `extra` replaces the one in `base`.
 pub fn merge_json(base: &mut Value, extra: Value) {

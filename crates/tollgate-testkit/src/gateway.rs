@@ -387,6 +387,12 @@ impl Gateway {
         assert_eq!(up.last().uri, upstream_uri);
     }
 
+    /// `GET target` answers 200.
+    pub async fn assert_get_ok(&self, target: &str) {
+        let r = raw::get(self.addr(), target, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
     /// `GET target` (with `headers`) is the gateway's 404 `Not Found`.
     pub async fn assert_not_found(&self, target: &str, headers: &[(&str, &str)]) {
         let r = raw::get(self.addr(), target, headers).await;

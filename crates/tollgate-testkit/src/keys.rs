@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::raw::{RawResponse, request};
-use crate::{Gateway, GatewayBuilder, Recorded, api_def, merge_json};
+use crate::{Gateway, GatewayBuilder, Recorded, merge_json};
 
 /// The org every test API and key belongs to.
 pub const ORG: &str = "default";
@@ -34,18 +34,10 @@ pub const MSG_RESOURCE: &str = "Access to this resource has been disallowed";
 // Definitions and sessions
 // ---------------------------------------------------------------------------
 
-/// An API definition: [`api_def`] deep-merged with `extra`.
-pub fn keyless_api(api_id: &str, listen_path: &str, target: &str, extra: Value) -> Value {
-    let mut def = api_def(api_id, listen_path, target);
-    merge_json(&mut def, extra);
-    def
-}
-
-/// A keyed (standard auth) API: [`api_def`] with `use_keyless: false`,
+/// A keyed (standard auth) API: [`crate::api_def`] with `use_keyless: false`,
 /// deep-merged with `extra`.
 pub fn keyed_api(api_id: &str, listen_path: &str, target: &str, extra: Value) -> Value {
-    let mut def = api_def(api_id, listen_path, target);
-    merge_json(&mut def, json!({"use_keyless": false}));
+    let mut def = crate::api_with(api_id, listen_path, target, json!({"use_keyless": false}));
     merge_json(&mut def, extra);
     def
 }

@@ -30,7 +30,7 @@ pub mod redis;
 pub mod traffic;
 mod upstream;
 
-pub use defs::{api_def, merge_json, tyk_conf};
+pub use defs::{api_def, api_with, merge_json, tyk_conf};
 pub use gateway::{Gateway, GatewayBuilder, READY_TIMEOUT, TEST_SECRET};
 pub use raw::{
     Exchange, RawClient, RawResponse, assert_gateway_error_shape, assert_tyk_error, exchange,
@@ -45,6 +45,18 @@ pub use upstream::{MockUpstream, Recorded, Reply, checksum, pattern_bytes, refus
 macro_rules! gateway {
     () => {
         $crate::Gateway::builder(env!("CARGO_BIN_EXE_tollgate"))
+    };
+}
+
+/// Starts (a future of) a gateway of the calling crate's `tollgate`
+/// binary with one keyless API: `gateway!().with_api(api_id, listen_path,
+/// target_url).start()` (see [`GatewayBuilder::with_api`]).
+#[macro_export]
+macro_rules! start_with_api {
+    ($api_id:expr, $listen_path:expr, $target_url:expr $(,)?) => {
+        $crate::gateway!()
+            .with_api($api_id, $listen_path, $target_url)
+            .start()
     };
 }
 

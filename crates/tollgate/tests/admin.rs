@@ -6,8 +6,8 @@ use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tollgate_testkit::raw::{get, request};
-use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
+use tollgate_testkit::raw::{RawResponse, get, request};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway, start_with_api};
 
 const DENIED: &str = "Attempted administrative access with invalid or missing key!";
 
@@ -72,6 +72,15 @@ async fn raw_admin(
     (r.status, v)
 }
 
+/// `GET path` without the secret answers `status` with a JSON body;
+/// returns the response and the body parsed.
+async fn get_json(gw: &Gateway, path: &str, status: u16) -> (RawResponse, Value) {
+    let r = get(gw.addr(), path, &[]).await;
+    assert_eq!(r.status, status);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    (r, v)
+}
+
 async fn reload(gw: &Gateway) {
     let (status, body) = gw.admin_get("/tyk/reload?block=true").await;
     assert_eq!(status, StatusCode::OK);
@@ -81,16 +90,14 @@ async fn reload(gw: &Gateway) {
 #[tokio::test]
 async fn hello_needs_no_secret() {
     let gw = gateway!().start().await;
-    let r = get(gw.addr(), "/hello", &[]).await;
-    assert_eq!(r.status, 200);
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let (_, v) = get_json(&gw, "/hello", 200).await;
     assert_eq!(v["status"], "pass", "{v}");
 }
 
 #[tokio::test]
 async fn admin_calls_without_the_right_secret_are_403() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    let gw = start_with_api!("a", "/a/", &up.url()).await;
     let before = dir_listing(&gw.apps_dir());
     let new_def = api_def("sneaky", "/sneaky/", &up.url()).to_string();
     let calls: [(&str, &str, &[u8]); 7] = [
@@ -119,16 +126,13 @@ async fn admin_calls_without_the_right_secret_are_403() {
         "a denied call changed app_path"
     );
     // Still serving the API that a denied DELETE targeted.
-    let r = get(gw.addr(), "/a/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/a/x").await;
 }
 
 #[tokio::test]
 async fn forbidden_body_is_exact_json_with_newline() {
     let gw = gateway!().start().await;
-    let r = get(gw.addr(), "/tyk/apis", &[]).await;
-    assert_eq!(r.status, 403);
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let (r, v) = get_json(&gw, "/tyk/apis", 403).await;
     assert_eq!(v, json!({"status": "error", "message": DENIED}));
     assert!(r.body.ends_with(b"\n"), "{:?}", r.text());
 }
@@ -158,8 +162,7 @@ async fn empty_secret_disables_the_admin_api() {
     assert_eq!(dir_listing(&gw.apps_dir()), before);
     let r = get(gw.addr(), "/hello", &[]).await;
     assert_eq!(r.status, 200);
-    let r = get(gw.addr(), "/a/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/a/x").await;
 }
 
 #[tokio::test]
@@ -266,7 +269,7 @@ async fn create_without_api_id_generates_one() {
 async fn update_api() {
     let old = MockUpstream::start().await;
     let new = MockUpstream::start().await;
-    let gw = gateway!().with_api("p1", "/p1/", &old.url()).start().await;
+    let gw = start_with_api!("p1", "/p1/", &old.url()).await;
 
     // Mismatched id: rejected, nothing changes.
     let other = api_def("other", "/p1/", &new.url());
@@ -335,15 +338,14 @@ async fn delete_api() {
     let (status, v) = gw.admin_get("/tyk/apis/d1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v, api_not_found());
-    let r = get(gw.addr(), "/keep/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/keep/x").await;
     assert_eq!(up.request_count(), 1);
 }
 
 #[tokio::test]
 async fn malformed_json_body_is_400() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
+    let gw = start_with_api!("m", "/m/", &up.url()).await;
     let before = dir_listing(&gw.apps_dir());
     let malformed = json!({"status": "error", "message": "Request malformed"});
     for (method, path) in [("POST", "/tyk/apis"), ("PUT", "/tyk/apis/m")] {
@@ -360,8 +362,7 @@ async fn malformed_json_body_is_400() {
     }
     assert_eq!(dir_listing(&gw.apps_dir()), before);
     reload(&gw).await;
-    let r = get(gw.addr(), "/m/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/m/x").await;
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use serde_json::json;
 use tollgate_testkit::keys::create_key;
 use tollgate_testkit::pg::PgDb;
 use tollgate_testkit::redis::{RedisServer, node, redis_storage};
-use tollgate_testkit::{MockUpstream, api_def, client, gateway, get_status};
+use tollgate_testkit::{MockUpstream, api_with, client, gateway, get_status};
 
 /// A key body with access to the API `keyed` only.
 fn keyed_key_body() -> serde_json::Value {
@@ -46,13 +46,11 @@ async fn records(port: u16) -> Vec<Mp> {
 async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let mut keyed = api_def("keyed", "/keyed/", &up.url());
-    keyed["use_keyless"] = json!(false);
-    keyed["name"] = json!("Keyed API");
-    let mut limited = api_def("limited", "/limited/", &up.url());
-    limited["global_rate_limit"] = json!({"rate": 1, "per": 60});
-    let mut quiet = api_def("quiet", "/quiet/", &up.url());
-    quiet["do_not_track"] = json!(true);
+    let keyed_extra = json!({"use_keyless": false, "name": "Keyed API"});
+    let keyed = api_with("keyed", "/keyed/", &up.url(), keyed_extra);
+    let one_per_minute = json!({"global_rate_limit": {"rate": 1, "per": 60}});
+    let limited = api_with("limited", "/limited/", &up.url(), one_per_minute);
+    let quiet = api_with("quiet", "/quiet/", &up.url(), json!({"do_not_track": true}));
     let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
@@ -218,8 +216,7 @@ async fn a_stopped_sink_costs_no_traffic_and_counts_drops() {
 #[tokio::test]
 async fn aggregates_endpoint_counts_the_traffic_on_the_embedded_store() {
     let up = MockUpstream::start().await;
-    let mut keyed = api_def("keyed", "/keyed/", &up.url());
-    keyed["use_keyless"] = json!(false);
+    let keyed = api_with("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}));
     let gw = gateway!()
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)

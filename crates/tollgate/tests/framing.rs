@@ -21,6 +21,12 @@ async fn send(gw: &Gateway, bytes: &[u8]) -> Exchange {
         .unwrap()
 }
 
+/// Sends `bytes` and asserts the first response is a gateway error with
+/// `status`.
+async fn refused(gw: &Gateway, bytes: &[u8], status: u16) {
+    assert_gateway_error_shape(send(gw, bytes).await.first(), status);
+}
+
 /// The upstream must not have been contacted at all.
 fn assert_upstream_untouched(up: &MockUpstream) {
     assert_eq!(up.request_count(), 0, "upstream got {:#?}", up.requests());
@@ -79,8 +85,7 @@ async fn duplicate_content_length_is_rejected() {
             "POST /f/x HTTP/1.1\r\nHost: {}\r\nContent-Length: {a}\r\nContent-Length: {b}\r\nConnection: close\r\n\r\nhello!",
             gw.addr()
         );
-        let ex = send(&gw, req.as_bytes()).await;
-        assert_gateway_error_shape(ex.first(), 400);
+        refused(&gw, req.as_bytes(), 400).await;
     }
     assert_upstream_untouched(&up);
 }
@@ -109,8 +114,7 @@ async fn request_line_over_8k_is_414() {
         "GET /f/{long} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         gw.addr()
     );
-    let ex = send(&gw, req.as_bytes()).await;
-    assert_gateway_error_shape(ex.first(), 414);
+    refused(&gw, req.as_bytes(), 414).await;
     assert_upstream_untouched(&up);
 
     // Just under the limit is fine.
@@ -133,8 +137,7 @@ async fn more_than_100_headers_is_431() {
         req.push_str(&format!("X-H-{i}: v\r\n"));
     }
     req.push_str("\r\n");
-    let ex = send(&gw, req.as_bytes()).await;
-    assert_gateway_error_shape(ex.first(), 431);
+    refused(&gw, req.as_bytes(), 431).await;
     assert_upstream_untouched(&up);
 }
 
@@ -148,8 +151,7 @@ async fn head_over_64k_is_431() {
     }
     req.push_str("Connection: close\r\n\r\n");
     assert!(req.len() > 64 * 1024);
-    let ex = send(&gw, req.as_bytes()).await;
-    assert_gateway_error_shape(ex.first(), 431);
+    refused(&gw, req.as_bytes(), 431).await;
     assert_upstream_untouched(&up);
 }
 
@@ -165,8 +167,7 @@ async fn body_over_max_request_body_size_is_413() {
     )
     .into_bytes();
     req.extend_from_slice(&body);
-    let ex = send(&gw, &req).await;
-    assert_gateway_error_shape(ex.first(), 413);
+    refused(&gw, &req, 413).await;
     assert_upstream_untouched(&up);
 
     // A body within the limit is proxied intact.

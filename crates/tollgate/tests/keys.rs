@@ -60,6 +60,14 @@ impl Env {
         assert_admin_error(&a, MALFORMED_REQ.0, MALFORMED_REQ.1);
     }
 
+    /// Creates a key with `my_custom_field: value`; returns the body, the key
+    /// and its hash.
+    async fn custom_field_key(&self, value: Value) -> (Value, String, String) {
+        let body = session_with(&[API], json!({ "my_custom_field": value }));
+        let (key, hash) = create_key(&self.gw, &body).await;
+        (body, key, hash)
+    }
+
     /// The session of `key` (see [`get_session`]).
     async fn session(&self, key: &str) -> Value {
         get_session(&self.gw, key).await
@@ -313,8 +321,7 @@ async fn get_unknown_key_is_404() {
 #[tokio::test]
 async fn put_modifies_and_keeps_date_created() {
     let t = start(json!({})).await;
-    let body = session_with(&[API], json!({"my_custom_field": "before"}));
-    let (key, _) = create_key(&t.gw, &body).await;
+    let (_, key, _) = t.custom_field_key(json!("before")).await;
     let before = t.session(&key).await;
 
     let update = session_with(&[API, "other"], json!({"my_custom_field": "after"}));
@@ -392,8 +399,7 @@ async fn delete_unknown_key_is_404() {
 #[tokio::test]
 async fn hashed_flag_addresses_keys_by_hash() {
     let t = start(json!({})).await;
-    let body = session_with(&[API], json!({"my_custom_field": 1}));
-    let (key, hash) = create_key(&t.gw, &body).await;
+    let (body, key, hash) = t.custom_field_key(json!(1)).await;
     let raw_hash = format!("/tyk/keys/{hash}");
     let by_hash_path = format!("/tyk/keys/{hash}?hashed=true");
 
@@ -605,8 +611,7 @@ async fn malformed_create_is_400_and_stores_nothing() {
 #[tokio::test]
 async fn malformed_put_is_400_and_keeps_key() {
     let t = start(json!({})).await;
-    let body = session_with(&[API], json!({"my_custom_field": "kept"}));
-    let (key, hash) = create_key(&t.gw, &body).await;
+    let (_, key, hash) = t.custom_field_key(json!("kept")).await;
     let before = t.session(&key).await;
     for body in MALFORMED {
         t.malformed("PUT", &format!("/tyk/keys/{key}"), body).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tollgate_testkit::raw::{RawClient, get};
-use tollgate_testkit::{MockUpstream, Reply, api_def, client, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, Reply, api_def, client, gateway, start_with_api};
 
 #[tokio::test]
 async fn conf_flag_with_equals_sign() {
@@ -26,7 +26,7 @@ async fn conf_flag_with_equals_sign() {
 #[tokio::test]
 async fn sighup_reloads_app_path() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    let gw = start_with_api!("a", "/a/", &up.url()).await;
     let r = get(gw.addr(), "/b/x", &[]).await;
     assert_eq!(r.status, 404);
 
@@ -55,10 +55,7 @@ async fn sighup_reloads_app_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_drop_no_requests() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .with_api("load", "/load/", &up.url())
-        .start()
-        .await;
+    let gw = start_with_api!("load", "/load/", &up.url()).await;
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let url = gw.url("/load/x");
@@ -127,14 +124,23 @@ async fn reloads_under_load_drop_no_requests() {
     assert_eq!(up.request_count(), ok);
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_requests_then_exits_0() {
+/// A gateway with the API `s` on /s/ whose upstream answers /slow with
+/// `body` after `delay_ms`, and a `GET /s/slow` the upstream has received
+/// and not yet answered. The task yields the status and body.
+async fn slow_request_in_flight(
+    body: &'static str,
+    delay_ms: u64,
+) -> (
+    MockUpstream,
+    Gateway,
+    tokio::task::JoinHandle<(StatusCode, bytes::Bytes)>,
+) {
     let up = MockUpstream::start().await;
     up.on(
         "/slow",
-        Reply::fixed(200, "done").delay(Duration::from_millis(1500)),
+        Reply::fixed(200, body).delay(Duration::from_millis(delay_ms)),
     );
-    let mut gw = gateway!().with_api("s", "/s/", &up.url()).start().await;
+    let gw = start_with_api!("s", "/s/", &up.url()).await;
     let url = gw.url("/s/slow");
     let in_flight = tokio::spawn(async move {
         let resp = client().get(url).send().await.unwrap();
@@ -142,6 +148,12 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         (status, resp.bytes().await.unwrap())
     });
     up.wait_for_requests(1, Duration::from_secs(5)).await;
+    (up, gw, in_flight)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let (_up, mut gw, in_flight) = slow_request_in_flight("done", 1500).await;
     let term_at = Instant::now();
     gw.sigterm();
 
@@ -173,7 +185,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 #[tokio::test]
 async fn idle_keep_alive_connections_do_not_delay_shutdown() {
     let up = MockUpstream::start().await;
-    let mut gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    let mut gw = start_with_api!("a", "/a/", &up.url()).await;
     // A client that keeps its connection open after a request.
     let mut idle = RawClient::connect(gw.addr()).await.unwrap();
     idle.send(format!("GET /a/x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr()).as_bytes())
@@ -194,19 +206,7 @@ async fn idle_keep_alive_connections_do_not_delay_shutdown() {
 
 #[tokio::test]
 async fn reload_does_not_cut_in_flight_requests() {
-    let up = MockUpstream::start().await;
-    up.on(
-        "/slow",
-        Reply::fixed(200, "slow done").delay(Duration::from_millis(800)),
-    );
-    let gw = gateway!().with_api("s", "/s/", &up.url()).start().await;
-    let url = gw.url("/s/slow");
-    let in_flight = tokio::spawn(async move {
-        let resp = client().get(url).send().await.unwrap();
-        let status = resp.status();
-        (status, resp.bytes().await.unwrap())
-    });
-    up.wait_for_requests(1, Duration::from_secs(5)).await;
+    let (_up, gw, in_flight) = slow_request_in_flight("slow done", 800).await;
 
     // Remove the API and reload while the request waits for the upstream.
     let (status, _) = gw.admin(Method::DELETE, "/tyk/apis/s", None).await;
@@ -282,8 +282,7 @@ async fn unknown_config_keys_are_ignored() {
         .with_api("a", "/a/", &up.url())
         .start()
         .await;
-    let r = get(gw.addr(), "/a/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/a/x").await;
 }
 
 #[tokio::test]

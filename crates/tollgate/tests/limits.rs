@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tollgate_testkit::keys::{
-    Admin, admin, create_key, get_session, keyed_api, keyless_api, now_unix, right,
-};
+use tollgate_testkit::keys::{Admin, admin, create_key, get_session, keyed_api, now_unix, right};
 use tollgate_testkit::limits::*;
 use tollgate_testkit::raw::RawResponse;
 use tollgate_testkit::raw::{RawClient, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, Reply, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
 
 const API: &str = "limited";
 const LISTEN: &str = "/lim/";
@@ -662,7 +660,7 @@ async fn global_rate_limit_on_keyless_api_is_shared_by_all_clients() {
     let gw = gateway!()
         .api(
             "g.json",
-            keyless_api(
+            api_with(
                 "g",
                 "/g/",
                 &up.url(),
@@ -671,7 +669,7 @@ async fn global_rate_limit_on_keyless_api_is_shared_by_all_clients() {
         )
         .api(
             "open.json",
-            keyless_api("open", "/open/", &up.url(), json!({})),
+            api_with("open", "/open/", &up.url(), json!({})),
         )
         .start()
         .await;

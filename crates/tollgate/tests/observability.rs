@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tollgate_testkit::keys::create_key;
-use tollgate_testkit::{Gateway, MockUpstream, api_def, client, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, api_with, client, gateway};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -17,8 +17,7 @@ fn free_port() -> u16 {
 }
 
 async fn start(up: &MockUpstream, metrics_port: u16) -> Gateway {
-    let mut keyed = api_def("keyed", "/keyed/", &up.url());
-    keyed["use_keyless"] = json!(false);
+    let keyed = api_with("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}));
     gateway!()
         .conf(json!({
             "enable_access_log": true,

@@ -142,8 +142,16 @@ async fn listed_def(gw: &Gateway, api_id: &str) -> Value {
         .unwrap_or_else(|| panic!("GET /tyk/apis does not list {api_id}: {}", r.json))
 }
 
-fn modified(id: &str, action: &str) -> Value {
-    json!({"key": id, "status": "ok", "action": action})
+/// Asserts the admin reply `{"key": id, "status": "ok", "action": action}`.
+fn assert_modified(r: &Admin, id: &str, action: &str) {
+    let want = json!({"key": id, "status": "ok", "action": action});
+    assert_eq!((r.status, &r.json), (200, &want), "{}", r.raw.text());
+}
+
+/// The table holds exactly the row `id`, with `listen_path`.
+async fn assert_row(db: &PgDb, id: &str, listen_path: &str) {
+    assert_eq!(api_ids(db).await, id);
+    assert_eq!(stored_listen_path(db, id).await, listen_path);
 }
 
 // ---------------------------------------------------------------------------
@@ -175,14 +183,8 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
     // POST on A: a row, not live before a reload.
     let id = "pgapi";
     let r = admin(a, "POST", "/tyk/apis", Some(&def(id, "/pg/", &up))).await;
-    assert_eq!(
-        (r.status, &r.json),
-        (200, &modified(id, "added")),
-        "{}",
-        r.raw.text()
-    );
-    assert_eq!(api_ids(&db).await, id);
-    assert_eq!(stored_listen_path(&db, id).await, "/pg/");
+    assert_modified(&r, id, "added");
+    assert_row(&db, id, "/pg/").await;
     for (gw, _) in nodes {
         assert_not_served(gw, &up, "/pg/x").await;
     }
@@ -193,8 +195,7 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
         assert_eq!(r.status, 409, "node {name}: {}", r.raw.text());
         assert_eq!(r.json["status"], "error", "node {name}: {}", r.json);
     }
-    assert_eq!(api_ids(&db).await, id);
-    assert_eq!(stored_listen_path(&db, id).await, "/pg/");
+    assert_row(&db, id, "/pg/").await;
 
     // Group reload on A: both nodes serve /pg/.
     let since = group_reload(a).await;
@@ -226,14 +227,8 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
         Some(&def(id, "/pg2/", &up)),
     )
     .await;
-    assert_eq!(
-        (r.status, &r.json),
-        (200, &modified(id, "modified")),
-        "{}",
-        r.raw.text()
-    );
-    assert_eq!(api_ids(&db).await, id);
-    assert_eq!(stored_listen_path(&db, id).await, "/pg2/");
+    assert_modified(&r, id, "modified");
+    assert_row(&db, id, "/pg2/").await;
     for (gw, _) in nodes {
         assert_proxied(gw, &up, "/pg/still", "/still").await;
         assert_not_served(gw, &up, "/pg2/x").await;
@@ -251,12 +246,7 @@ async fn admin_writes_reach_every_node_through_the_database_and_group_reload() {
 
     // DELETE on A: the row goes at once, the route after the group reload.
     let r = admin(a, "DELETE", &format!("/tyk/apis/{id}"), None).await;
-    assert_eq!(
-        (r.status, &r.json),
-        (200, &modified(id, "deleted")),
-        "{}",
-        r.raw.text()
-    );
+    assert_modified(&r, id, "deleted");
     assert_eq!(api_ids(&db).await, "");
     assert_eq!(db.sql(&format!("SELECT count(*) FROM {TABLE}")).await, "0");
     let since = group_reload(a).await;

@@ -9,10 +9,34 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tollgate_testkit::raw::{RawClient, assert_tyk_error, get, request};
 use tollgate_testkit::{
-    MockUpstream, Reply, api_def, checksum, client, gateway, pattern_bytes, refused_port,
+    MockUpstream, Recorded, Reply, api_with, checksum, client, gateway, pattern_bytes,
+    refused_port, start_with_api,
 };
 
 const MIB: usize = 1024 * 1024;
+
+/// Sends `GET /h/x` with `headers` through a gateway with the API `h` on
+/// /h/; asserts 200 and returns the upstream and what it received.
+async fn forwarded_through_h(headers: &[(&str, &str)]) -> (MockUpstream, Recorded) {
+    let up = MockUpstream::start().await;
+    let gw = start_with_api!("h", "/h/", &up.url()).await;
+    let r = get(gw.addr(), "/h/x", headers).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = up.last();
+    (up, rec)
+}
+
+/// The gateway's own connection management may say keep-alive or close;
+/// nothing else may be in a Connection header.
+fn assert_own_connection_only<S: AsRef<str>>(values: &[S], what: &str) {
+    for v in values {
+        let v = v.as_ref().to_ascii_lowercase();
+        assert!(
+            v == "keep-alive" || v == "close",
+            "connection: {v:?} {what}"
+        );
+    }
+}
 
 #[tokio::test]
 async fn upstream_url_joins_target_path_and_keeps_query() {
@@ -21,10 +45,18 @@ async fn upstream_url_joins_target_path_and_keeps_query() {
     let base_slash = format!("{}/base/", up.url());
     let root = up.url();
     let root_slash = format!("{}/", up.url());
-    let mut no_strip = api_def("o5", "/o5/", &root);
-    no_strip["proxy"]["strip_listen_path"] = json!(false);
-    let mut no_strip_base = api_def("o6", "/o6/", &base);
-    no_strip_base["proxy"]["strip_listen_path"] = json!(false);
+    let no_strip = api_with(
+        "o5",
+        "/o5/",
+        &root,
+        json!({"proxy": {"strip_listen_path": false}}),
+    );
+    let no_strip_base = api_with(
+        "o6",
+        "/o6/",
+        &base,
+        json!({"proxy": {"strip_listen_path": false}}),
+    );
     let gw = gateway!()
         .with_api("o1", "/o1/", &base)
         .with_api("o2", "/o2/", &base_slash)
@@ -59,7 +91,7 @@ async fn upstream_url_joins_target_path_and_keeps_query() {
 #[tokio::test]
 async fn methods_and_request_body_are_forwarded() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("m", "/m/", &up.url()).start().await;
+    let gw = start_with_api!("m", "/m/", &up.url()).await;
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         let body = format!("{{\"method\":\"{method}\"}}");
         let r = request(
@@ -81,29 +113,21 @@ async fn methods_and_request_body_are_forwarded() {
 
 #[tokio::test]
 async fn request_headers_forwarding_and_hop_by_hop_removal() {
-    let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
-    let r = get(
-        gw.addr(),
-        "/h/x",
-        &[
-            ("Host", "client.example:9999"),
-            ("X-Forwarded-For", "203.0.113.7"),
-            ("X-Custom", "keep-me"),
-            ("Accept", "application/json"),
-            ("Connection", "keep-alive, X-Conn-Named"),
-            ("X-Conn-Named", "drop-me"),
-            ("Keep-Alive", "timeout=5"),
-            ("Proxy-Connection", "keep-alive"),
-            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
-            ("TE", "trailers"),
-            ("Trailer", "X-Trail"),
-            ("Upgrade", "foo/1"),
-        ],
-    )
+    let (up, rec) = forwarded_through_h(&[
+        ("Host", "client.example:9999"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Custom", "keep-me"),
+        ("Accept", "application/json"),
+        ("Connection", "keep-alive, X-Conn-Named"),
+        ("X-Conn-Named", "drop-me"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("TE", "trailers"),
+        ("Trailer", "X-Trail"),
+        ("Upgrade", "foo/1"),
+    ])
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let rec = up.last();
     assert_eq!(rec.uri, "/x");
     assert_eq!(
         rec.header("host"),
@@ -136,20 +160,14 @@ async fn request_headers_forwarding_and_hop_by_hop_removal() {
     }
     // The gateway's own connection management may say keep-alive, but the
     // client's Connection header must not be forwarded.
-    for v in rec.header_all("connection") {
-        let v = v.to_ascii_lowercase();
-        assert!(
-            v == "keep-alive" || v == "close",
-            "connection: {v:?} forwarded"
-        );
-    }
+    assert_own_connection_only(&rec.header_all("connection"), "forwarded");
 }
 
 #[tokio::test]
 async fn forwarded_for_is_set_when_absent_and_host_can_be_preserved() {
     let up = MockUpstream::start().await;
-    let mut keep = api_def("keep", "/keep/", &up.url());
-    keep["proxy"]["preserve_host_header"] = json!(true);
+    let preserve = json!({"proxy": {"preserve_host_header": true}});
+    let keep = api_with("keep", "/keep/", &up.url(), preserve);
     let gw = gateway!()
         .with_api("plain", "/plain/", &up.url())
         .api("keep.json", keep)
@@ -188,7 +206,7 @@ async fn upstream_response_passes_through_unchanged() {
         Reply::fixed(500, "upstream exploded").header("Content-Type", "text/plain"),
     );
     up.on("/missing", Reply::fixed(404, "no such thing"));
-    let gw = gateway!().with_api("p", "/p/", &up.url()).start().await;
+    let gw = start_with_api!("p", "/p/", &up.url()).await;
 
     let r = get(gw.addr(), "/p/created", &[]).await;
     assert_eq!(r.status, 201);
@@ -228,7 +246,7 @@ async fn response_hop_by_hop_headers_are_removed() {
             .header("Upgrade", "foo/1")
             .header("X-Up-Keep", "yes"),
     );
-    let gw = gateway!().with_api("p", "/p/", &up.url()).start().await;
+    let gw = start_with_api!("p", "/p/", &up.url()).await;
     let r = get(gw.addr(), "/p/hop", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hop body");
@@ -247,39 +265,43 @@ async fn response_hop_by_hop_headers_are_removed() {
             r.head
         );
     }
-    for v in r.headers_all("connection") {
-        let v = v.to_ascii_lowercase();
-        assert!(
-            v == "keep-alive" || v == "close",
-            "connection: {v:?}:\n{}",
-            r.head
-        );
-    }
+    assert_own_connection_only(&r.headers_all("connection"), &format!(":\n{}", r.head));
 }
 
-#[tokio::test]
-async fn large_upload_with_content_length_arrives_intact() {
-    let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
+/// POSTs 8 MiB of [`pattern_bytes`] to `url`; asserts 200 and returns the
+/// payload and the response.
+async fn post_8_mib(url: &str) -> (Vec<u8>, reqwest::Response) {
     let payload = pattern_bytes(8 * MIB);
     let resp = client()
-        .post(gw.url("/u/upload"))
+        .post(url)
         .body(payload.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    (payload, resp)
+}
+
+/// `got` has the length and checksum of `want`.
+fn assert_intact(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    assert_eq!(checksum(got), checksum(want), "{what}");
+}
+
+#[tokio::test]
+async fn large_upload_with_content_length_arrives_intact() {
+    let up = MockUpstream::start().await;
+    let gw = start_with_api!("u", "/u/", &up.url()).await;
+    let (payload, resp) = post_8_mib(&gw.url("/u/upload")).await;
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["body_len"], 8 * MIB);
-    let rec = up.last();
-    assert_eq!(rec.body.len(), payload.len());
-    assert_eq!(checksum(&rec.body), checksum(&payload));
+    assert_intact(&up.last().body, &payload, "upload");
 }
 
 #[tokio::test]
 async fn large_chunked_upload_arrives_intact() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
+    let gw = start_with_api!("u", "/u/", &up.url()).await;
     let payload = pattern_bytes(8 * MIB);
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(
@@ -315,14 +337,12 @@ async fn large_download_arrives_intact() {
     let up = MockUpstream::start().await;
     up.on("/big", Reply::stream(8 * MIB));
     up.on("/bigchunked", Reply::stream_chunked(8 * MIB));
-    let gw = gateway!().with_api("d", "/d/", &up.url()).start().await;
+    let gw = start_with_api!("d", "/d/", &up.url()).await;
     let want = pattern_bytes(8 * MIB);
     for path in ["/d/big", "/d/bigchunked"] {
         let resp = client().get(gw.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
-        let got = resp.bytes().await.unwrap();
-        assert_eq!(got.len(), want.len(), "{path}");
-        assert_eq!(checksum(&got), checksum(&want), "{path}");
+        assert_intact(&resp.bytes().await.unwrap(), &want, path);
     }
 }
 
@@ -330,28 +350,16 @@ async fn large_download_arrives_intact() {
 async fn body_streams_both_ways_at_once() {
     let up = MockUpstream::start().await;
     up.on("/echo", Reply::echo_body());
-    let gw = gateway!().with_api("e", "/e/", &up.url()).start().await;
-    let payload = pattern_bytes(8 * MIB);
-    let resp = client()
-        .post(gw.url("/e/echo"))
-        .body(payload.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let got = resp.bytes().await.unwrap();
-    assert_eq!(got.len(), payload.len());
-    assert_eq!(checksum(&got), checksum(&payload));
+    let gw = start_with_api!("e", "/e/", &up.url()).await;
+    let (payload, resp) = post_8_mib(&gw.url("/e/echo")).await;
+    assert_intact(&resp.bytes().await.unwrap(), &payload, "echoed");
     assert_eq!(checksum(&up.last().body), checksum(&payload));
 }
 
 #[tokio::test]
 async fn upstream_connections_are_pooled() {
     let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .with_api("pool", "/pool/", &up.url())
-        .start()
-        .await;
+    let gw = start_with_api!("pool", "/pool/", &up.url()).await;
     let c = client();
     for i in 0..50 {
         let resp = c.get(gw.url(&format!("/pool/{i}"))).send().await.unwrap();
@@ -370,7 +378,7 @@ async fn upstream_connections_are_pooled() {
 #[tokio::test]
 async fn refused_upstream_is_a_502() {
     let target = format!("http://127.0.0.1:{}", refused_port());
-    let gw = gateway!().with_api("r", "/r/", &target).start().await;
+    let gw = start_with_api!("r", "/r/", &target).await;
     let r = get(gw.addr(), "/r/x", &[]).await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
 }
@@ -378,7 +386,7 @@ async fn refused_upstream_is_a_502() {
 #[tokio::test]
 async fn reset_upstream_is_a_502() {
     let up = MockUpstream::start_resetting().await;
-    let gw = gateway!().with_api("r", "/r/", &up.url()).start().await;
+    let gw = start_with_api!("r", "/r/", &up.url()).await;
     let r = get(gw.addr(), "/r/x", &[]).await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
     assert!(up.accepted() >= 1, "the upstream was never contacted");
@@ -388,7 +396,7 @@ async fn reset_upstream_is_a_502() {
 async fn upstream_closing_without_answer_is_a_502() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::close());
-    let gw = gateway!().with_api("r", "/r/", &up.url()).start().await;
+    let gw = start_with_api!("r", "/r/", &up.url()).await;
     let r = request(gw.addr(), "POST", "/r/x", &[], b"payload").await;
     assert_tyk_error(&r, 502, "There was a problem proxying the request");
     assert_eq!(up.last().body, b"payload");
@@ -421,11 +429,16 @@ async fn slow_upstream_hits_the_hard_timeout() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// Whether a Connection header value names `upgrade` (any case).
+fn says_upgrade(connection: Option<&str>) -> bool {
+    connection.is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+}
+
 #[tokio::test]
 async fn websocket_upgrade_tunnels_bytes_both_ways() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::upgrade());
-    let gw = gateway!().with_api("ws", "/ws/", &up.url()).start().await;
+    let gw = start_with_api!("ws", "/ws/", &up.url()).await;
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(
         "GET /ws/ HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -441,12 +454,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
         "{}",
         r.head
     );
-    assert!(
-        r.header("connection")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
-        "{}",
-        r.head
-    );
+    assert!(says_upgrade(r.header("connection")), "{}", r.head);
     assert_eq!(
         r.header("sec-websocket-accept"),
         Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
@@ -455,12 +463,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
     let rec = up.last();
     assert_eq!(rec.uri, "/");
     assert_eq!(rec.header("upgrade"), Some("websocket"));
-    assert!(
-        rec.header("connection")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
-        "{:?}",
-        rec.headers
-    );
+    assert!(says_upgrade(rec.header("connection")), "{:?}", rec.headers);
     assert_eq!(
         rec.header("sec-websocket-key"),
         Some("dGhlIHNhbXBsZSBub25jZQ==")
@@ -507,7 +510,7 @@ async fn upstream_connection_close_is_respected() {
         "/",
         Reply::fixed(200, "closing").header("Connection", "close"),
     );
-    let gw = gateway!().with_api("c", "/c/", &up.url()).start().await;
+    let gw = start_with_api!("c", "/c/", &up.url()).await;
     let c = client();
     for i in 0..5 {
         let resp = c.get(gw.url(&format!("/c/{i}"))).send().await.unwrap();
@@ -527,7 +530,7 @@ async fn upstream_connection_close_is_respected() {
 async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
     // Like an upstream with a short keep-alive timeout.
     let up = MockUpstream::start_with_idle_timeout(Duration::from_millis(150)).await;
-    let gw = gateway!().with_api("i", "/i/", &up.url()).start().await;
+    let gw = start_with_api!("i", "/i/", &up.url()).await;
     let c = client();
     for i in 0..3 {
         let resp = c.get(gw.url(&format!("/i/{i}"))).send().await.unwrap();
@@ -547,7 +550,7 @@ async fn pooled_connections_closed_by_the_upstream_are_not_reused() {
 #[tokio::test]
 async fn client_connection_is_kept_alive_across_requests() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("k", "/k/", &up.url()).start().await;
+    let gw = start_with_api!("k", "/k/", &up.url()).await;
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let host = gw.addr();
     c.send(format!("GET /k/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
@@ -584,22 +587,14 @@ async fn client_connection_is_kept_alive_across_requests() {
 
 #[tokio::test]
 async fn every_connection_header_line_is_honoured() {
-    let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
-    let r = get(
-        gw.addr(),
-        "/h/x",
-        &[
-            ("Connection", "X-First"),
-            ("Connection", "x-second, close"),
-            ("X-First", "1"),
-            ("X-Second", "2"),
-            ("X-Third", "3"),
-        ],
-    )
+    let (_up, rec) = forwarded_through_h(&[
+        ("Connection", "X-First"),
+        ("Connection", "x-second, close"),
+        ("X-First", "1"),
+        ("X-Second", "2"),
+        ("X-Third", "3"),
+    ])
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let rec = up.last();
     assert!(rec.headers.get("x-first").is_none(), "{:?}", rec.headers);
     assert!(rec.headers.get("x-second").is_none(), "{:?}", rec.headers);
     assert_eq!(rec.header("x-third"), Some("3"));
@@ -610,7 +605,7 @@ async fn head_and_no_content_responses_keep_the_connection_in_sync() {
     let up = MockUpstream::start().await;
     up.on("/doc", Reply::fixed(200, "hello").header("X-Doc", "1"));
     up.on("/empty", Reply::fixed(204, ""));
-    let gw = gateway!().with_api("h", "/h/", &up.url()).start().await;
+    let gw = start_with_api!("h", "/h/", &up.url()).await;
     let host = gw.addr();
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
 
@@ -657,7 +652,7 @@ async fn head_and_no_content_responses_keep_the_connection_in_sync() {
 #[tokio::test]
 async fn expect_100_continue_upload_completes() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("u", "/u/", &up.url()).start().await;
+    let gw = start_with_api!("u", "/u/", &up.url()).await;
     let body = pattern_bytes(64 * 1024);
     let mut c = RawClient::connect(gw.addr()).await.unwrap();
     let head = format!(

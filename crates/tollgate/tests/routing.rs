@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tollgate_testkit::raw::get;
-use tollgate_testkit::{Gateway, MockUpstream, api_def, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, api_def, api_with, gateway, start_with_api};
 
 /// Polls the gateway's stderr until it contains one of `needles` (2 s).
 async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
@@ -24,10 +24,16 @@ async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
     }
 }
 
+/// The API `s` on `/sample` (no trailing slash) that keeps its listen path.
+fn sample_unstripped(up: &MockUpstream) -> serde_json::Value {
+    let extra = json!({"proxy": {"strip_listen_path": false}});
+    api_with("s", "/sample", &up.url(), extra)
+}
+
 #[tokio::test]
 async fn unmatched_path_is_a_tyk_404() {
     let up = MockUpstream::start().await;
-    let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
+    let gw = start_with_api!("a", "/a/", &up.url()).await;
     gw.assert_not_found("/nothing/here", &[]).await;
     gw.assert_not_found("/", &[]).await;
     assert_eq!(up.request_count(), 0);
@@ -39,8 +45,7 @@ async fn unmatched_path_is_a_tyk_404() {
 #[tokio::test]
 async fn listen_path_is_a_loose_prefix_by_default() {
     let up = MockUpstream::start().await;
-    let mut def = api_def("s", "/sample", &up.url());
-    def["proxy"]["strip_listen_path"] = json!(false);
+    let def = sample_unstripped(&up);
     let gw = gateway!().api("s.json", def).start().await;
 
     gw.assert_routed(&up, "/samplefoo/bar?q=1", &[], "/samplefoo/bar?q=1")
@@ -55,8 +60,7 @@ async fn listen_path_is_a_loose_prefix_by_default() {
 #[tokio::test]
 async fn strict_routes_require_a_segment_boundary() {
     let up = MockUpstream::start().await;
-    let mut def = api_def("s", "/sample", &up.url());
-    def["proxy"]["strip_listen_path"] = json!(false);
+    let def = sample_unstripped(&up);
     let gw = gateway!()
         .conf(json!({"http_server_options": {"enable_strict_routes": true}}))
         .api("s.json", def)
@@ -82,8 +86,7 @@ async fn longest_listen_path_wins_regardless_of_file_order() {
         .start()
         .await;
 
-    let r = get(gw.addr(), "/a/b/c", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/a/b/c").await;
     assert_eq!(short.request_count(), 0, "went to the shorter listen path");
     assert_eq!(long.last().uri, "/c");
 
@@ -94,8 +97,7 @@ async fn longest_listen_path_wins_regardless_of_file_order() {
 #[tokio::test]
 async fn inactive_api_is_not_served() {
     let up = MockUpstream::start().await;
-    let mut off = api_def("off", "/off/", &up.url());
-    off["active"] = json!(false);
+    let off = api_with("off", "/off/", &up.url(), json!({"active": false}));
     let gw = gateway!()
         .api("off.json", off)
         .with_api("on", "/on/", &up.url())
@@ -111,8 +113,7 @@ async fn inactive_api_is_not_served() {
 #[tokio::test]
 async fn domain_api_answers_only_for_its_host() {
     let up = MockUpstream::start().await;
-    let mut def = api_def("d", "/d/", &up.url());
-    def["domain"] = json!("api.example.com");
+    let def = api_with("d", "/d/", &up.url(), json!({"domain": "api.example.com"}));
     let gw = gateway!().api("d.json", def).start().await;
 
     // Port in the Host header is ignored.
@@ -131,8 +132,8 @@ async fn domain_api_answers_only_for_its_host() {
 async fn same_listen_path_on_different_domains() {
     let with_domain = MockUpstream::start().await;
     let any_host = MockUpstream::start().await;
-    let mut d = api_def("dom", "/same/", &with_domain.url());
-    d["domain"] = json!("one.example");
+    let domain = json!({"domain": "one.example"});
+    let d = api_with("dom", "/same/", &with_domain.url(), domain);
     let gw = gateway!()
         .api("a.json", api_def("any", "/same/", &any_host.url()))
         .api("b.json", d)
@@ -179,12 +180,20 @@ async fn invalid_json_file_is_skipped() {
 
 #[tokio::test]
 async fn file_with_wrongly_typed_field_is_skipped() {
-    let mut def = api_def("badfield", "/badfield/", "http://127.0.0.1:9");
-    def["proxy"]["listen_path"] = json!(5);
+    let def = api_with(
+        "badfield",
+        "/badfield/",
+        "http://127.0.0.1:9",
+        json!({"proxy": {"listen_path": 5}}),
+    );
     check_bad_file_is_skipped("badfield.json", &def.to_string(), "/badfield/x").await;
     // A number listen path must not be served as "/5" either.
-    let mut def = api_def("five", "/five/", "http://127.0.0.1:9");
-    def["proxy"]["listen_path"] = json!(5);
+    let def = api_with(
+        "five",
+        "/five/",
+        "http://127.0.0.1:9",
+        json!({"proxy": {"listen_path": 5}}),
+    );
     check_bad_file_is_skipped("five.json", &def.to_string(), "/5").await;
 }
 
@@ -210,8 +219,7 @@ async fn only_json_files_are_loaded() {
         .start()
         .await;
     gw.assert_not_found("/txt/x", &[]).await;
-    let r = get(gw.addr(), "/good/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/good/x").await;
     assert_eq!(up.request_count(), 1);
 }
 
@@ -226,8 +234,7 @@ async fn duplicate_listen_path_keeps_the_file_that_sorts_first() {
         .await;
 
     for i in 0..3 {
-        let r = get(gw.addr(), &format!("/dup/{i}"), &[]).await;
-        assert_eq!(r.status, 200, "{}", r.text());
+        gw.assert_get_ok(&format!("/dup/{i}")).await;
     }
     assert_eq!(first.request_count(), 3);
     assert_eq!(second.request_count(), 0, "the later file was served");
@@ -270,8 +277,7 @@ async fn encoded_slash_does_not_escape_the_listen_path() {
 #[tokio::test]
 async fn encoded_dot_segments_are_resolved_before_routing() {
     let (gw, public, private) = public_private().await;
-    let r = get(gw.addr(), "/public/%2e%2e/private/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    gw.assert_get_ok("/public/%2e%2e/private/x").await;
     assert_eq!(public.request_count(), 0);
     assert_eq!(private.last().uri, "/x");
 
