@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_testkit::keys::create_key;
-use tollgate_testkit::{Gateway, MockUpstream, api_with, client, gateway};
+use tollgate_testkit::keys::{create_key, session_with};
+use tollgate_testkit::{Gateway, MockUpstream, api_with, client, gateway, tyk_error_body};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -230,4 +230,68 @@ async fn access_log_and_request_ids() {
     assert!(keyed.contains(&key_hash), "{keyed}");
     assert!(keyed.contains(&generated), "{keyed}");
     assert!(!log.contains(&key), "the raw key reached the log");
+}
+
+/// `override_messages` rewords the gateway's own errors; the refusal metrics still count by
+/// what was refused, not by what the client reads.
+#[tokio::test]
+async fn overridden_messages_reach_clients_and_metrics_count_by_kind() {
+    let up = MockUpstream::start().await;
+    let port = free_port();
+    let gw = gateway!()
+        .conf(json!({
+            "override_messages": {
+                "auth.auth_field_missing": {"code": 400, "message": "Send a key"},
+                // Reworded to another refusal's text: a classifier that read messages would
+                // count this as a rate refusal.
+                "auth.key_not_found": {"message": "Rate Limit Exceeded"},
+                // A partial override with neither part keeps Tyk's default.
+                "oauth.key_not_found": {"code": 0, "message": ""}
+            },
+            "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": port, "path": "/metrics"}
+        }))
+        .api(
+            "keyed.json",
+            api_with("keyed", "/keyed/", &up.url(), json!({"use_keyless": false})),
+        )
+        .start()
+        .await;
+    let c = client();
+    let refusal = |status: u16, message: &'static str, key: Option<String>| {
+        let mut req = c.get(gw.url("/keyed/x"));
+        if let Some(key) = key {
+            req = req.header("authorization", key);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), status, "{message}");
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            assert_eq!(resp.text().await.unwrap(), tyk_error_body(message));
+        }
+    };
+    refusal(400, "Send a key", None).await;
+    // The code is kept when only the message is set.
+    refusal(403, "Rate Limit Exceeded", Some("not-a-key".into())).await;
+    // A quota of one: the second request gets Tyk's (not overridable) quota message.
+    let (key, _) = create_key(
+        &gw,
+        &session_with(
+            &["keyed"],
+            json!({"quota_max": 1, "quota_renewal_rate": 3600}),
+        ),
+    )
+    .await;
+    let ok = c.get(gw.url("/keyed/x")).header("authorization", &key);
+    assert_eq!(ok.send().await.unwrap().status(), 200);
+    refusal(403, "Quota exceeded", Some(key)).await;
+
+    let text = scrape(port).await;
+    let rejected = |reason: &str| {
+        let series =
+            format!("tollgate_rejected_requests_total{{api_id=\"keyed\",reason=\"{reason}\"}}");
+        sample(&text, &series)
+    };
+    assert_eq!(rejected("auth"), 2, "{text}");
+    assert_eq!(rejected("quota"), 1, "{text}");
+    assert_eq!(rejected("rate"), 0, "{text}");
 }
