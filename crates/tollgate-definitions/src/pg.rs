@@ -93,16 +93,11 @@ impl PgApiStore {
     /// # Errors
     /// The database cannot be reached.
     pub async fn insert(&self, api_id: &str, def: &serde_json::Value) -> Result<bool, PgError> {
-        let n = self
-            .client()
-            .await?
-            .execute(
-                &format!("INSERT INTO {TABLE} (api_id, definition) VALUES ($1, $2) ON CONFLICT (api_id) DO NOTHING"),
-                &[&api_id, def],
-            )
-            .await
-            .map_err(fail)?;
-        Ok(n == 1)
+        self.one_row(
+            "INSERT INTO {TABLE} (api_id, definition) VALUES ($1, $2) ON CONFLICT (api_id) DO NOTHING",
+            &[&api_id, def],
+        )
+        .await
     }
 
     /// Replaces a definition; false when the id does not exist.
@@ -110,18 +105,11 @@ impl PgApiStore {
     /// # Errors
     /// The database cannot be reached.
     pub async fn update(&self, api_id: &str, def: &serde_json::Value) -> Result<bool, PgError> {
-        let n = self
-            .client()
-            .await?
-            .execute(
-                &format!(
-                    "UPDATE {TABLE} SET definition = $2, updated_at = now() WHERE api_id = $1"
-                ),
-                &[&api_id, def],
-            )
-            .await
-            .map_err(fail)?;
-        Ok(n == 1)
+        self.one_row(
+            "UPDATE {TABLE} SET definition = $2, updated_at = now() WHERE api_id = $1",
+            &[&api_id, def],
+        )
+        .await
     }
 
     /// Deletes a definition; false when the id does not exist.
@@ -129,16 +117,8 @@ impl PgApiStore {
     /// # Errors
     /// The database cannot be reached.
     pub async fn delete(&self, api_id: &str) -> Result<bool, PgError> {
-        let n = self
-            .client()
-            .await?
-            .execute(
-                &format!("DELETE FROM {TABLE} WHERE api_id = $1"),
-                &[&api_id],
-            )
+        self.one_row("DELETE FROM {TABLE} WHERE api_id = $1", &[&api_id])
             .await
-            .map_err(fail)?;
-        Ok(n == 1)
     }
 
     /// True when a row with this id exists.
@@ -150,11 +130,30 @@ impl PgApiStore {
             .client()
             .await?
             .query(
-                &format!("SELECT 1 FROM {TABLE} WHERE api_id = $1"),
+                &with_table("SELECT 1 FROM {TABLE} WHERE api_id = $1"),
                 &[&api_id],
             )
             .await
             .map_err(fail)?;
         Ok(!rows.is_empty())
     }
+
+    /// Runs a statement on one row (`{TABLE}` in `sql` names the table): true when it changed it.
+    async fn one_row(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool, PgError> {
+        let n = self
+            .client()
+            .await?
+            .execute(&with_table(sql), params)
+            .await
+            .map_err(fail)?;
+        Ok(n == 1)
+    }
+}
+
+fn with_table(sql: &str) -> String {
+    sql.replace("{TABLE}", TABLE)
 }

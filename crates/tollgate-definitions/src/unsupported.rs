@@ -83,6 +83,14 @@ fn refuse(field: impl Into<String>, what: &str) -> DefinitionError {
     DefinitionError::new(field, format!("{what} not supported yet"))
 }
 
+/// The first `(on, field, what)` that is on, refused.
+fn first_on(rules: &[(bool, &str, &str)]) -> Result<(), DefinitionError> {
+    match rules.iter().find(|(on, _, _)| *on) {
+        Some((_, field, what)) => Err(refuse(*field, what)),
+        None => Ok(()),
+    }
+}
+
 /// The first rule `def` turns on that Tollgate cannot enforce.
 ///
 /// # Errors
@@ -97,27 +105,33 @@ pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
 
 /// Who gets in: IP lists, CORS, expiry, key binding, external identity providers.
 fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
-    let ip_lists_off = is_set(&def.ip_access_control_disabled);
-    if !ip_lists_off && is_set(&def.allowed_ips) {
-        return Err(refuse("allowed_ips", "IP allow-lists are"));
-    }
-    if !ip_lists_off && is_set(&def.blacklisted_ips) {
-        return Err(refuse("blacklisted_ips", "IP block-lists are"));
-    }
-    if field_set(&def.cors, "enable") {
-        return Err(refuse("CORS.enable", "CORS is"));
-    }
-    if expiry_set(&def.expiration) {
-        return Err(refuse("expiration", "API expiry is"));
-    }
-    // Tyk drops a key from storage after this many seconds; serving it on would keep keys
-    // working longer than the definition allows.
-    if is_set(&def.session_lifetime) {
-        return Err(refuse("session_lifetime", "key lifetimes are"));
-    }
-    if field_set(&def.external_oauth, "enabled") {
-        return Err(refuse("external_oauth.enabled", "external OAuth is"));
-    }
+    let ip_lists_on = !is_set(&def.ip_access_control_disabled);
+    first_on(&[
+        (
+            ip_lists_on && is_set(&def.allowed_ips),
+            "allowed_ips",
+            "IP allow-lists are",
+        ),
+        (
+            ip_lists_on && is_set(&def.blacklisted_ips),
+            "blacklisted_ips",
+            "IP block-lists are",
+        ),
+        (field_set(&def.cors, "enable"), "CORS.enable", "CORS is"),
+        (expiry_set(&def.expiration), "expiration", "API expiry is"),
+        // Tyk drops a key from storage after this many seconds; serving it on would keep keys
+        // working longer than the definition allows.
+        (
+            is_set(&def.session_lifetime),
+            "session_lifetime",
+            "key lifetimes are",
+        ),
+        (
+            field_set(&def.external_oauth, "enabled"),
+            "external_oauth.enabled",
+            "external OAuth is",
+        ),
+    ])?;
     let confs = std::iter::once(("auth".to_owned(), &def.auth)).chain(
         def.auth_configs
             .iter()
@@ -147,15 +161,14 @@ fn auth_conf(path: &str, conf: &AuthConf) -> Result<(), DefinitionError> {
 
 /// Where and how the API is reachable.
 fn exposure(def: &ApiDefinition) -> Result<(), DefinitionError> {
-    if is_set(&def.internal) {
-        return Err(refuse(
+    first_on(&[
+        (
+            is_set(&def.internal),
             "internal",
             "internal APIs (reachable only from other APIs) are",
-        ));
-    }
-    if is_set(&def.listen_port) {
-        return Err(refuse("listen_port", "per-API ports are"));
-    }
+        ),
+        (is_set(&def.listen_port), "listen_port", "per-API ports are"),
+    ])?;
     match &def.protocol {
         Value::String(p) if matches!(p.trim(), "" | "http") => {}
         Value::Null => {}
@@ -166,16 +179,23 @@ fn exposure(def: &ApiDefinition) -> Result<(), DefinitionError> {
             ));
         }
     }
-    if is_set(&def.certificates) {
-        return Err(refuse("certificates", "per-API TLS certificates are"));
-    }
-    if is_set(&def.enable_batch_request_support) {
-        return Err(refuse("enable_batch_request_support", "batch requests are"));
-    }
-    if field_set(&def.graphql, "enabled") {
-        return Err(refuse("graphql.enabled", "GraphQL APIs are"));
-    }
-    Ok(())
+    first_on(&[
+        (
+            is_set(&def.certificates),
+            "certificates",
+            "per-API TLS certificates are",
+        ),
+        (
+            is_set(&def.enable_batch_request_support),
+            "enable_batch_request_support",
+            "batch requests are",
+        ),
+        (
+            field_set(&def.graphql, "enabled"),
+            "graphql.enabled",
+            "GraphQL APIs are",
+        ),
+    ])
 }
 
 /// What the upstream receives and how it is reached.
@@ -344,24 +364,8 @@ mod tests {
 
     fn with(extra: Value) -> Value {
         let mut d = base();
-        merge(&mut d, extra);
+        tollgate_testkit::merge_json(&mut d, extra);
         d
-    }
-
-    fn merge(base: &mut Value, extra: Value) {
-        match (base, extra) {
-            (Value::Object(b), Value::Object(e)) => {
-                for (k, v) in e {
-                    match b.get_mut(&k) {
-                        Some(slot) => merge(slot, v),
-                        None => {
-                            b.insert(k, v);
-                        }
-                    }
-                }
-            }
-            (slot, v) => *slot = v,
-        }
     }
 
     fn ext(list: &str, entry: Value) -> Value {
