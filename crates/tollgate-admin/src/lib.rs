@@ -1,6 +1,6 @@
 //! The Gateway REST API: Tyk's admin endpoints under `/tyk/`, plus `/hello`.
 //!
-//! Served on the proxy port by the workers (see `tollgate_proxy::proxy`). Every `/tyk/` call
+//! Served on the proxy port by the workers (through [`tollgate_proxy::AdminApi`]). Every `/tyk/` call
 //! needs the `x-tyk-authorization` header equal to the configured secret (compared in constant
 //! time); an empty secret keeps the admin API closed. Bodies and messages are Tyk's, so
 //! existing scripts and tools keep working.

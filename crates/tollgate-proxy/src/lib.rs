@@ -1,13 +1,14 @@
 //! The data path of the gateway.
 //!
-//! A request's way through, top to bottom (each step is a module):
+//! A request's way through, top to bottom (docs/architecture.md draws it whole):
 //!
 //! 1. [`server`]: a worker thread per core, each with its own `SO_REUSEPORT` listener,
 //!    single-threaded runtime and upstream pool, so a request never changes thread.
 //! 2. [`framing`]: strict HTTP/1.1 framing and size limits before hyper parses a head.
-//! 3. [`proxy`]: the per-request flow: admin paths, path normalisation ([`path`]), routing
-//!    ([`router`]), the API's stage chain ([`chain`]), forwarding ([`upstream`]) and the
-//!    response.
+//! 3. The lifecycle (`proxy.rs`, one function top to bottom): path normalisation ([`path`]),
+//!    admin paths, routing ([`router`]), the API's stage chain ([`chain`]) working on the
+//!    request context ([`ctx`]) and refusing with typed refusals ([`refusal`]), forwarding
+//!    ([`upstream`]), the response, and the observe phase (metrics, analytics, access log).
 //!
 //! [`Gateway`] is the state every worker shares: the config and the current routing table,
 //! swapped whole on reload.

@@ -206,7 +206,7 @@ impl Load {
     }
 }
 
-/// The addresses of `gws`, for [`burst`], [`paced`] and [`closed_loop`].
+/// The addresses of `gws`, for [`Load::burst`], [`Load::paced`] and [`Load::closed_loop`].
 pub fn addrs(gws: &[Gateway]) -> Vec<SocketAddr> {
     gws.iter().map(Gateway::addr).collect()
 }
