@@ -15,6 +15,7 @@ use tollgate_session::time::unix_now;
 use tollgate_session::{Access, custom_key, is_slow, verify_password};
 
 use crate::ctx::{RequestCtx, StageRequest};
+use crate::headers::list_items;
 use crate::percent::{self, Plus};
 use crate::refusal::{Refusal, RefusalKind};
 
@@ -263,15 +264,10 @@ fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
 }
 
 fn cookie_value<'a>(head: &'a Parts, name: &str) -> Option<&'a str> {
-    head.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
+    list_items(&head.headers, &header::COOKIE, ';').find_map(|c| {
+        let (k, v) = c.split_once('=')?;
+        (k == name).then_some(v)
+    })
 }
 
 /// Removes the credential from where it was found (`strip_auth_data`).
@@ -309,16 +305,8 @@ fn strip_credential(head: &mut Parts, source: &CredentialSource, location: Locat
         }
         Location::Cookie => {
             if let Some(cookie) = &source.cookie {
-                let kept: Vec<String> = head
-                    .headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(';'))
-                    .map(str::trim)
-                    .filter(|c| {
-                        !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k) != cookie.as_str()
-                    })
+                let kept: Vec<String> = list_items(&head.headers, &header::COOKIE, ';')
+                    .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k) != cookie.as_str())
                     .map(str::to_owned)
                     .collect();
                 head.headers.remove(header::COOKIE);

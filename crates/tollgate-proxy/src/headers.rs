@@ -61,6 +61,22 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The trimmed, non-empty items of every `name` header, split at `sep` (a `Connection` list
+/// at `,`, cookies at `;`).
+pub(crate) fn list_items<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    sep: char,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(move |v| v.split(sep))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// Removes hop-by-hop headers: the fixed list, every header the `Connection` header names,
 /// and `Upgrade` unless this message is an upgrade being tunnelled.
 ///
@@ -80,17 +96,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if present[0] {
         // Only the named headers present are collected (no allocation for the usual `close`
         // and `keep-alive`); names of the fixed list are removed below anyway.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+        let named: Vec<HeaderName> = list_items(headers, &header::CONNECTION, ',')
             .filter(|t| {
-                !t.is_empty()
-                    && !HOP_BY_HOP
-                        .iter()
-                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
                     && headers.contains_key(*t)
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
