@@ -223,6 +223,16 @@ mod tests {
         (r, cx.body_limit)
     }
 
+    /// A POST declaring `len` body bytes is refused as too large before anything is read.
+    async fn assert_refuses_length(chain: &Chain, spec: &ApiSpec, len: u64) {
+        let req = http::Request::post("/a/")
+            .header("content-length", len)
+            .body(())
+            .unwrap();
+        let refused = run(chain, spec, req).await.0.unwrap_err();
+        assert_eq!(refused.kind, RefusalKind::BodyTooLarge);
+    }
+
     #[tokio::test]
     async fn keyless_api_without_limits_has_no_stages() {
         assert!(Chain::compile(&spec(serde_json::json!({})), &config("{}")).is_empty());
@@ -232,14 +242,7 @@ mod tests {
     async fn body_limit_refuses_declared_length_and_sets_streaming_cap() {
         let s = spec(serde_json::json!({"max_request_body_size": 10}));
         let chain = Chain::compile(&s, &config("{}"));
-        let req = http::Request::post("/a/")
-            .header("content-length", "11")
-            .body(())
-            .unwrap();
-        assert_eq!(
-            run(&chain, &s, req).await.0.unwrap_err().kind,
-            RefusalKind::BodyTooLarge
-        );
+        assert_refuses_length(&chain, &s, 11).await;
         let (r, limit) = run(&chain, &s, http::Request::post("/a/").body(()).unwrap()).await;
         r.unwrap();
         assert_eq!(limit, Some(10));
@@ -252,14 +255,7 @@ mod tests {
             &s,
             &config(r#"{"http_server_options": {"max_request_body_size": 5}}"#),
         );
-        let req = http::Request::post("/a/")
-            .header("content-length", "6")
-            .body(())
-            .unwrap();
-        assert_eq!(
-            run(&chain, &s, req).await.0.unwrap_err().kind,
-            RefusalKind::BodyTooLarge
-        );
+        assert_refuses_length(&chain, &s, 6).await;
     }
 
     #[tokio::test]

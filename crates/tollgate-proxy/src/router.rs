@@ -164,63 +164,76 @@ mod tests {
         }
     }
 
-    fn id(routes: &Routes, host: Option<&str>, path: &str) -> Option<String> {
-        routes.lookup(host, path).map(|r| r.spec.api_id.to_string())
+    /// Builds a table of `(api_id, listen_path, domain)` and checks `(host, path) → api_id`.
+    fn check(
+        apis: &[(&str, &str, &str)],
+        conf: &str,
+        lookups: &[(Option<&str>, &str, Option<&str>)],
+    ) {
+        let apis = apis.iter().map(|(i, lp, d)| api(i, lp, d)).collect();
+        let routes = Routes::build(apis, &config(conf));
+        for (host, path, want) in lookups {
+            let got = routes.lookup(*host, path).map(|r| &*r.spec.api_id);
+            assert_eq!(got, *want, "{host:?} {path}");
+        }
     }
 
     #[test]
     fn longest_listen_path_wins() {
-        let r = Routes::build(
-            vec![
-                api("short", "/foo", ""),
-                api("long", "/foo-bar", ""),
-                api("root", "/", ""),
+        check(
+            &[
+                ("short", "/foo", ""),
+                ("long", "/foo-bar", ""),
+                ("root", "/", ""),
             ],
-            &config(""),
+            "",
+            &[
+                (None, "/foo-bar/x", Some("long")),
+                (None, "/foo/x", Some("short")),
+                (None, "/foox", Some("short")),
+                (None, "/other", Some("root")),
+            ],
         );
-        assert_eq!(id(&r, None, "/foo-bar/x").as_deref(), Some("long"));
-        assert_eq!(id(&r, None, "/foo/x").as_deref(), Some("short"));
-        assert_eq!(id(&r, None, "/foox").as_deref(), Some("short"));
-        assert_eq!(id(&r, None, "/other").as_deref(), Some("root"));
     }
 
     #[test]
     fn strict_routes() {
-        let r = Routes::build(
-            vec![api("a", "/sample", "")],
-            &config(r#","http_server_options":{"enable_strict_routes":true}"#),
+        check(
+            &[("a", "/sample", "")],
+            r#","http_server_options":{"enable_strict_routes":true}"#,
+            &[
+                (None, "/sample", Some("a")),
+                (None, "/sample/", Some("a")),
+                (None, "/sample/x", Some("a")),
+                (None, "/samplefoo", None),
+            ],
         );
-        assert!(id(&r, None, "/sample").is_some());
-        assert!(id(&r, None, "/sample/").is_some());
-        assert!(id(&r, None, "/sample/x").is_some());
-        assert!(id(&r, None, "/samplefoo").is_none());
     }
 
     #[test]
     fn domains_first_then_any() {
-        let r = Routes::build(
-            vec![
-                api("d", "/x", "api.example.com"),
-                api("any", "/x", ""),
-                api("only", "/only", "api.example.com"),
+        check(
+            &[
+                ("d", "/x", "api.example.com"),
+                ("any", "/x", ""),
+                ("only", "/only", "api.example.com"),
             ],
-            &config(""),
+            "",
+            &[
+                (Some("API.example.com:8080"), "/x", Some("d")),
+                (Some("other"), "/x", Some("any")),
+                (None, "/only", None),
+                (Some("other"), "/only", None),
+            ],
         );
-        assert_eq!(
-            id(&r, Some("API.example.com:8080"), "/x").as_deref(),
-            Some("d")
-        );
-        assert_eq!(id(&r, Some("other"), "/x").as_deref(), Some("any"));
-        assert_eq!(id(&r, None, "/only").as_deref(), None);
-        assert_eq!(id(&r, Some("other"), "/only").as_deref(), None);
     }
 
     #[test]
     fn custom_domains_off_ignores_domain() {
-        let r = Routes::build(
-            vec![api("d", "/x", "api.example.com")],
-            &config(r#","enable_custom_domains":false"#),
+        check(
+            &[("d", "/x", "api.example.com")],
+            r#","enable_custom_domains":false"#,
+            &[(Some("other"), "/x", Some("d"))],
         );
-        assert_eq!(id(&r, Some("other"), "/x").as_deref(), Some("d"));
     }
 }
