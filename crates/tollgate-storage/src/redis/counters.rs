@@ -6,7 +6,7 @@ use tollgate_limits::{QuotaDecision, QuotaSnapshot, RateDecision};
 use tollgate_session::LimitPlan;
 
 use super::RedisStore;
-use super::scripts::{BUCKETS, EXACT_LOG_LIMIT, quota_take_back};
+use super::scripts::{BUCKETS, EXACT_LOG_LIMIT, quota_start_period, quota_take_back};
 use crate::error::{RedisFailure, StoreError};
 use crate::keyspace;
 use crate::verdict::{Admitted, Limited, whole, window_units};
@@ -291,9 +291,7 @@ impl RedisStore {
         let mut renews = renews_at(now_unix, ttl_ms);
         if p.quota_max > 0 && p.renewal > 0 && ttl_ms == -1 {
             followup
-                .cmd("EXPIRE")
-                .arg(&spec.quota_key)
-                .arg(p.renewal)
+                .add_command(quota_start_period(&spec.quota_key, p.renewal))
                 .ignore();
             renews = now_unix + p.renewal;
             any = true;

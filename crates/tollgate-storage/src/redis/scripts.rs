@@ -143,3 +143,27 @@ pub(super) fn quota_take_back(quota_key: &str, amount: i64, seen_ttl_ms: i64) ->
         .arg(seen_ttl_ms.max(-1));
     cmd
 }
+
+/// Starts a quota counter's period: gives it its renewal expiry unless it has one already.
+/// Every node that saw the new counter without an expiry sends this; a plain `EXPIRE` from
+/// the second one would push the period's end back up, and a take-back counted in between
+/// would then read the higher PTTL as another period and give nothing back.
+///
+/// KEYS: quota counter. ARGV: renewal (s).
+const QUOTA_START_PERIOD_SCRIPT: &str = r"
+if redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+/// The command that runs [`QUOTA_START_PERIOD_SCRIPT`] (once per period and node at most, so
+/// sent as `EVAL` like the take-back).
+pub(super) fn quota_start_period(quota_key: &str, renewal_secs: i64) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(QUOTA_START_PERIOD_SCRIPT)
+        .arg(1)
+        .arg(quota_key)
+        .arg(renewal_secs);
+    cmd
+}

@@ -147,6 +147,30 @@ async fn counter(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Opt
 }
 
 #[tokio::test]
+async fn a_second_node_starting_the_period_does_not_move_its_end() {
+    let (_server, _store, mut conn) = private_redis().await;
+    let k = &keyspace::quota("", "k");
+    run::<()>(&mut conn, redis::cmd("SET").arg(k).arg(3)).await;
+    run::<i64>(&mut conn, &quota_start_period(k, 3600)).await;
+    let first: i64 = run(&mut conn, redis::cmd("PTTL").arg(k)).await;
+    assert!(first > 3_590_000, "{first}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Another node saw the same new counter without an expiry and starts the period too.
+    run::<i64>(&mut conn, &quota_start_period(k, 3600)).await;
+    let second: i64 = run(&mut conn, redis::cmd("PTTL").arg(k)).await;
+    assert!(
+        second <= first - 10,
+        "the end moved from {first} to {second}"
+    );
+    // So a take-back counted after the first start still lands in its period.
+    assert_eq!(
+        run::<i64>(&mut conn, &quota_take_back(k, 1, first)).await,
+        1
+    );
+    assert_eq!(counter(&mut conn, k).await, Some(2));
+}
+
+#[tokio::test]
 async fn a_quota_take_back_lands_only_in_the_period_it_was_counted_in() {
     let (_server, _store, mut conn) = private_redis().await;
     let k = &keyspace::quota("", "k");
