@@ -36,7 +36,7 @@ pub struct RequestCtx {
     /// When the request arrived, when anything observes it.
     pub started: Option<Instant>,
     /// What the request looked like on arrival (only when something observes it).
-    pub arrival: Option<Box<Arrival>>,
+    pub arrival: Option<Arrival>,
     /// The API that served it, once routed.
     pub api_id: Option<Arc<str>>,
     /// What its analytics record needs from the API, when one is written.

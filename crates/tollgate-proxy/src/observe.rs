@@ -44,14 +44,14 @@ pub(crate) fn arrival(conn: &ConnCtx, req: &mut Request<Incoming>, cx: &mut Requ
     } else {
         (None, String::new(), 0)
     };
-    cx.arrival = Some(Box::new(Arrival {
+    cx.arrival = Some(Arrival {
         request_id,
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
         timestamp,
         user_agent,
         content_length,
-    }));
+    });
 }
 
 /// Notes the API that serves the request.
@@ -87,7 +87,7 @@ pub(crate) fn finish(conn: &ConnCtx, cx: &RequestCtx, status: StatusCode) {
             all.store_error();
         }
     }
-    let arrival = cx.arrival.as_deref();
+    let arrival = cx.arrival.as_ref();
     if let (Some(batch), Some(texts), Some(arrival)) =
         (&conn.worker.analytics, cx.track.as_deref(), arrival)
         && let Some(timestamp) = arrival.timestamp
