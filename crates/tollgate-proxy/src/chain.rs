@@ -2,7 +2,7 @@
 //!
 //! The chain is compiled once per API when its definition loads; a feature the API does not
 //! use is simply absent from it, so it costs nothing per request. Stages run in the order of
-//! [`Chain::compile`], which follows Tyk's middleware order because the first stage to refuse
+//! `Chain::compile`, which follows Tyk's middleware order because the first stage to refuse
 //! decides which error a client sees:
 //!
 //! ```text

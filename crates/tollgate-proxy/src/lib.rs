@@ -5,7 +5,7 @@
 //! 1. [`server`]: a worker thread per core, each with its own `SO_REUSEPORT` listener,
 //!    single-threaded runtime and upstream pool, so a request never changes thread.
 //! 2. [`framing`]: strict HTTP/1.1 framing and size limits before hyper parses a head.
-//! 3. [`proxy`]: the per-request flow: admin paths, path normalisation ([`path`]), routing
+//! 3. `proxy`: the per-request flow: admin paths, path normalisation ([`path`]), routing
 //!    ([`router`]), the API's stage chain ([`chain`]), forwarding ([`upstream`]) and the
 //!    response.
 //!

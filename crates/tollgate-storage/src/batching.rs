@@ -4,7 +4,7 @@
 //! While a round trip for a key is in flight, later requests of that key on the same thread
 //! wait; when it returns, all of them go in the next one, which counts the n requests with
 //! one `INCRBY n` / `HINCRBY n` and admits the first ones that fit, exactly as if they had
-//! reached Redis one after another ([`RedisStore::count`]). A lone request goes at once, so
+//! reached Redis one after another (`RedisStore::count`). A lone request goes at once, so
 //! nothing waits at low load; under load a hot key costs one round trip per worker per
 //! round-trip time instead of one per request, which is what keeps Redis and the gateway's
 //! Redis client off the top of the profile.

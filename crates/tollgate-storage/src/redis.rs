@@ -2,7 +2,7 @@
 //! gateway node (standalone or Redis Cluster), under Tyk's key names so a Tyk node and a
 //! Tollgate node can share one Redis.
 //!
-//! Every call has a deadline. After a failure the backend stays "down" for [`DOWN_FOR`] and
+//! Every call has a deadline. After a failure the backend stays "down" for `DOWN_FOR` and
 //! fails at once instead of waiting again, so an unreachable Redis costs the request path
 //! nothing but an error answer; the connection reconnects on its own.
 
