@@ -99,10 +99,13 @@ fn limits(ctl: &[u8]) -> FramingLimits {
     if ctl[0] & 1 == 0 {
         return FramingLimits::default();
     }
-    // Small limits so 414 and 431 are reachable with short inputs.
+    // Small limits so 414 and 431 are reachable with short inputs. The head limit stays
+    // above the request line limit (as in the defaults): with a head limit below it, a long
+    // request line is refused with 431 or 414 depending on where the reads end.
+    let max_request_line = 4 + usize::from(ctl[1]);
     FramingLimits {
-        max_request_line: 4 + usize::from(ctl[1]),
-        max_head_bytes: 16 + 4 * usize::from(ctl[2]),
+        max_request_line,
+        max_head_bytes: max_request_line + 2 + 4 * usize::from(ctl[2]),
         max_headers: usize::from((ctl[0] >> 1) % 16),
     }
 }
