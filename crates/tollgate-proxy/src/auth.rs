@@ -320,6 +320,27 @@ fn strip_credential(head: &mut Parts, source: &CredentialSource, location: Locat
     }
 }
 
+/// Fuzzing only (see `crate::fuzzing`): [`find_credential`], then [`strip_credential`] at
+/// the location it was found. Returns `(value, raw, location)` of what was found.
+pub(crate) fn find_and_strip(
+    head: &mut Parts,
+    source: &CredentialSource,
+) -> Option<(String, String, &'static str)> {
+    let found = find_credential(head, source)?;
+    let out = (
+        found.value.into_owned(),
+        found.raw.into_owned(),
+        match found.location {
+            Location::Header => "header",
+            Location::Param => "param",
+            Location::Cookie => "cookie",
+        },
+    );
+    let location = found.location;
+    strip_credential(head, source, location);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

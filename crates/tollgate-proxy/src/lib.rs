@@ -51,6 +51,28 @@ use tollgate_config::GatewayConfig;
 
 pub use router::Routes;
 
+/// Entry points for the fuzz targets in `fuzz/`: thin wrappers over private parsers, with no
+/// behaviour of their own. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::request::Parts;
+    use tollgate_definitions::CredentialSource;
+
+    /// `Basic base64(user:password)` → `(user, password)`; `None` where the gateway refuses.
+    pub fn parse_basic(value: &str) -> Option<(String, String)> {
+        crate::auth::parse_basic(value).ok()
+    }
+
+    /// Finds the credential as the auth stages do and strips it from where it was found (as
+    /// `strip_auth_data` does): `(value, raw, "header" | "param" | "cookie")`.
+    pub fn find_and_strip_credential(
+        head: &mut Parts,
+        source: &CredentialSource,
+    ) -> Option<(String, String, &'static str)> {
+        crate::auth::find_and_strip(head, source)
+    }
+}
+
 /// The Gateway REST API (`/tyk/...`, `/hello`), served on the proxy port by the workers.
 pub trait AdminApi: Send + Sync + 'static {
     /// Answers one admin request.
