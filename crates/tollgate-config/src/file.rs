@@ -187,6 +187,9 @@ pub struct HttpServerOptions {
     pub enable_strict_routes: bool,
     /// Gateway-wide request body cap in bytes (0 = off).
     pub max_request_body_size: Option<u64>,
+    /// Which `X-Forwarded-For` entry is the client IP: 0 = the first (left-most), n = the
+    /// n-th from the right.
+    pub xff_depth: Option<usize>,
     /// Tunnel Upgrade requests; Tollgate defaults to true.
     pub enable_websockets: Option<bool>,
     /// Tollgate extension: longest request line (default 8192).

@@ -145,6 +145,9 @@ pub struct GatewayConfig {
     pub edge: EdgeLimits,
     /// Tyk's `enable_strict_routes`: `/app` no longer matches `/apple`.
     pub strict_routes: bool,
+    /// Tyk's `xff_depth`: which `X-Forwarded-For` entry the IP lists read as the client's
+    /// address (0 = the first, n = the n-th from the right).
+    pub xff_depth: usize,
     /// Honour per-API `domain` (Tyk's `enable_custom_domains`; we default to true).
     pub custom_domains: bool,
     /// Tunnel `Upgrade` requests (Tyk's `enable_websockets`; we default to true).
@@ -336,6 +339,7 @@ impl GatewayConfig {
             proxy_default_timeout,
             edge,
             strict_routes: opts.enable_strict_routes,
+            xff_depth: opts.xff_depth.unwrap_or(0),
             custom_domains: file.enable_custom_domains.unwrap_or(true),
             websockets: opts.enable_websockets.unwrap_or(true),
             close_connections: file.close_connections,

@@ -14,6 +14,7 @@ fn defaults_and_relative_paths() {
     assert_eq!(cfg.edge.max_request_head_bytes, 65536);
     assert_eq!(cfg.edge.max_request_headers, 100);
     assert_eq!(cfg.edge.max_request_body_bytes, None);
+    assert_eq!(cfg.xff_depth, 0);
     assert!(cfg.keys.hash_keys);
     assert_eq!(cfg.keys.min_token_length, 3);
     assert_eq!(
@@ -30,7 +31,7 @@ fn explicit_values() {
     let cfg = load(
         r#"{"listen_address": "127.0.0.1", "listen_port": 9000, "secret": "s", "app_path": "/srv/apps",
             "proxy_default_timeout": 2, "http_server_options": {"read_timeout": 3, "max_request_body_size": 10,
-            "enable_strict_routes": true}, "hash_keys": false}"#,
+            "enable_strict_routes": true, "xff_depth": 2}, "hash_keys": false}"#,
     )
     .unwrap();
     assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
@@ -39,6 +40,7 @@ fn explicit_values() {
     assert_eq!(cfg.edge.read_timeout, Duration::from_secs(3));
     assert_eq!(cfg.edge.max_request_body_bytes, Some(10));
     assert!(cfg.strict_routes);
+    assert_eq!(cfg.xff_depth, 2);
     assert!(!cfg.keys.hash_keys);
 }
 

@@ -6,12 +6,14 @@
 //! [`load_dir`] reads a folder of definition files, reporting each broken file with its name and
 //! field while the others still load.
 
+mod ip;
 mod load;
 pub mod model;
 pub mod pg;
 mod spec;
 mod unsupported;
 
+pub use ip::IpList;
 pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
 

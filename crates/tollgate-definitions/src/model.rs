@@ -65,6 +65,8 @@ pub struct ApiDefinition {
     // served without the rule (see `unsupported.rs`).
     /// `"YYYY-MM-DD HH:MM"` after which the API answers 403.
     pub expiration: serde_json::Value,
+    // The IP lists are raw too: `spec.rs` parses them (an odd value there is refused with
+    // the entry's index).
     /// IP allow-list.
     pub allowed_ips: serde_json::Value,
     /// IP block-list.

@@ -7,7 +7,9 @@ use http::header::HeaderName;
 use http::uri::{Authority, Uri};
 
 use crate::DefinitionError;
+use crate::ip::IpList;
 use crate::model::{ApiDefinition, AuthConf};
+use crate::unsupported::is_set;
 
 /// Where a request's credential is read from, in Tyk's order: header, then query parameter,
 /// then cookie (each later source overrides when present and non-empty).
@@ -91,6 +93,10 @@ pub struct ApiSpec {
     pub disable_rate_limit: bool,
     /// Quotas off.
     pub disable_quota: bool,
+    /// `allowed_ips`, when enforced (non-empty and `ip_access_control_disabled` not set).
+    pub allowed_ips: Option<Arc<IpList>>,
+    /// `blacklisted_ips`, when enforced (same rule).
+    pub blacklisted_ips: Option<Arc<IpList>>,
 }
 
 impl ApiSpec {
@@ -120,7 +126,7 @@ impl ApiSpec {
     }
 
     /// Validates a parsed definition. A definition that turns on a rule Tollgate does not
-    /// enforce yet (IP lists, CORS, endpoint lists, versioning, ...) is refused, never served
+    /// enforce yet (CORS, endpoint lists, versioning, ...) is refused, never served
     /// without the rule.
     ///
     /// # Errors
@@ -160,7 +166,18 @@ impl ApiSpec {
         };
         let auth = auth_mode(def)?;
         crate::unsupported::check(def)?;
+        // Tyk's current rule: a non-empty list is enforced unless access control is off;
+        // `enable_ip_whitelisting` / `enable_ip_blacklisting` are not consulted.
+        let ip_list = |field: &str, raw: &serde_json::Value| {
+            let on = !is_set(&def.ip_access_control_disabled) && is_set(raw);
+            on.then(|| IpList::from_json(field, raw).map(Arc::new))
+                .transpose()
+        };
+        let allowed_ips = ip_list("allowed_ips", &def.allowed_ips)?;
+        let blacklisted_ips = ip_list("blacklisted_ips", &def.blacklisted_ips)?;
         Ok(Self {
+            allowed_ips,
+            blacklisted_ips,
             auth,
             strip_auth_data: def.strip_auth_data,
             do_not_track: def.do_not_track,
@@ -400,5 +417,52 @@ mod tests {
         );
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("host"), "host");
+    }
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(extra: serde_json::Value) -> Result<ApiSpec, DefinitionError> {
+        let mut d = json!({"api_id": "a", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://up"}});
+        tollgate_testkit::merge_json(&mut d, extra);
+        ApiSpec::from_json(&d)
+    }
+
+    #[test]
+    fn ip_lists_follow_tyks_on_rule() {
+        let s =
+            with(json!({"allowed_ips": ["10.0.0.0/8"], "blacklisted_ips": ["1.2.3.4"]})).unwrap();
+        assert!(s.allowed_ips.is_some() && s.blacklisted_ips.is_some());
+        // The enable_* flags are not what switches them on or off.
+        let s =
+            with(json!({"enable_ip_whitelisting": false, "allowed_ips": ["10.0.0.0/8"]})).unwrap();
+        assert!(s.allowed_ips.is_some());
+        for off in [
+            json!({"enable_ip_whitelisting": true, "allowed_ips": []}),
+            json!({"allowed_ips": null, "blacklisted_ips": []}),
+            json!({"ip_access_control_disabled": true, "allowed_ips": ["bob"],
+                "blacklisted_ips": ["10.0.0.1"]}),
+        ] {
+            let s = with(off.clone()).unwrap();
+            assert!(
+                s.allowed_ips.is_none() && s.blacklisted_ips.is_none(),
+                "{off}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_ip_entry_refuses_the_definition() {
+        let e = with(json!({"allowed_ips": ["127.0.0.1", "127.0.0.1/24", "bob"]})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field `allowed_ips[2]`: not an IP address or CIDR: bob"
+        );
+        let e = with(json!({"blacklisted_ips": ["10.0.0.0/99"]})).unwrap_err();
+        assert_eq!(e.field, "blacklisted_ips[0]");
     }
 }

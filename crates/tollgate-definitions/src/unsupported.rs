@@ -1,5 +1,5 @@
 //! Rules Tollgate does not implement yet. A definition that turns one on is refused with the
-//! field's path instead of being served without the rule: an API relying on an IP allow-list,
+//! field's path instead of being served without the rule: an API relying on CORS,
 //! an endpoint black-list or an expiry date must never be served more open than written, and
 //! the upstream must never receive something other than what Tyk would send it.
 //!
@@ -55,7 +55,7 @@ const EXTENDED: &[(&str, &str)] = &[
 ];
 
 /// True when a raw field is switched on or non-empty.
-fn is_set(v: &Value) -> bool {
+pub(crate) fn is_set(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -103,20 +103,9 @@ pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
     versions(def)
 }
 
-/// Who gets in: IP lists, CORS, expiry, key binding, external identity providers.
+/// Who gets in: CORS, expiry, key binding, external identity providers.
 fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
-    let ip_lists_on = !is_set(&def.ip_access_control_disabled);
     first_on(&[
-        (
-            ip_lists_on && is_set(&def.allowed_ips),
-            "allowed_ips",
-            "IP allow-lists are",
-        ),
-        (
-            ip_lists_on && is_set(&def.blacklisted_ips),
-            "blacklisted_ips",
-            "IP block-lists are",
-        ),
         (field_set(&def.cors, "enable"), "CORS.enable", "CORS is"),
         (expiry_set(&def.expiration), "expiration", "API expiry is"),
         // Tyk drops a key from storage after this many seconds; serving it on would keep keys
@@ -377,12 +366,6 @@ mod tests {
     fn each_rule_is_refused_naming_its_field() {
         let ep = json!({"path": "/x", "method": "GET"});
         let table = [
-            (json!({"allowed_ips": ["10.0.0.1"]}), "allowed_ips"),
-            (
-                json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
-                "allowed_ips",
-            ),
-            (json!({"blacklisted_ips": ["10.0.0.1"]}), "blacklisted_ips"),
             (json!({"CORS": {"enable": true}}), "CORS.enable"),
             (json!({"expiration": "2030-01-01 00:00"}), "expiration"),
             (

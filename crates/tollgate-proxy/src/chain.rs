@@ -6,7 +6,7 @@
 //! decides which error a client sees:
 //!
 //! ```text
-//! body size -> auth -> key expiry / access rights -> key rate limit + quota -> API rate limit
+//! IP lists -> body size -> auth -> key expiry / access rights -> key rate limit + quota -> API rate limit
 //! ```
 //!
 //! A stage reads and rewrites the request through [`StageRequest`], writes what it learns to
@@ -18,6 +18,7 @@ use tollgate_definitions::{ApiSpec, AuthMode};
 
 use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
 use crate::ctx::{RequestCtx, StageRequest};
+use crate::ip_rules::IpRules;
 use crate::limits::{ApiRateLimit, KeyLimits};
 use crate::refusal::{Refusal, RefusalKind};
 
@@ -31,6 +32,8 @@ pub enum Flow {
 /// One rule of the chain. An enum keeps dispatch static and the set of stages visible.
 #[derive(Debug)]
 pub(crate) enum Stage {
+    /// IP allow- and block-lists.
+    IpRules(IpRules),
     /// Request body cap (per API, else gateway-wide).
     BodyLimit(BodyLimit),
     /// Auth token → key.
@@ -52,6 +55,7 @@ impl Stage {
         cx: &mut RequestCtx,
     ) -> Result<Flow, Refusal> {
         match self {
+            Self::IpRules(s) => s.on_request(req)?,
             Self::BodyLimit(s) => s.on_request(req, cx)?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
             Self::BasicAuth(s) => s.on_request(req, cx).await?,
@@ -73,7 +77,12 @@ impl Chain {
     /// Builds the chain for one API; order matters (see the module docs).
     pub(crate) fn compile(spec: &ApiSpec, config: &GatewayConfig) -> Self {
         let mut stages = Vec::new();
-        // First: refusing an oversized body needs nothing else and must happen before any
+        // First of all: who may talk to this API at all (Tyk's IP middleware runs before
+        // everything else, so a refused address learns nothing about keys or limits).
+        if let Some(ip) = IpRules::compile(spec, config.xff_depth) {
+            stages.push(Stage::IpRules(ip));
+        }
+        // Then: refusing an oversized body needs nothing else and must happen before any
         // work (or storage access) is spent on the request.
         if let Some(limit) = spec
             .max_request_body_size
@@ -217,6 +226,7 @@ mod tests {
             head: &mut head,
             api: spec,
             sessions: &sessions,
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
         };
         let mut cx = RequestCtx::default();
         let r = chain.run(&mut req, &mut cx).await;
@@ -266,5 +276,58 @@ mod tests {
         let (r, _) = run(&chain, &s, http::Request::get("/a/").body(()).unwrap()).await;
         let kind = r.unwrap_err().kind;
         assert_eq!(kind.status_and_message().1, "Authorization field missing");
+    }
+
+    #[tokio::test]
+    async fn ip_rules_run_first_and_only_when_on() {
+        // Peer 127.0.0.1 (see `run`), outside the list, with a too-large body and no key:
+        // the IP refusal wins.
+        let s = spec(
+            serde_json::json!({"use_keyless": false, "max_request_body_size": 1,
+            "allowed_ips": ["10.0.0.0/8"]}),
+        );
+        let chain = Chain::compile(&s, &config("{}"));
+        assert!(matches!(chain.stages.first(), Some(Stage::IpRules(_))));
+        let req = http::Request::post("/a/")
+            .header("content-length", 5)
+            .body(())
+            .unwrap();
+        let (r, _) = run(&chain, &s, req).await;
+        assert_eq!(r.unwrap_err().kind, RefusalKind::IpDisallowed);
+        // Allowed through X-Forwarded-For; the next stage decides.
+        let req = http::Request::post("/a/")
+            .header("content-length", 5)
+            .header("x-forwarded-for", "10.1.2.3")
+            .body(())
+            .unwrap();
+        let (r, _) = run(&chain, &s, req).await;
+        assert_eq!(r.unwrap_err().kind, RefusalKind::BodyTooLarge);
+        // Block-list on the peer.
+        let s = spec(serde_json::json!({"blacklisted_ips": ["127.0.0.0/24"]}));
+        let chain = Chain::compile(&s, &config("{}"));
+        let (r, _) = run(&chain, &s, http::Request::get("/a/").body(()).unwrap()).await;
+        assert_eq!(r.unwrap_err().kind, RefusalKind::IpDisallowed);
+        // Switched off: no stage.
+        let s = spec(serde_json::json!({"ip_access_control_disabled": true,
+            "allowed_ips": ["10.0.0.0/8"], "blacklisted_ips": ["127.0.0.1"]}));
+        assert!(Chain::compile(&s, &config("{}")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn xff_depth_comes_from_the_config() {
+        let s = spec(serde_json::json!({"allowed_ips": ["10.0.0.2"]}));
+        let req = || {
+            http::Request::get("/a/")
+                .header("x-forwarded-for", "10.0.0.1, 10.0.0.2")
+                .body(())
+                .unwrap()
+        };
+        let chain = Chain::compile(&s, &config("{}"));
+        assert_eq!(
+            run(&chain, &s, req()).await.0.unwrap_err().kind,
+            RefusalKind::IpDisallowed
+        );
+        let chain = Chain::compile(&s, &config(r#"{"http_server_options": {"xff_depth": 1}}"#));
+        run(&chain, &s, req()).await.0.unwrap();
     }
 }

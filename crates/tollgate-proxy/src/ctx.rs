@@ -6,6 +6,7 @@
 //! response's text to find out what happened. [`StageRequest`] is the borrowed view the
 //! stages work on: the request head they may rewrite, its API and the key store.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub struct StageRequest<'a> {
     pub api: &'a ApiSpec,
     /// Where keys are looked up.
     pub sessions: &'a Sessions,
+    /// The socket peer's address.
+    pub peer: IpAddr,
 }
 
 /// Per-request state, written by the phases and read by the final observe phase.

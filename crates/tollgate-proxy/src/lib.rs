@@ -20,6 +20,7 @@ pub mod ctx;
 pub mod error;
 pub mod framing;
 pub mod headers;
+mod ip_rules;
 mod limits;
 pub mod metrics;
 mod observe;

@@ -88,6 +88,7 @@ async fn serve(
         head: &mut parts,
         api: &route.spec,
         sessions: &conn.gateway.sessions,
+        peer: conn.peer_addr,
     };
     if let Err(refusal) = route.chain.run(&mut stage_req, cx).await {
         return Ok(refuse(conn, cx, refusal));

@@ -11,6 +11,8 @@ use tollgate_config::MessageOverride;
 /// What a stage refused a request for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RefusalKind {
+    /// The client's IP is outside the API's allow-list or inside its block-list.
+    IpDisallowed,
     /// No credential where the API expects one.
     AuthFieldMissing,
     /// The key is unknown (or shorter than `min_token_length`).
@@ -66,6 +68,10 @@ impl RefusalKind {
             Self::AuthFieldMissing | Self::BasicAuthMissing => {
                 (StatusCode::UNAUTHORIZED, "Authorization field missing")
             }
+            Self::IpDisallowed => (
+                StatusCode::FORBIDDEN,
+                "access from this IP has been disallowed",
+            ),
             Self::KeyNotFound | Self::ApiDisallowed => (StatusCode::FORBIDDEN, DISALLOWED),
             Self::ResourceDisallowed => (
                 StatusCode::FORBIDDEN,
@@ -279,6 +285,7 @@ mod tests {
         assert_eq!(RefusalKind::ApiRateLimited.class(), RefusalClass::Rate);
         assert_eq!(RefusalKind::QuotaExceeded.class(), RefusalClass::Quota);
         assert_eq!(RefusalKind::KeyNotFound.class(), RefusalClass::Auth);
+        assert_eq!(RefusalKind::IpDisallowed.class(), RefusalClass::Auth);
         assert_eq!(RefusalKind::StoreUnavailable.class(), RefusalClass::Other);
     }
 }

@@ -248,6 +248,7 @@ async fn serve_connection(
         gateway,
         worker,
         peer_ip,
+        peer_addr: peer.ip(),
         scheme: "http",
         verdict,
         next_index: Cell::new(0),

@@ -2,6 +2,7 @@
 //! Neither is shared between threads: a request never leaves the worker that accepted it.
 
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -84,6 +85,8 @@ pub(crate) struct ConnCtx {
     pub(crate) worker: Rc<WorkerCtx>,
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub(crate) peer_ip: HeaderValue,
+    /// The client's IP (the socket peer), for the IP lists.
+    pub(crate) peer_addr: IpAddr,
     pub(crate) scheme: &'static str,
     pub(crate) verdict: Arc<FramingVerdict>,
     pub(crate) next_index: Cell<u64>,

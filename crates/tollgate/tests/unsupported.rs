@@ -19,16 +19,6 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
     let version = |v: Value| json!({"version_data": {"versions": {"Default": v}}});
     vec![
         (
-            "allowlist",
-            json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.9.9.9"]}),
-            "allowed_ips",
-        ),
-        (
-            "blocklist",
-            json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.1"]}),
-            "blacklisted_ips",
-        ),
-        (
             "cors",
             json!({"CORS": {"enable": true, "allowed_origins": ["https://a.example"]}}),
             "CORS.enable",
