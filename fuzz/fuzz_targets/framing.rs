@@ -58,13 +58,13 @@ impl AsyncRead for Chunks {
 
 struct Run {
     out: Vec<u8>,
-    /// `rejection_for(i)` for the first requests.
+    /// `rejection_for(i)` for every request index the stream can hold.
     verdicts: Vec<Option<Rejection>>,
 }
 
-const CHECKED_INDICES: u64 = 64;
-
 fn run(chunks: Vec<Vec<u8>>, limits: FramingLimits, read_size: usize, pending: bool) -> Run {
+    // Every request takes at least one byte of the stream, so no head index goes beyond it.
+    let checked_indices = chunks.iter().map(Vec::len).sum::<usize>() as u64 + 1;
     let verdict = Arc::new(FramingVerdict::default());
     let script = Chunks {
         chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
@@ -89,7 +89,7 @@ fn run(chunks: Vec<Vec<u8>>, limits: FramingLimits, read_size: usize, pending: b
             Poll::Pending => {}
         }
     }
-    let verdicts = (0..CHECKED_INDICES)
+    let verdicts = (0..checked_indices)
         .map(|i| verdict.rejection_for(i))
         .collect();
     Run { out, verdicts }
