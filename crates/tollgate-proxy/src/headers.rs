@@ -7,6 +7,8 @@ use http::header::{self, HeaderName, HeaderValue};
 pub const X_GENERATOR: HeaderName = HeaderName::from_static("x-generator");
 /// Client address chain.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Client address set by a fronting proxy.
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// Scheme the client used.
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Host the client asked for.

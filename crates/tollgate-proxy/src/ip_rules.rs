@@ -20,6 +20,7 @@ use http::HeaderMap;
 use tollgate_definitions::{ApiSpec, IpList};
 
 use crate::ctx::StageRequest;
+use crate::headers::{X_FORWARDED_FOR, X_REAL_IP};
 use crate::refusal::{Refusal, RefusalKind};
 
 /// The IP lists of one API.
@@ -57,13 +58,13 @@ impl IpRules {
 pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, xff_depth: usize) -> IpAddr {
     let parse = |s: &str| s.trim().parse::<IpAddr>().ok();
     if let Some(ip) = headers
-        .get("x-real-ip")
+        .get(X_REAL_IP)
         .and_then(|v| v.to_str().ok())
         .and_then(parse)
     {
         return ip;
     }
-    if let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    if let Some(xff) = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         let entry = if xff_depth == 0 {
             xff.split(',').next()
         } else {
