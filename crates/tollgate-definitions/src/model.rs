@@ -181,3 +181,91 @@ pub struct VersionData {
     /// Version name → settings (kept raw until versioning is implemented).
     pub versions: serde_json::Map<String, serde_json::Value>,
 }
+
+/// One entry of `version_data.versions` (the fields Tollgate reads; the rest stay raw and are
+/// checked by `unsupported.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct VersionInfo {
+    /// Version name.
+    pub name: String,
+    /// Use `extended_paths` (else the simple `paths` lists).
+    pub use_extended_paths: bool,
+    /// Simple lists: patterns for every method.
+    pub paths: SimplePaths,
+    /// Extended lists.
+    pub extended_paths: ExtendedPaths,
+    /// Match every pattern of this version ignoring case.
+    pub ignore_endpoint_case: bool,
+}
+
+/// `paths`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SimplePaths {
+    /// No authentication or limits.
+    #[serde(deserialize_with = "null_as_default")]
+    pub ignored: Vec<String>,
+    /// Only these.
+    #[serde(deserialize_with = "null_as_default")]
+    pub white_list: Vec<String>,
+    /// Never these.
+    #[serde(deserialize_with = "null_as_default")]
+    pub black_list: Vec<String>,
+}
+
+/// The endpoint lists of `extended_paths` Tollgate implements.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExtendedPaths {
+    /// No authentication or limits.
+    #[serde(deserialize_with = "null_as_default")]
+    pub ignored: Vec<EndpointMeta>,
+    /// Only these.
+    #[serde(deserialize_with = "null_as_default")]
+    pub white_list: Vec<EndpointMeta>,
+    /// Never these.
+    #[serde(deserialize_with = "null_as_default")]
+    pub black_list: Vec<EndpointMeta>,
+}
+
+/// An entry of `white_list` / `black_list` / `ignored`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EndpointMeta {
+    /// Tyk pattern.
+    pub path: String,
+    /// The method it applies to (newer form).
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Match ignoring case.
+    pub ignore_case: bool,
+    /// Method → action (older form).
+    #[serde(deserialize_with = "null_as_default")]
+    pub method_actions: std::collections::BTreeMap<String, MethodAction>,
+}
+
+/// `method_actions.<METHOD>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MethodAction {
+    /// `no_action` or `reply`.
+    pub action: String,
+    /// Reply status.
+    pub code: u16,
+    /// Reply body.
+    pub data: String,
+    /// Reply headers.
+    #[serde(deserialize_with = "null_as_default")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Tyk writes `null` for empty lists and maps; read it as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

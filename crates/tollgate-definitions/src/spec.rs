@@ -6,6 +6,9 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use http::uri::{Authority, Uri};
 
+use tollgate_rules::endpoints::{EndpointLists, MatchOptions};
+use tollgate_rules::expiry::Expiry;
+
 use crate::DefinitionError;
 use crate::ip::IpList;
 use crate::model::{ApiDefinition, AuthConf};
@@ -97,6 +100,10 @@ pub struct ApiSpec {
     pub allowed_ips: Option<Arc<IpList>>,
     /// `blacklisted_ips`, when enforced (same rule).
     pub blacklisted_ips: Option<Arc<IpList>>,
+    /// The served version's endpoint lists, when it has any.
+    pub endpoints: Option<Arc<EndpointLists>>,
+    /// `expiration`: after it the API answers 403.
+    pub expiration: Option<Expiry>,
 }
 
 impl ApiSpec {
@@ -175,7 +182,24 @@ impl ApiSpec {
         };
         let allowed_ips = ip_list("allowed_ips", &def.allowed_ips)?;
         let blacklisted_ips = ip_list("blacklisted_ips", &def.blacklisted_ips)?;
+        let endpoints = match crate::endpoints::served_version(def)? {
+            Some((name, raw)) => crate::endpoints::compile(name, raw, MatchOptions::default())?,
+            None => None,
+        };
+        let expiration = match &def.expiration {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Expiry::parse("expiration", s)
+                .map_err(|e| DefinitionError::new(e.field, e.message))?,
+            _ => {
+                return Err(DefinitionError::new(
+                    "expiration",
+                    "must be a `YYYY-MM-DD HH:MM` string",
+                ));
+            }
+        };
         Ok(Self {
+            endpoints,
+            expiration,
             allowed_ips,
             blacklisted_ips,
             auth,

@@ -19,8 +19,12 @@ use serde_json::{Map, Value};
 use crate::DefinitionError;
 use crate::model::{ApiDefinition, AuthConf};
 
-/// `extended_paths` lists that are safe to ignore: analytics marks and the response cache.
+/// `extended_paths` lists that are safe to ignore here: analytics marks and the response
+/// cache, and the endpoint lists `endpoints.rs` compiles.
 const HARMLESS_EXTENDED: &[&str] = &[
+    "white_list",
+    "black_list",
+    "ignored",
     "track_endpoints",
     "do_not_track_endpoints",
     "cache",
@@ -30,9 +34,6 @@ const HARMLESS_EXTENDED: &[&str] = &[
 /// What each known `extended_paths` list does, for the message; any other non-empty list is
 /// refused too, as an unknown rule.
 const EXTENDED: &[(&str, &str)] = &[
-    ("white_list", "endpoint lists"),
-    ("black_list", "endpoint lists"),
-    ("ignored", "endpoint lists"),
     ("mock_response", "mock responses"),
     ("url_rewrites", "URL rewrites"),
     ("transform", "body transforms"),
@@ -107,7 +108,6 @@ pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
 fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
     first_on(&[
         (field_set(&def.cors, "enable"), "CORS.enable", "CORS is"),
-        (expiry_set(&def.expiration), "expiration", "API expiry is"),
         // Tyk drops a key from storage after this many seconds; serving it on would keep keys
         // working longer than the definition allows.
         (
@@ -287,11 +287,6 @@ fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionErr
     if expiry_set(get("expires")) {
         return Err(refuse(format!("{path}.expires"), "version expiry is"));
     }
-    for list in ["white_list", "black_list", "ignored"] {
-        if field_set(get("paths"), list) {
-            return Err(refuse(format!("{path}.paths.{list}"), "endpoint lists are"));
-        }
-    }
     // Checked whatever `use_extended_paths` says: a stale list is cheap to remove, a list
     // silently dropped is an open endpoint.
     if let Value::Object(ext) = get("extended_paths") {
@@ -367,7 +362,6 @@ mod tests {
         let ep = json!({"path": "/x", "method": "GET"});
         let table = [
             (json!({"CORS": {"enable": true}}), "CORS.enable"),
-            (json!({"expiration": "2030-01-01 00:00"}), "expiration"),
             (
                 json!({"external_oauth": {"enabled": true}}),
                 "external_oauth.enabled",
@@ -455,30 +449,6 @@ mod tests {
                 "version_data.versions.Default.expires",
             ),
             (
-                json!({"version_data": {"versions": {"Default": {"paths": {"black_list": ["/admin"]}}}}}),
-                "version_data.versions.Default.paths.black_list",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"paths": {"white_list": ["/ok"]}}}}}),
-                "version_data.versions.Default.paths.white_list",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"paths": {"ignored": ["/open"]}}}}}),
-                "version_data.versions.Default.paths.ignored",
-            ),
-            (
-                ext("black_list", ep.clone()),
-                "version_data.versions.Default.extended_paths.black_list",
-            ),
-            (
-                ext("white_list", ep.clone()),
-                "version_data.versions.Default.extended_paths.white_list",
-            ),
-            (
-                ext("ignored", ep.clone()),
-                "version_data.versions.Default.extended_paths.ignored",
-            ),
-            (
                 ext("url_rewrites", ep.clone()),
                 "version_data.versions.Default.extended_paths.url_rewrites",
             ),
@@ -536,8 +506,8 @@ mod tests {
             ),
             // A rule in a version the unversioned API never uses is refused too.
             (
-                json!({"version_data": {"versions": {"old": {"paths": {"black_list": ["/x"]}}}}}),
-                "version_data.versions.old.paths.black_list",
+                json!({"version_data": {"versions": {"old": {"global_size_limit": 5}}}}),
+                "version_data.versions.old.global_size_limit",
             ),
         ];
         for (extra, field) in table {
@@ -549,12 +519,57 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_lists_load_and_stale_ones_are_refused() {
+        let d = with(
+            json!({"expiration": "2030-01-01 00:00", "version_data": {"versions": {"Default": {
+            "use_extended_paths": true,
+            "extended_paths": {"black_list": [{"path": "/x", "method": "GET"}]}}}}}),
+        );
+        let spec = ApiSpec::from_json(&d).unwrap();
+        assert!(spec.endpoints.is_some() && spec.expiration.is_some());
+        // Tyk would ignore the simple list while extended paths are on: refused, not dropped.
+        let d = with(json!({"version_data": {"versions": {"Default": {
+            "use_extended_paths": true, "paths": {"black_list": ["/admin"]}}}}}));
+        let err = ApiSpec::from_json(&d).unwrap_err();
+        assert_eq!(err.field, "version_data.versions.Default.paths.black_list");
+        let d = with(json!({"version_data": {"versions": {"Default": {
+            "extended_paths": {"white_list": [{"path": "/a", "method": "GET"}]}}}}}));
+        let err = ApiSpec::from_json(&d).unwrap_err();
+        assert_eq!(
+            err.field,
+            "version_data.versions.Default.extended_paths.white_list"
+        );
+        for (entry, field) in [
+            (json!({"path": "/a("}), "white_list[0].path"),
+            (json!({"path": "/a"}), "white_list[0].method"),
+            (
+                json!({"path": "/a", "method_actions": {"GET": {"action": "redirect"}}}),
+                "white_list[0].method_actions.GET.action",
+            ),
+            (
+                json!({"path": "/a", "method_actions": {"GET": {"action": "reply", "headers": {"bad name": "x"}}}}),
+                "white_list[0].method_actions.GET",
+            ),
+        ] {
+            let d = with(ext("white_list", entry));
+            let err = ApiSpec::from_json(&d).unwrap_err();
+            assert_eq!(
+                err.field,
+                format!("version_data.versions.Default.extended_paths.{field}"),
+                "{err}"
+            );
+        }
+        let err = ApiSpec::from_json(&with(json!({"expiration": "soon"}))).unwrap_err();
+        assert_eq!(err.field, "expiration");
+    }
+
+    #[test]
     fn message_names_the_field() {
-        let err = ApiSpec::from_json(&with(ext("black_list", json!({"path": "/x"})))).unwrap_err();
+        let err = ApiSpec::from_json(&with(ext("size_limits", json!({"path": "/x"})))).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "field `version_data.versions.Default.extended_paths.black_list`: \
-             endpoint lists are not supported yet"
+            "field `version_data.versions.Default.extended_paths.size_limits`: \
+             request size limits are not supported yet"
         );
     }
 

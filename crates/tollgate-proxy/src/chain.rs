@@ -6,8 +6,11 @@
 //! decides which error a client sees:
 //!
 //! ```text
-//! IP lists -> body size -> auth -> key expiry / access rights -> key rate limit + quota -> API rate limit
+//! expiry + endpoint lists -> IP lists -> body size -> auth -> key expiry / access rights
+//!     -> key rate limit + quota -> API rate limit
 //! ```
+//!
+//! An `ignored` endpoint skips every stage from auth on, as in Tyk.
 //!
 //! A stage reads and rewrites the request through [`StageRequest`], writes what it learns to
 //! [`RequestCtx`], and refuses with a typed [`Refusal`].
@@ -18,20 +21,33 @@ use tollgate_definitions::{ApiSpec, AuthMode};
 
 use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
 use crate::ctx::{RequestCtx, StageRequest};
+use crate::endpoints::EndpointRules;
 use crate::ip_rules::IpRules;
 use crate::limits::{ApiRateLimit, KeyLimits};
 use crate::refusal::{Refusal, RefusalKind};
 
 /// What a stage decided.
-#[derive(Debug)]
 pub enum Flow {
     /// Go on to the next stage.
     Continue,
+    /// Answer with this; the upstream is not called.
+    Reply(http::Response<crate::body::ProxyBody>),
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Continue => f.write_str("Continue"),
+            Self::Reply(r) => write!(f, "Reply({})", r.status()),
+        }
+    }
 }
 
 /// One rule of the chain. An enum keeps dispatch static and the set of stages visible.
 #[derive(Debug)]
 pub(crate) enum Stage {
+    /// API expiry and the endpoint lists.
+    Endpoints(EndpointRules),
     /// IP allow- and block-lists.
     IpRules(IpRules),
     /// Request body cap (per API, else gateway-wide).
@@ -54,7 +70,11 @@ impl Stage {
         req: &mut StageRequest<'_>,
         cx: &mut RequestCtx,
     ) -> Result<Flow, Refusal> {
+        if cx.ignored && self.skipped_when_ignored() {
+            return Ok(Flow::Continue);
+        }
         match self {
+            Self::Endpoints(s) => return s.on_request(req, cx),
             Self::IpRules(s) => s.on_request(req)?,
             Self::BodyLimit(s) => s.on_request(req, cx)?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
@@ -64,6 +84,18 @@ impl Stage {
             Self::ApiRateLimit(s) => s.on_request(req, cx).await?,
         }
         Ok(Flow::Continue)
+    }
+
+    /// Auth and everything keyed on it, and the limits (Tyk's `StatusOkAndIgnore`).
+    const fn skipped_when_ignored(&self) -> bool {
+        matches!(
+            self,
+            Self::TokenAuth(_)
+                | Self::BasicAuth(_)
+                | Self::KeyChecks
+                | Self::KeyLimits(_)
+                | Self::ApiRateLimit(_)
+        )
     }
 }
 
@@ -77,6 +109,11 @@ impl Chain {
     /// Builds the chain for one API; order matters (see the module docs).
     pub(crate) fn compile(spec: &ApiSpec, config: &GatewayConfig) -> Self {
         let mut stages = Vec::new();
+        // Tyk's version check comes first: an expired API or a forbidden endpoint is refused
+        // before anything else, an ignored one marks the request for the stages below.
+        if let Some(rules) = EndpointRules::compile(spec) {
+            stages.push(Stage::Endpoints(rules));
+        }
         // First of all: who may talk to this API at all (Tyk's IP middleware runs before
         // everything else, so a refused address learns nothing about keys or limits).
         if let Some(ip) = IpRules::compile(spec, config.xff_depth) {
@@ -141,7 +178,7 @@ impl Chain {
         }
     }
 
-    /// Runs every stage in order; the first refusal ends the request.
+    /// Runs every stage in order; the first refusal or reply ends the request.
     ///
     /// # Errors
     /// The refusal of the first stage that refuses.
@@ -149,13 +186,13 @@ impl Chain {
         &self,
         req: &mut StageRequest<'_>,
         cx: &mut RequestCtx,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Flow, Refusal> {
         for stage in &self.stages {
-            match stage.on_request(req, cx).await? {
-                Flow::Continue => {}
+            if let Flow::Reply(resp) = stage.on_request(req, cx).await? {
+                return Ok(Flow::Reply(resp));
             }
         }
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     #[cfg(test)]
@@ -219,7 +256,7 @@ mod tests {
         chain: &Chain,
         spec: &ApiSpec,
         req: http::Request<()>,
-    ) -> (Result<(), Refusal>, Option<u64>) {
+    ) -> (Result<Flow, Refusal>, Option<u64>) {
         let (mut head, ()) = req.into_parts();
         let sessions = sessions();
         let mut req = StageRequest {

@@ -46,6 +46,10 @@ pub struct RequestCtx {
     pub track: Option<Arc<RecordTexts>>,
     /// The body cap the forwarding step enforces while streaming; stages may lower it.
     pub body_limit: Option<u64>,
+    /// An `ignored` endpoint: authentication and limits are skipped.
+    pub ignored: bool,
+    /// `x-tyk-api-expires` for the response, when the API has an expiry.
+    pub api_expires: Option<HeaderValue>,
     /// The key, once authentication found one.
     pub key: Option<Arc<ActiveKey>>,
     /// The id that key is stored under.

@@ -13,6 +13,8 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// When the API stops being served (Tyk's `expiration`).
+pub const X_TYK_API_EXPIRES: HeaderName = HeaderName::from_static("x-tyk-api-expires");
 /// Correlates a request across gateway logs and the upstream.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The admin API secret header.

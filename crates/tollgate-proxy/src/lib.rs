@@ -17,6 +17,7 @@ mod auth;
 pub mod body;
 pub mod chain;
 pub mod ctx;
+mod endpoints;
 pub mod error;
 pub mod framing;
 pub mod headers;

@@ -85,6 +85,65 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, MalformedPath> {
     String::from_utf8(out).map_err(|_| MalformedPath)
 }
 
+/// How a lenient upstream might read an already normalised path: every escape decoded (up
+/// to three times, for double encodings), `\` taken as `/`, `;params` and trailing dots or
+/// spaces of a segment dropped, dot segments resolved again. Borrows when that changes
+/// nothing; `None` when the decoded bytes are not UTF-8 (no sensible reading exists).
+pub fn loose(path: &str) -> Option<Cow<'_, str>> {
+    let needs = path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
+        || path
+            .split('/')
+            .any(|seg| seg.ends_with(['.', ' ']) && seg != "." && seg != "..");
+    if !needs {
+        return Some(Cow::Borrowed(path));
+    }
+    let mut text = path.to_owned();
+    for _ in 0..3 {
+        if !text.contains('%') {
+            break;
+        }
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match crate::percent::escape_at(bytes, i) {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        text = String::from_utf8(out).ok()?;
+    }
+    let text = text.replace('\\', "/");
+    let mut cleaned = String::with_capacity(text.len());
+    for (i, seg) in text.split('/').enumerate() {
+        if i > 0 {
+            cleaned.push('/');
+        }
+        let seg = seg.split(';').next().unwrap_or("");
+        let seg = if seg == "." || seg == ".." {
+            seg
+        } else {
+            seg.trim_end_matches(['.', ' '])
+        };
+        cleaned.push_str(seg);
+    }
+    if !cleaned.starts_with('/') {
+        cleaned.insert(0, '/');
+    }
+    let resolved = resolve_segments(&cleaned);
+    Some(if resolved == path {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(resolved)
+    })
+}
+
 /// Collapses empty segments and resolves dot segments, keeping a trailing slash.
 fn resolve_segments(path: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
@@ -146,6 +205,28 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(n(input), want, "normalise({input})");
         }
+    }
+
+    #[test]
+    fn loose_readings() {
+        let l = |p: &str| loose(p).map(Cow::into_owned);
+        let cases = [
+            ("/a/b", "/a/b"),
+            ("/a/..%2Fadmin", "/admin"),
+            ("/a/%252e%252e/admin", "/admin"),
+            ("/a%5C..%5Cadmin", "/admin"),
+            ("/admin;jsessionid=1/x", "/admin/x"),
+            ("/admin./", "/admin/"),
+            ("/admin%20", "/admin"),
+            ("/a/..;/admin", "/admin"),
+            ("/%2561dmin", "/admin"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(l(input).as_deref(), Some(want), "loose({input})");
+        }
+        assert!(matches!(loose("/a/b.c"), Some(Cow::Borrowed(_))));
+        assert_eq!(l("/%C0%AFadmin"), None);
+        assert_eq!(l("/%FF"), None);
     }
 
     #[test]

@@ -16,9 +16,10 @@ use hyper_util::rt::TokioIo;
 use tollgate_definitions::ApiSpec;
 
 use crate::body::ProxyBody;
+use crate::chain::Flow;
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::error::GatewayError;
-use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_TYK_API_EXPIRES};
 use crate::observe;
 use crate::path;
 use crate::refusal::Refusal;
@@ -90,8 +91,15 @@ async fn serve(
         sessions: &conn.gateway.sessions,
         peer: conn.peer_addr,
     };
-    if let Err(refusal) = route.chain.run(&mut stage_req, cx).await {
-        return Ok(refuse(conn, cx, refusal));
+    match route.chain.run(&mut stage_req, cx).await {
+        Ok(Flow::Continue) => {}
+        Ok(Flow::Reply(mut resp)) => {
+            if let Some(h) = cx.api_expires.take() {
+                resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
+            }
+            return Ok(resp);
+        }
+        Err(refusal) => return Ok(refuse(conn, cx, refusal)),
     }
 
     // 6. Forward; the limit headers go on the upstream's response.
@@ -103,6 +111,9 @@ async fn serve(
     let mut resp = result?;
     if let Some(h) = cx.rate_headers {
         h.apply(resp.headers_mut());
+    }
+    if let Some(h) = cx.api_expires.take() {
+        resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
     }
     Ok(resp)
 }

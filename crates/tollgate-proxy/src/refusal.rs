@@ -11,6 +11,10 @@ use tollgate_config::MessageOverride;
 /// What a stage refused a request for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RefusalKind {
+    /// The path is black-listed, or not on the white-list.
+    EndpointForbidden,
+    /// The API is past its `expiration`.
+    ApiExpired,
     /// The client's IP is outside the API's allow-list or inside its block-list.
     IpDisallowed,
     /// No credential where the API expects one.
@@ -68,6 +72,11 @@ impl RefusalKind {
             Self::AuthFieldMissing | Self::BasicAuthMissing => {
                 (StatusCode::UNAUTHORIZED, "Authorization field missing")
             }
+            Self::EndpointForbidden => (StatusCode::FORBIDDEN, "Requested endpoint is forbidden"),
+            Self::ApiExpired => (
+                StatusCode::FORBIDDEN,
+                "API has expired, please check documentation or contact administrator",
+            ),
             Self::IpDisallowed => (
                 StatusCode::FORBIDDEN,
                 "access from this IP has been disallowed",
