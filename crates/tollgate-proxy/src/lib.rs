@@ -16,6 +16,7 @@
 mod auth;
 pub mod body;
 pub mod chain;
+mod cors;
 pub mod ctx;
 pub mod error;
 pub mod framing;

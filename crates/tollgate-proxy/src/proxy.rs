@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tollgate_definitions::ApiSpec;
 
 use crate::body::ProxyBody;
+use crate::chain::{Flow, Reply};
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::error::GatewayError;
 use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO};
@@ -41,6 +42,12 @@ pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Respon
             err.into_response(&conn.gateway.messages)
         }
     };
+    // Once the CORS stage ran, every response carries its headers: the upstream's, a
+    // refusal, an upstream failure, an answered preflight (Tyk's CORS handler sets them on
+    // the writer before anything after it runs).
+    if let Some(cors) = &cx.cors {
+        cors.apply(resp.headers_mut());
+    }
     if conn.gateway.config.close_connections {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -49,7 +56,8 @@ pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Respon
     resp
 }
 
-/// The lifecycle: framing verdict → normalise → admin → route → stages → forward.
+/// The lifecycle: framing verdict → normalise → admin → route → stages (which may refuse or
+/// answer) → forward.
 async fn serve(
     conn: &ConnCtx,
     index: u64,
@@ -82,7 +90,8 @@ async fn serve(
         .ok_or(GatewayError::NoRoute)?;
     observe::routed(conn, route, cx);
 
-    // 5. The API's stages, in Tyk's order (see `chain`).
+    // 5. The API's stages, in Tyk's order (see `chain`): one may refuse, or answer the
+    //    request itself (a CORS preflight).
     let (mut parts, body) = req.into_parts();
     let mut stage_req = StageRequest {
         head: &mut parts,
@@ -90,8 +99,10 @@ async fn serve(
         sessions: &conn.gateway.sessions,
         peer: conn.peer_addr,
     };
-    if let Err(refusal) = route.chain.run(&mut stage_req, cx).await {
-        return Ok(refuse(conn, cx, refusal));
+    match route.chain.run(&mut stage_req, cx).await {
+        Ok(Flow::Continue) => {}
+        Ok(Flow::Reply(reply)) => return Ok(answered(cx, reply)),
+        Err(refusal) => return Ok(refuse(conn, cx, refusal)),
     }
 
     // 6. Forward; the limit headers go on the upstream's response.
@@ -105,6 +116,14 @@ async fn serve(
         h.apply(resp.headers_mut());
     }
     Ok(resp)
+}
+
+/// A stage's own (non-error) answer, e.g. a CORS preflight: metrics count it as a success
+/// with no upstream time; no analytics record is written, as Tyk's CORS handler answers before
+/// its analytics recording is reached.
+fn answered(cx: &mut RequestCtx, reply: Reply) -> Response<ProxyBody> {
+    cx.track = None;
+    reply.into_response()
 }
 
 /// A stage's refusal as the client gets it.

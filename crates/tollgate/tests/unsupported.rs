@@ -19,11 +19,6 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
     let version = |v: Value| json!({"version_data": {"versions": {"Default": v}}});
     vec![
         (
-            "cors",
-            json!({"CORS": {"enable": true, "allowed_origins": ["https://a.example"]}}),
-            "CORS.enable",
-        ),
-        (
             "expiry",
             json!({"expiration": "2020-01-01 00:00"}),
             "expiration",
