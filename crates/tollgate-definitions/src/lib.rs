@@ -59,3 +59,9 @@ impl DefinitionError {
         self
     }
 }
+
+impl From<tollgate_rules::RuleError> for DefinitionError {
+    fn from(err: tollgate_rules::RuleError) -> Self {
+        Self::new(err.field, err.message)
+    }
+}

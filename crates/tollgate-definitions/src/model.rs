@@ -65,15 +65,15 @@ pub struct ApiDefinition {
     // served without the rule (see `unsupported.rs`).
     /// `"YYYY-MM-DD HH:MM"` after which the API answers 403.
     pub expiration: serde_json::Value,
-    // The IP lists are raw too: `spec.rs` parses them (an odd value there is refused with
-    // the entry's index).
+    // The IP lists and CORS are raw too: `spec.rs` parses them (an odd value there is refused
+    // with the entry's index or key).
     /// IP allow-list.
     pub allowed_ips: serde_json::Value,
     /// IP block-list.
     pub blacklisted_ips: serde_json::Value,
     /// Turns both IP lists off.
     pub ip_access_control_disabled: serde_json::Value,
-    /// CORS settings.
+    /// CORS settings (`tollgate_rules::cors` compiles them).
     #[serde(rename = "CORS")]
     pub cors: serde_json::Value,
     /// Version detection and the child-API versioning model.

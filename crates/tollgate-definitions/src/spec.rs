@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use http::header::HeaderName;
 use http::uri::{Authority, Uri};
+use tollgate_rules::cors::CorsPolicy;
 
 use tollgate_rules::endpoints::{EndpointLists, MatchOptions};
 use tollgate_rules::expiry::Expiry;
@@ -104,6 +105,8 @@ pub struct ApiSpec {
     pub endpoints: Option<Arc<EndpointLists>>,
     /// `expiration`: after it the API answers 403.
     pub expiration: Option<Expiry>,
+    /// `CORS`, when `CORS.enable` is true.
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 impl ApiSpec {
@@ -118,6 +121,7 @@ impl ApiSpec {
         if let Ok(a) = Authority::try_from(self.target.authority.as_str()) {
             copy.target.authority = a;
         }
+        copy.cors = self.cors.as_deref().map(|c| Arc::new(c.detached()));
         copy
     }
 
@@ -133,7 +137,7 @@ impl ApiSpec {
     }
 
     /// Validates a parsed definition. A definition that turns on a rule Tollgate does not
-    /// enforce yet (CORS, endpoint lists, versioning, ...) is refused, never served
+    /// enforce yet (endpoint lists, versioning, ...) is refused, never served
     /// without the rule.
     ///
     /// # Errors
@@ -197,11 +201,13 @@ impl ApiSpec {
                 ));
             }
         };
+        let cors = CorsPolicy::from_json("CORS", &def.cors)?.map(Arc::new);
         Ok(Self {
             endpoints,
             expiration,
             allowed_ips,
             blacklisted_ips,
+            cors,
             auth,
             strip_auth_data: def.strip_auth_data,
             do_not_track: def.do_not_track,
@@ -488,5 +494,48 @@ mod ip_tests {
         );
         let e = with(json!({"blacklisted_ips": ["10.0.0.0/99"]})).unwrap_err();
         assert_eq!(e.field, "blacklisted_ips[0]");
+    }
+}
+
+#[cfg(test)]
+mod cors_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(extra: serde_json::Value) -> Result<ApiSpec, DefinitionError> {
+        let mut d = json!({"api_id": "a", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://up"}});
+        tollgate_testkit::merge_json(&mut d, extra);
+        ApiSpec::from_json(&d)
+    }
+
+    #[test]
+    fn cors_is_compiled_when_enabled() {
+        assert!(with(json!({})).unwrap().cors.is_none());
+        assert!(
+            with(json!({"CORS": {"enable": false}}))
+                .unwrap()
+                .cors
+                .is_none()
+        );
+        let s = with(json!({"CORS": {"enable": true, "options_passthrough": true}})).unwrap();
+        assert!(s.cors.as_ref().unwrap().options_passthrough());
+        // Each worker's copy has its own policy.
+        let d = s.detached();
+        assert!(!Arc::ptr_eq(
+            s.cors.as_ref().unwrap(),
+            d.cors.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_bad_cors_value_refuses_the_definition() {
+        let e = with(json!({"CORS": {"enable": true, "max_age": -5}})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field `CORS.max_age`: must not be negative, not -5"
+        );
+        let e = with(json!({"CORS": {"enable": true, "allowed_headers": ["a b"]}})).unwrap_err();
+        assert_eq!(e.field, "CORS.allowed_headers[0]");
     }
 }

@@ -1,6 +1,6 @@
 //! Rules Tollgate does not implement yet. A definition that turns one on is refused with the
-//! field's path instead of being served without the rule: an API relying on CORS,
-//! an endpoint black-list or an expiry date must never be served more open than written, and
+//! field's path instead of being served without the rule: an API relying on an endpoint
+//! black-list or an expiry date must never be served more open than written, and
 //! the upstream must never receive something other than what Tyk would send it.
 //!
 //! Empty, `null`, `false`, `0` and `""` all count as "off", so the skeleton Tyk itself writes
@@ -104,10 +104,9 @@ pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
     versions(def)
 }
 
-/// Who gets in: CORS, expiry, key binding, external identity providers.
+/// Who gets in: expiry, key binding, external identity providers.
 fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
     first_on(&[
-        (field_set(&def.cors, "enable"), "CORS.enable", "CORS is"),
         // Tyk drops a key from storage after this many seconds; serving it on would keep keys
         // working longer than the definition allows.
         (
@@ -361,7 +360,6 @@ mod tests {
     fn each_rule_is_refused_naming_its_field() {
         let ep = json!({"path": "/x", "method": "GET"});
         let table = [
-            (json!({"CORS": {"enable": true}}), "CORS.enable"),
             (
                 json!({"external_oauth": {"enabled": true}}),
                 "external_oauth.enabled",

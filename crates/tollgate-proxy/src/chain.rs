@@ -6,20 +6,27 @@
 //! decides which error a client sees:
 //!
 //! ```text
-//! expiry + endpoint lists -> IP lists -> body size -> auth -> key expiry / access rights
-//!     -> key rate limit + quota -> API rate limit
+//! expiry + endpoint lists -> CORS -> IP lists -> body size -> auth -> key expiry / access
+//!     rights -> key rate limit + quota -> API rate limit
 //! ```
 //!
 //! An `ignored` endpoint skips every stage from auth on, as in Tyk.
 //!
 //! A stage reads and rewrites the request through [`StageRequest`], writes what it learns to
-//! [`RequestCtx`], and refuses with a typed [`Refusal`].
+//! [`RequestCtx`], and refuses with a typed [`Refusal`]; or it answers the request itself
+//! with a [`Reply`] that is not an error (a CORS preflight), which skips the stages after it
+//! and the upstream.
 
-use http::HeaderValue;
+use std::sync::Arc;
+
+use http::{HeaderValue, Response, StatusCode};
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, AuthMode};
+use tollgate_rules::endpoints::Mock;
 
 use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
+use crate::body::ProxyBody;
+use crate::cors::Cors;
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::endpoints::EndpointRules;
 use crate::ip_rules::IpRules;
@@ -27,18 +34,36 @@ use crate::limits::{ApiRateLimit, KeyLimits};
 use crate::refusal::{Refusal, RefusalKind};
 
 /// What a stage decided.
+#[derive(Debug)]
 pub enum Flow {
     /// Go on to the next stage.
     Continue,
-    /// Answer with this; the upstream is not called.
-    Reply(http::Response<crate::body::ProxyBody>),
+    /// The gateway answers the request itself, successfully: the stages after this one and
+    /// the upstream are skipped.
+    Reply(Reply),
 }
 
-impl std::fmt::Debug for Flow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Continue => f.write_str("Continue"),
-            Self::Reply(r) => write!(f, "Reply({})", r.status()),
+/// A response a stage makes that is not an error (no `{"error": ...}` body, no refusal
+/// counted). The headers the stages recorded in [`RequestCtx`] are added to it as to any
+/// response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status (of the mock, when there is one).
+    pub status: StatusCode,
+    /// A canned answer (`method_actions` reply); `None` = an empty body.
+    pub mock: Option<Arc<Mock>>,
+}
+
+impl Reply {
+    /// The response a client gets.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        match self.mock {
+            Some(mock) => crate::endpoints::reply(&mock),
+            None => {
+                let mut resp = Response::new(ProxyBody::empty());
+                *resp.status_mut() = self.status;
+                resp
+            }
         }
     }
 }
@@ -48,6 +73,8 @@ impl std::fmt::Debug for Flow {
 pub(crate) enum Stage {
     /// API expiry and the endpoint lists.
     Endpoints(EndpointRules),
+    /// CORS: preflights answered, response headers recorded.
+    Cors(Cors),
     /// IP allow- and block-lists.
     IpRules(IpRules),
     /// Request body cap (per API, else gateway-wide).
@@ -75,6 +102,7 @@ impl Stage {
         }
         match self {
             Self::Endpoints(s) => return s.on_request(req, cx),
+            Self::Cors(s) => return Ok(s.on_request(req, cx)),
             Self::IpRules(s) => s.on_request(req)?,
             Self::BodyLimit(s) => s.on_request(req, cx)?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
@@ -115,6 +143,13 @@ impl Chain {
             stages.push(Stage::Endpoints(rules));
         }
         // First of all: who may talk to this API at all (Tyk's IP middleware runs before
+        // Then CORS. Tyk's CORS handler wraps the whole chain, so a browser's preflight is
+        // answered without a key or an allowed IP, and every later refusal still carries the
+        // headers that let the page read it.
+        if let Some(cors) = Cors::compile(spec) {
+            stages.push(Stage::Cors(cors));
+        }
+        // Then: who may talk to this API at all (Tyk's IP middleware runs before
         // everything else, so a refused address learns nothing about keys or limits).
         if let Some(ip) = IpRules::compile(spec, config.xff_depth) {
             stages.push(Stage::IpRules(ip));
@@ -179,6 +214,7 @@ impl Chain {
     }
 
     /// Runs every stage in order; the first refusal or reply ends the request.
+    /// [`Flow::Continue`] means every stage let the request through to the upstream.
     ///
     /// # Errors
     /// The refusal of the first stage that refuses.
@@ -188,8 +224,9 @@ impl Chain {
         cx: &mut RequestCtx,
     ) -> Result<Flow, Refusal> {
         for stage in &self.stages {
-            if let Flow::Reply(resp) = stage.on_request(req, cx).await? {
-                return Ok(Flow::Reply(resp));
+            match stage.on_request(req, cx).await? {
+                Flow::Continue => {}
+                reply @ Flow::Reply(_) => return Ok(reply),
             }
         }
         Ok(Flow::Continue)
@@ -348,6 +385,47 @@ mod tests {
         let s = spec(serde_json::json!({"ip_access_control_disabled": true,
             "allowed_ips": ["10.0.0.0/8"], "blacklisted_ips": ["127.0.0.1"]}));
         assert!(Chain::compile(&s, &config("{}")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn cors_runs_first_and_a_preflight_ends_the_chain() {
+        // Keyed, IP-restricted (the peer 127.0.0.1 is outside), CORS on.
+        let s = spec(
+            serde_json::json!({"use_keyless": false, "allowed_ips": ["10.0.0.0/8"],
+            "CORS": {"enable": true, "allowed_origins": ["https://app.example"]}}),
+        );
+        let chain = Chain::compile(&s, &config("{}"));
+        assert!(matches!(chain.stages.first(), Some(Stage::Cors(_))));
+        let sessions = sessions();
+        let go = async |req: http::Request<()>| {
+            let (mut head, ()) = req.into_parts();
+            let mut req = StageRequest {
+                head: &mut head,
+                api: &s,
+                sessions: &sessions,
+                peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            };
+            let mut cx = RequestCtx::default();
+            let r = chain.run(&mut req, &mut cx).await;
+            (r, cx)
+        };
+        // A preflight needs neither an allowed IP nor a key.
+        let pre = http::Request::options("/a/")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET")
+            .body(())
+            .unwrap();
+        let (r, cx) = go(pre).await;
+        assert!(matches!(r, Ok(Flow::Reply(Reply { status, .. })) if status == 204));
+        assert!(cx.cors.unwrap().allow_origin().is_some());
+        // A GET is refused by the IP list, with its CORS headers already recorded.
+        let get = http::Request::get("/a/")
+            .header("origin", "https://app.example")
+            .body(())
+            .unwrap();
+        let (r, cx) = go(get).await;
+        assert_eq!(r.unwrap_err().kind, RefusalKind::IpDisallowed);
+        assert!(cx.cors.unwrap().allow_origin().is_some());
     }
 
     #[tokio::test]

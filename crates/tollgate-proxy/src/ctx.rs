@@ -2,7 +2,7 @@
 //!
 //! [`RequestCtx`] is created when a request arrives and lives until the observe phase has
 //! read it after the response: every phase writes what it learned (the API, the key, the
-//! limits' headers, why it was refused, how long the upstream took) and nothing reads a
+//! limits' and CORS headers, why it was refused, how long the upstream took) and nothing reads a
 //! response's text to find out what happened. [`StageRequest`] is the borrowed view the
 //! stages work on: the request head they may rewrite, its API and the key store.
 
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::{HeaderValue, Method};
 use tollgate_definitions::ApiSpec;
+use tollgate_rules::cors::CorsHeaders;
 use tollgate_session::ActiveKey;
 use tollgate_storage::Sessions;
 
@@ -56,6 +57,8 @@ pub struct RequestCtx {
     pub key_id: Option<Box<str>>,
     /// `X-RateLimit-*` values for the response, set by the limit stages.
     pub rate_headers: Option<RateHeaders>,
+    /// CORS headers for whatever response the request gets, once the CORS stage ran.
+    pub cors: Option<CorsHeaders>,
     /// Why the gateway refused the request itself.
     pub refusal: Option<RefusalClass>,
     /// The key store could not be reached.

@@ -17,7 +17,7 @@ use tollgate_rules::expiry::Expiry;
 use tollgate_session::time::unix_now;
 
 use crate::body::ProxyBody;
-use crate::chain::Flow;
+use crate::chain::{Flow, Reply};
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::path;
 use crate::refusal::{Refusal, RefusalKind};
@@ -73,7 +73,10 @@ impl EndpointRules {
                 Ok(Flow::Continue)
             }
             Verdict::Forbidden => Err(RefusalKind::EndpointForbidden.into()),
-            Verdict::Reply(mock) => Ok(Flow::Reply(reply(mock))),
+            Verdict::Reply(mock) => Ok(Flow::Reply(Reply {
+                status: mock.status,
+                mock: Some(Arc::clone(mock)),
+            })),
         }
     }
 

@@ -16,6 +16,7 @@
 mod auth;
 pub mod body;
 pub mod chain;
+mod cors;
 pub mod ctx;
 mod endpoints;
 pub mod error;

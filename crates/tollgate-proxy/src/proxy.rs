@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tollgate_definitions::ApiSpec;
 
 use crate::body::ProxyBody;
-use crate::chain::Flow;
+use crate::chain::{Flow, Reply};
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::error::GatewayError;
 use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_TYK_API_EXPIRES};
@@ -42,6 +42,12 @@ pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Respon
             err.into_response(&conn.gateway.messages)
         }
     };
+    // Once the CORS stage ran, every response carries its headers: the upstream's, a
+    // refusal, an upstream failure, an answered preflight (Tyk's CORS handler sets them on
+    // the writer before anything after it runs).
+    if let Some(cors) = &cx.cors {
+        cors.apply(resp.headers_mut());
+    }
     if conn.gateway.config.close_connections {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -50,7 +56,8 @@ pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Respon
     resp
 }
 
-/// The lifecycle: framing verdict → normalise → admin → route → stages → forward.
+/// The lifecycle: framing verdict → normalise → admin → route → stages (which may refuse or
+/// answer) → forward.
 async fn serve(
     conn: &ConnCtx,
     index: u64,
@@ -83,7 +90,8 @@ async fn serve(
         .ok_or(GatewayError::NoRoute)?;
     observe::routed(conn, route, cx);
 
-    // 5. The API's stages, in Tyk's order (see `chain`).
+    // 5. The API's stages, in Tyk's order (see `chain`): one may refuse, or answer the
+    //    request itself (a CORS preflight).
     let (mut parts, body) = req.into_parts();
     let mut stage_req = StageRequest {
         head: &mut parts,
@@ -93,12 +101,7 @@ async fn serve(
     };
     match route.chain.run(&mut stage_req, cx).await {
         Ok(Flow::Continue) => {}
-        Ok(Flow::Reply(mut resp)) => {
-            if let Some(h) = cx.api_expires.take() {
-                resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
-            }
-            return Ok(resp);
-        }
+        Ok(Flow::Reply(reply)) => return Ok(answered(cx, reply)),
         Err(refusal) => return Ok(refuse(conn, cx, refusal)),
     }
 
@@ -116,6 +119,21 @@ async fn serve(
         resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
     }
     Ok(resp)
+}
+
+/// A stage's own (non-error) answer, e.g. a CORS preflight: metrics count it as a success
+/// with no upstream time; no analytics record is written, as Tyk's CORS handler answers before
+/// its analytics recording is reached.
+fn answered(cx: &mut RequestCtx, reply: Reply) -> Response<ProxyBody> {
+    // A preflight is not an API call (Tyk answers it before analytics); a mock is.
+    if reply.mock.is_none() {
+        cx.track = None;
+    }
+    let mut resp = reply.into_response();
+    if let Some(h) = cx.api_expires.take() {
+        resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
+    }
+    resp
 }
 
 /// A stage's refusal as the client gets it.

@@ -286,7 +286,7 @@ pub enum Verdict<'a> {
     /// 403 `Requested endpoint is forbidden`.
     Forbidden,
     /// Answer with this, without the upstream.
-    Reply(&'a Mock),
+    Reply(&'a Arc<Mock>),
     /// Go on, without authentication or limits.
     Ignored,
     /// Go on.

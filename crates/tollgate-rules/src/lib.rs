@@ -6,6 +6,7 @@
 //! where it can be avoided. A rule that cannot be compiled is a [`RuleError`] naming the
 //! field, which the definitions crate reports with the file and skips that definition.
 
+pub mod cors;
 pub mod endpoints;
 pub mod expiry;
 

@@ -19,14 +19,9 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
     let version = |v: Value| json!({"version_data": {"versions": {"Default": v}}});
     vec![
         (
-            "cors",
-            json!({"CORS": {"enable": true, "allowed_origins": ["https://a.example"]}}),
-            "CORS.enable",
-        ),
-        (
             "expiry",
-            json!({"expiration": "2020-01-01 00:00"}),
-            "expiration",
+            version(json!({"expires": "2020-01-01 00:00"})),
+            "version_data.versions.Default.expires",
         ),
         (
             "versioned",
@@ -35,8 +30,8 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
         ),
         (
             "blacklisted",
-            version(json!({"use_extended_paths": true, "extended_paths": {"black_list": ep}})),
-            "version_data.versions.Default.extended_paths.black_list",
+            version(json!({"use_extended_paths": true, "extended_paths": {"mock_response": ep}})),
+            "version_data.versions.Default.extended_paths.mock_response",
         ),
         (
             "rewrite",
@@ -44,9 +39,11 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
             "version_data.versions.Default.extended_paths.url_rewrites",
         ),
         (
-            "whitelisted",
-            version(json!({"paths": {"white_list": ["/only"]}})),
-            "version_data.versions.Default.paths.white_list",
+            "transforms",
+            version(
+                json!({"use_extended_paths": true, "extended_paths": {"transform_headers": ep}}),
+            ),
+            "version_data.versions.Default.extended_paths.transform_headers",
         ),
         (
             "headers",
