@@ -90,10 +90,6 @@ pub(crate) fn compile(
     Ok((!lists.is_empty()).then(|| Arc::new(lists)))
 }
 
-fn rule_error(e: tollgate_rules::RuleError) -> DefinitionError {
-    DefinitionError::new(e.field, e.message)
-}
-
 fn simple(
     paths: &[String],
     field: impl Fn(usize) -> String,
@@ -104,8 +100,7 @@ fn simple(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let pattern =
-                PathPattern::compile(&field(i), p, ignore_case, opts).map_err(rule_error)?;
+            let pattern = PathPattern::compile(&field(i), p, ignore_case, opts)?;
             Ok(Entry::new(pattern, None))
         })
         .collect()
@@ -128,8 +123,7 @@ fn extended(
             &e.path,
             ignore_case || e.ignore_case,
             opts,
-        )
-        .map_err(rule_error)?;
+        )?;
         let mut methods = Vec::new();
         if e.method_actions.is_empty() {
             if e.method.trim().is_empty() {
@@ -145,15 +139,12 @@ fn extended(
             let m = method(&f, name)?;
             let a = match action.action.as_str() {
                 "" | "no_action" => Action::Listed,
-                "reply" => Action::Reply(Arc::new(
-                    Mock::compile(
-                        &f,
-                        action.code,
-                        &action.data,
-                        action.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    )
-                    .map_err(rule_error)?,
-                )),
+                "reply" => Action::Reply(Arc::new(Mock::compile(
+                    &f,
+                    action.code,
+                    &action.data,
+                    action.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                )?)),
                 other => {
                     return Err(DefinitionError::new(
                         format!("{f}.action"),

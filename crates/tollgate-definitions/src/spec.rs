@@ -192,8 +192,7 @@ impl ApiSpec {
         };
         let expiration = match &def.expiration {
             serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Expiry::parse("expiration", s)
-                .map_err(|e| DefinitionError::new(e.field, e.message))?,
+            serde_json::Value::String(s) => Expiry::parse("expiration", s)?,
             _ => {
                 return Err(DefinitionError::new(
                     "expiration",
@@ -455,7 +454,7 @@ mod ip_tests {
     use super::*;
     use serde_json::json;
 
-    fn with(extra: serde_json::Value) -> Result<ApiSpec, DefinitionError> {
+    pub(super) fn with(extra: serde_json::Value) -> Result<ApiSpec, DefinitionError> {
         let mut d = json!({"api_id": "a", "use_keyless": true,
             "proxy": {"listen_path": "/a/", "target_url": "http://up"}});
         tollgate_testkit::merge_json(&mut d, extra);
@@ -499,15 +498,9 @@ mod ip_tests {
 
 #[cfg(test)]
 mod cors_tests {
+    use super::ip_tests::with;
     use super::*;
     use serde_json::json;
-
-    fn with(extra: serde_json::Value) -> Result<ApiSpec, DefinitionError> {
-        let mut d = json!({"api_id": "a", "use_keyless": true,
-            "proxy": {"listen_path": "/a/", "target_url": "http://up"}});
-        tollgate_testkit::merge_json(&mut d, extra);
-        ApiSpec::from_json(&d)
-    }
 
     #[test]
     fn cors_is_compiled_when_enabled() {
