@@ -1,13 +1,16 @@
-//! The endpoint lists of the version a not-versioned API serves, compiled at load.
+//! The rules of the version a not-versioned API serves, compiled at load.
 
 use std::sync::Arc;
 
 use http::Method;
 use serde_json::Value;
-use tollgate_rules::endpoints::{Action, EndpointLists, Entry, MatchOptions, Mock, PathPattern};
+use tollgate_rules::endpoints::{
+    Action, EndpointLists, EndpointTable, Entry, MatchOptions, Mock, PathPattern,
+};
+use tollgate_rules::version::VersionRules;
 
 use crate::DefinitionError;
-use crate::model::{ApiDefinition, EndpointMeta, VersionInfo};
+use crate::model::{ApiDefinition, EndpointEntry, EndpointMeta, VersionInfo};
 use crate::unsupported::is_set;
 
 /// The version a not-versioned API serves: the only one, else the one named `Default`,
@@ -36,12 +39,12 @@ pub(crate) fn served_version(
     }
 }
 
-/// The lists of version `name`, or `None` when it has none.
+/// The rules of version `name`.
 pub(crate) fn compile(
     name: &str,
     raw: &Value,
     opts: MatchOptions,
-) -> Result<Option<Arc<EndpointLists>>, DefinitionError> {
+) -> Result<VersionRules, DefinitionError> {
     let base = format!("version_data.versions.{name}");
     let info: VersionInfo = serde_path_to_error::deserialize(raw).map_err(|err| {
         DefinitionError::new(
@@ -87,7 +90,10 @@ pub(crate) fn compile(
         lists.ignored = simple(&p.ignored, |i| field("ignored", i), case, opts)?;
         lists.white = simple(&p.white_list, |i| field("white_list", i), case, opts)?;
     }
-    Ok((!lists.is_empty()).then(|| Arc::new(lists)))
+    Ok(VersionRules {
+        name: name.into(),
+        endpoints: (!lists.is_empty()).then_some(lists),
+    })
 }
 
 fn simple(
@@ -162,4 +168,39 @@ fn extended(
 fn method(field: &str, name: &str) -> Result<Method, DefinitionError> {
     Method::from_bytes(name.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| DefinitionError::new(field, format!("`{name}` is not an HTTP method")))
+}
+
+/// A per-endpoint list of version `base` (`{base}.extended_paths.{list}`) as a table: each
+/// enabled entry's pattern and method, and the value `value` makes of it (given the entry's
+/// field path for errors).
+pub(crate) fn table<E: EndpointEntry, T>(
+    base: &str,
+    list: &str,
+    entries: &[E],
+    ignore_case: bool,
+    opts: MatchOptions,
+    mut value: impl FnMut(&str, &E) -> Result<T, DefinitionError>,
+) -> Result<EndpointTable<T>, DefinitionError> {
+    let mut table = EndpointTable::default();
+    for (i, e) in entries.iter().enumerate() {
+        if e.disabled() {
+            continue;
+        }
+        let at = format!("{base}.extended_paths.{list}[{i}]");
+        let pattern = PathPattern::compile(
+            &format!("{at}.path"),
+            e.path(),
+            ignore_case || e.ignore_case(),
+            opts,
+        )?;
+        if e.method().trim().is_empty() {
+            return Err(DefinitionError::new(
+                format!("{at}.method"),
+                "an entry needs the `method` it applies to",
+            ));
+        }
+        let m = method(&format!("{at}.method"), e.method())?;
+        table.push(pattern, m, value(&at, e)?);
+    }
+    Ok(table)
 }

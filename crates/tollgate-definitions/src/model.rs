@@ -246,6 +246,42 @@ pub struct EndpointMeta {
     pub method_actions: std::collections::BTreeMap<String, MethodAction>,
 }
 
+/// What every per-endpoint entry (`hard_timeouts`, `size_limits`, `transform_headers`, ...)
+/// shares: where it applies.
+pub trait EndpointEntry {
+    /// Tyk pattern.
+    fn path(&self) -> &str;
+    /// The one method it applies to.
+    fn method(&self) -> &str;
+    /// Entry switched off.
+    fn disabled(&self) -> bool;
+    /// Match ignoring case.
+    fn ignore_case(&self) -> bool;
+}
+
+/// Implements [`EndpointEntry`] for entry types with `path`, `method`, `disabled` and
+/// `ignore_case` fields.
+macro_rules! endpoint_entry {
+    ($($t:ty),* $(,)?) => {$(
+        impl EndpointEntry for $t {
+            fn path(&self) -> &str {
+                &self.path
+            }
+            fn method(&self) -> &str {
+                &self.method
+            }
+            fn disabled(&self) -> bool {
+                self.disabled
+            }
+            fn ignore_case(&self) -> bool {
+                self.ignore_case
+            }
+        }
+    )*};
+}
+
+endpoint_entry!(EndpointMeta);
+
 /// `method_actions.<METHOD>`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]

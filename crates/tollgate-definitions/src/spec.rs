@@ -7,7 +7,8 @@ use http::header::HeaderName;
 use http::uri::{Authority, Uri};
 use tollgate_rules::cors::CorsPolicy;
 
-use tollgate_rules::endpoints::{EndpointLists, MatchOptions};
+use tollgate_rules::endpoints::MatchOptions;
+use tollgate_rules::version::VersionRules;
 use tollgate_rules::expiry::Expiry;
 
 use crate::DefinitionError;
@@ -101,8 +102,8 @@ pub struct ApiSpec {
     pub allowed_ips: Option<Arc<IpList>>,
     /// `blacklisted_ips`, when enforced (same rule).
     pub blacklisted_ips: Option<Arc<IpList>>,
-    /// The served version's endpoint lists, when it has any.
-    pub endpoints: Option<Arc<EndpointLists>>,
+    /// The rules of the version the API serves (empty when it has none).
+    pub version: Arc<VersionRules>,
     /// `expiration`: after it the API answers 403.
     pub expiration: Option<Expiry>,
     /// `CORS`, when `CORS.enable` is true.
@@ -186,9 +187,9 @@ impl ApiSpec {
         };
         let allowed_ips = ip_list("allowed_ips", &def.allowed_ips)?;
         let blacklisted_ips = ip_list("blacklisted_ips", &def.blacklisted_ips)?;
-        let endpoints = match crate::endpoints::served_version(def)? {
+        let version = match crate::endpoints::served_version(def)? {
             Some((name, raw)) => crate::endpoints::compile(name, raw, MatchOptions::default())?,
-            None => None,
+            None => VersionRules::default(),
         };
         let expiration = match &def.expiration {
             serde_json::Value::Null => None,
@@ -202,7 +203,7 @@ impl ApiSpec {
         };
         let cors = CorsPolicy::from_json("CORS", &def.cors)?.map(Arc::new);
         Ok(Self {
-            endpoints,
+            version: Arc::new(version),
             expiration,
             allowed_ips,
             blacklisted_ips,

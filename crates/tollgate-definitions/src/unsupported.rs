@@ -524,7 +524,7 @@ mod tests {
             "extended_paths": {"black_list": [{"path": "/x", "method": "GET"}]}}}}}),
         );
         let spec = ApiSpec::from_json(&d).unwrap();
-        assert!(spec.endpoints.is_some() && spec.expiration.is_some());
+        assert!(spec.version.endpoints.is_some() && spec.expiration.is_some());
         // Tyk would ignore the simple list while extended paths are on: refused, not dropped.
         let d = with(json!({"version_data": {"versions": {"Default": {
             "use_extended_paths": true, "paths": {"black_list": ["/admin"]}}}}}));

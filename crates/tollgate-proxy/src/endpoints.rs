@@ -12,7 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Response};
 use tollgate_definitions::ApiSpec;
-use tollgate_rules::endpoints::{Candidates, EndpointLists, Loose, Mock, Verdict};
+use tollgate_rules::endpoints::{Candidates, Loose, Mock, Verdict};
+use tollgate_rules::version::VersionRules;
 use tollgate_rules::expiry::Expiry;
 use tollgate_session::time::unix_now;
 
@@ -26,7 +27,7 @@ use crate::refusal::{Refusal, RefusalKind};
 #[derive(Debug)]
 pub(crate) struct EndpointRules {
     expiry: Option<(Expiry, HeaderValue)>,
-    lists: Option<Arc<EndpointLists>>,
+    version: Arc<VersionRules>,
     /// The listen path without its trailing slash, stripped for the `stripped` reading.
     listen_prefix: Box<str>,
 }
@@ -37,9 +38,9 @@ impl EndpointRules {
         let expiry = spec
             .expiration
             .and_then(|e| HeaderValue::from_str(&e.http_date()).ok().map(|h| (e, h)));
-        (expiry.is_some() || spec.endpoints.is_some()).then(|| Self {
+        (expiry.is_some() || spec.version.endpoints.is_some()).then(|| Self {
             expiry,
-            lists: spec.endpoints.clone(),
+            version: Arc::clone(&spec.version),
             listen_prefix: spec.listen_path.trim_end_matches('/').into(),
         })
     }
@@ -55,7 +56,7 @@ impl EndpointRules {
             }
             cx.api_expires = Some(header.clone());
         }
-        let Some(lists) = &self.lists else {
+        let Some(lists) = &self.version.endpoints else {
             return Ok(Flow::Continue);
         };
         let full = req.head.uri.path();

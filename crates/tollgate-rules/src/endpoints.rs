@@ -258,6 +258,49 @@ impl Entry {
     }
 }
 
+/// A per-endpoint rule list (`hard_timeouts`, `size_limits`, `transform_headers`, ...): the
+/// first entry, in the definition's order, whose method and pattern match gives the value, as
+/// Tyk looks them up.
+#[derive(Debug, Clone)]
+pub struct EndpointTable<T> {
+    rules: Vec<(PathPattern, Method, T)>,
+}
+
+impl<T> Default for EndpointTable<T> {
+    fn default() -> Self {
+        Self { rules: Vec::new() }
+    }
+}
+
+impl<T> EndpointTable<T> {
+    /// Adds an entry after the others.
+    pub fn push(&mut self, pattern: PathPattern, method: Method, value: T) {
+        self.rules.push((pattern, method, value));
+    }
+
+    /// True when there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The value of the first entry for `method` whose pattern matches.
+    pub fn find(&self, method: &Method, paths: &Candidates<'_>) -> Option<&T> {
+        self.find_with_pattern(method, paths).map(|(_, v)| v)
+    }
+
+    /// Like [`find`](Self::find), with the entry's pattern (URL rewrites read its groups).
+    pub fn find_with_pattern(
+        &self,
+        method: &Method,
+        paths: &Candidates<'_>,
+    ) -> Option<(&PathPattern, &T)> {
+        self.rules
+            .iter()
+            .find(|(p, m, _)| m == method && p.matches(paths))
+            .map(|(p, _, v)| (p, v))
+    }
+}
+
 /// The three lists of one version.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointLists {
@@ -487,5 +530,18 @@ mod tests {
             open.decide(&get, &at("/x"), Loose::Unreadable),
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn tables_give_the_first_entry_for_the_method() {
+        let mut t = EndpointTable::default();
+        t.push(pat("/a/{id}"), Method::GET, 1);
+        t.push(pat("/a/"), Method::GET, 2);
+        t.push(pat("/a/"), Method::POST, 3);
+        assert_eq!(t.find(&Method::GET, &at("/a/1")), Some(&1));
+        assert_eq!(t.find(&Method::POST, &at("/a/1")), Some(&3));
+        assert_eq!(t.find(&Method::PUT, &at("/a/1")), None);
+        assert_eq!(t.find(&Method::GET, &at("/b")), None);
+        assert!(EndpointTable::<u8>::default().is_empty());
     }
 }

@@ -9,6 +9,7 @@
 pub mod cors;
 pub mod endpoints;
 pub mod expiry;
+pub mod version;
 
 /// Why a rule of a definition cannot be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
