@@ -7,10 +7,11 @@ use serde_json::Value;
 use tollgate_rules::endpoints::{
     Action, EndpointLists, EndpointTable, Entry, MatchOptions, Mock, PathPattern,
 };
+use tollgate_rules::headers::HeaderOps;
 use tollgate_rules::version::VersionRules;
 
 use crate::DefinitionError;
-use crate::model::{ApiDefinition, EndpointEntry, EndpointMeta, VersionInfo};
+use crate::model::{ApiDefinition, EndpointEntry, EndpointMeta, HeaderInjectionMeta, VersionInfo};
 use crate::unsupported::is_set;
 
 /// The version a not-versioned API serves: the only one, else the one named `Default`,
@@ -90,9 +91,53 @@ pub(crate) fn compile(
         lists.ignored = simple(&p.ignored, |i| field("ignored", i), case, opts)?;
         lists.white = simple(&p.white_list, |i| field("white_list", i), case, opts)?;
     }
+    let ext = &info.extended_paths;
+    let global = |set_key: &str,
+                  set: &std::collections::BTreeMap<String, String>,
+                  remove_key: &str,
+                  remove: &[String]| {
+        let ops = HeaderOps::compile(
+            &base,
+            (remove_key, remove.iter().map(String::as_str)),
+            (set_key, set.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        )?;
+        Ok::<_, DefinitionError>((!ops.is_empty()).then_some(ops))
+    };
+    let endpoint_ops = |list: &str, entries: &[HeaderInjectionMeta]| {
+        table(&base, list, entries, case, opts, |at, e| {
+            Ok(HeaderOps::compile(
+                at,
+                (
+                    "delete_headers",
+                    e.delete_headers.iter().map(String::as_str),
+                ),
+                (
+                    "add_headers",
+                    e.add_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
+            )?)
+        })
+    };
     Ok(VersionRules {
         name: name.into(),
         endpoints: (!lists.is_empty()).then_some(lists),
+        global_headers: global(
+            "global_headers",
+            &info.global_headers,
+            "global_headers_remove",
+            &info.global_headers_remove,
+        )?,
+        transform_headers: endpoint_ops("transform_headers", &ext.transform_headers)?,
+        global_response_headers: global(
+            "global_response_headers",
+            &info.global_response_headers,
+            "global_response_headers_remove",
+            &info.global_response_headers_remove,
+        )?,
+        transform_response_headers: endpoint_ops(
+            "transform_response_headers",
+            &ext.transform_response_headers,
+        )?,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The API definition JSON as operators write it (Tyk's field names).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 /// A Tyk classic API definition. Fields Tollgate does not use yet are ignored here and kept
@@ -32,11 +34,13 @@ pub struct ApiDefinition {
     /// Where the credential is read from (deprecated in Tyk but still the common form).
     pub auth: AuthConf,
     /// Per-method credential settings (`authToken`, `basic`, ...); falls back to `auth`.
-    pub auth_configs: std::collections::BTreeMap<String, AuthConf>,
+    pub auth_configs: BTreeMap<String, AuthConf>,
     /// Remove the credential before proxying.
     pub strip_auth_data: bool,
     /// No analytics records for this API.
     pub do_not_track: bool,
+    /// `$tyk_context.*` variables have values (else they render as nothing).
+    pub enable_context_vars: bool,
     /// One limit for all traffic to this API (keyless too).
     pub global_rate_limit: GlobalRateLimit,
     /// Skip key and API rate limits.
@@ -197,6 +201,18 @@ pub struct VersionInfo {
     pub extended_paths: ExtendedPaths,
     /// Match every pattern of this version ignoring case.
     pub ignore_endpoint_case: bool,
+    /// Request headers set on every request of this version.
+    #[serde(deserialize_with = "null_as_default")]
+    pub global_headers: BTreeMap<String, String>,
+    /// Request headers removed from every request of this version.
+    #[serde(deserialize_with = "null_as_default")]
+    pub global_headers_remove: Vec<String>,
+    /// Response headers set on every upstream response.
+    #[serde(deserialize_with = "null_as_default")]
+    pub global_response_headers: BTreeMap<String, String>,
+    /// Response headers removed from every upstream response.
+    #[serde(deserialize_with = "null_as_default")]
+    pub global_response_headers_remove: Vec<String>,
 }
 
 /// `paths`.
@@ -227,6 +243,32 @@ pub struct ExtendedPaths {
     /// Never these.
     #[serde(deserialize_with = "null_as_default")]
     pub black_list: Vec<EndpointMeta>,
+    /// Request header edits per endpoint.
+    #[serde(deserialize_with = "null_as_default")]
+    pub transform_headers: Vec<HeaderInjectionMeta>,
+    /// Response header edits per endpoint.
+    #[serde(deserialize_with = "null_as_default")]
+    pub transform_response_headers: Vec<HeaderInjectionMeta>,
+}
+
+/// An entry of `transform_headers` / `transform_response_headers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HeaderInjectionMeta {
+    /// Tyk pattern.
+    pub path: String,
+    /// The method it applies to.
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Match ignoring case.
+    pub ignore_case: bool,
+    /// Names removed.
+    #[serde(deserialize_with = "null_as_default")]
+    pub delete_headers: Vec<String>,
+    /// Names set (templates).
+    #[serde(deserialize_with = "null_as_default")]
+    pub add_headers: BTreeMap<String, String>,
 }
 
 /// An entry of `white_list` / `black_list` / `ignored`.
@@ -243,7 +285,7 @@ pub struct EndpointMeta {
     pub ignore_case: bool,
     /// Method → action (older form).
     #[serde(deserialize_with = "null_as_default")]
-    pub method_actions: std::collections::BTreeMap<String, MethodAction>,
+    pub method_actions: BTreeMap<String, MethodAction>,
 }
 
 /// What every per-endpoint entry (`hard_timeouts`, `size_limits`, `transform_headers`, ...)
@@ -280,7 +322,7 @@ macro_rules! endpoint_entry {
     )*};
 }
 
-endpoint_entry!(EndpointMeta);
+endpoint_entry!(EndpointMeta, HeaderInjectionMeta);
 
 /// `method_actions.<METHOD>`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -294,7 +336,7 @@ pub struct MethodAction {
     pub data: String,
     /// Reply headers.
     #[serde(deserialize_with = "null_as_default")]
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Tyk writes `null` for empty lists and maps; read it as empty.

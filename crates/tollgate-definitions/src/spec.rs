@@ -8,8 +8,8 @@ use http::uri::{Authority, Uri};
 use tollgate_rules::cors::CorsPolicy;
 
 use tollgate_rules::endpoints::MatchOptions;
-use tollgate_rules::version::VersionRules;
 use tollgate_rules::expiry::Expiry;
+use tollgate_rules::version::VersionRules;
 
 use crate::DefinitionError;
 use crate::ip::IpList;
@@ -92,6 +92,8 @@ pub struct ApiSpec {
     pub strip_auth_data: bool,
     /// No analytics records.
     pub do_not_track: bool,
+    /// `enable_context_vars`: `$tyk_context.*` variables have values.
+    pub context_vars: bool,
     /// `global_rate_limit` as (rate, per) when on.
     pub global_rate_limit: Option<(f64, f64)>,
     /// Key rate limits off.
@@ -211,6 +213,7 @@ impl ApiSpec {
             auth,
             strip_auth_data: def.strip_auth_data,
             do_not_track: def.do_not_track,
+            context_vars: def.enable_context_vars,
             global_rate_limit: {
                 let g = &def.global_rate_limit;
                 (!g.disabled && !def.disable_rate_limit && g.rate > 0.0 && g.per > 0.0)

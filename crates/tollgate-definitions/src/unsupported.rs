@@ -10,8 +10,7 @@
 //! Left alone on purpose (they change neither who gets in nor what the upstream receives):
 //! analytics and tracking (`enable_detailed_recording`, `tags`, `tag_headers`,
 //! `track_endpoints`, `do_not_track_endpoints`, `event_handlers`), response caching
-//! (`cache_options`, `extended_paths.cache`, `advance_cache_config`), `enable_context_vars`
-//! (only read by transforms and rewrites, which are refused), `uptime_tests`, `config_data`, `error_overrides`, `basic_auth` caching and body
+//! (`cache_options`, `extended_paths.cache`, `advance_cache_config`), `uptime_tests`, `config_data`, `error_overrides`, `basic_auth` caching and body
 //! extraction (ignoring them can only refuse a request Tyk would let in).
 
 use serde_json::{Map, Value};
@@ -25,6 +24,8 @@ const HARMLESS_EXTENDED: &[&str] = &[
     "white_list",
     "black_list",
     "ignored",
+    "transform_headers",
+    "transform_response_headers",
     "track_endpoints",
     "do_not_track_endpoints",
     "cache",
@@ -40,8 +41,6 @@ const EXTENDED: &[(&str, &str)] = &[
     ("transform_response", "response body transforms"),
     ("transform_jq", "jq transforms"),
     ("transform_jq_response", "jq transforms"),
-    ("transform_headers", "header transforms"),
-    ("transform_response_headers", "response header transforms"),
     ("hard_timeouts", "hard timeouts"),
     ("circuit_breakers", "circuit breakers"),
     ("size_limits", "request size limits"),
@@ -248,7 +247,26 @@ fn plugins(def: &ApiDefinition) -> Result<(), DefinitionError> {
     if is_set(&def.custom_middleware_bundle) && !is_set(&def.custom_middleware_bundle_disabled) {
         return Err(refuse("custom_middleware_bundle", "middleware bundles are"));
     }
-    if is_set(&def.response_processors) {
+    // `header_injector` was the switch for response header transforms before Tyk 5.3; they
+    // are always on here, so the bare switch is harmless. Its own `options` are not read.
+    if let Value::Array(list) = &def.response_processors {
+        for (i, p) in list.iter().enumerate() {
+            let injector = p.get("name").and_then(Value::as_str) == Some("header_injector");
+            if injector && !field_set(p, "options") {
+                continue;
+            }
+            let field = if injector {
+                format!("response_processors[{i}].options")
+            } else {
+                format!("response_processors[{i}]")
+            };
+            return Err(DefinitionError::new(
+                field,
+                "response processors are not supported yet (response header transforms need \
+                 only `global_response_headers` / `transform_response_headers`)",
+            ));
+        }
+    } else if is_set(&def.response_processors) {
         return Err(refuse("response_processors", "response processors are"));
     }
     Ok(())
@@ -304,13 +322,6 @@ fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionErr
         }
     }
     let rules = [
-        ("global_headers", "global request headers are"),
-        ("global_headers_remove", "global request headers are"),
-        ("global_response_headers", "global response headers are"),
-        (
-            "global_response_headers_remove",
-            "global response headers are",
-        ),
         ("global_size_limit", "request size limits are"),
         ("global_enforce_timeout", "version-wide timeouts are"),
         ("override_target", "per-version targets are"),
@@ -427,8 +438,12 @@ mod tests {
                 "custom_middleware_bundle",
             ),
             (
-                json!({"response_processors": [{"name": "header_injector"}]}),
-                "response_processors",
+                json!({"response_processors": [{"name": "header_injector"}, {"name": "x"}]}),
+                "response_processors[1]",
+            ),
+            (
+                json!({"response_processors": [{"name": "header_injector", "options": {"add_headers": {"a": "b"}}}]}),
+                "response_processors[0].options",
             ),
             (
                 json!({"version_data": {"not_versioned": false}}),
@@ -449,14 +464,6 @@ mod tests {
             (
                 ext("url_rewrites", ep.clone()),
                 "version_data.versions.Default.extended_paths.url_rewrites",
-            ),
-            (
-                ext("transform_headers", ep.clone()),
-                "version_data.versions.Default.extended_paths.transform_headers",
-            ),
-            (
-                ext("transform_response_headers", ep.clone()),
-                "version_data.versions.Default.extended_paths.transform_response_headers",
             ),
             (
                 ext("hard_timeouts", ep.clone()),
@@ -481,18 +488,6 @@ mod tests {
             (
                 ext("some_future_rule", ep),
                 "version_data.versions.Default.extended_paths.some_future_rule",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"global_headers": {"X-A": "1"}}}}}),
-                "version_data.versions.Default.global_headers",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"global_headers_remove": ["Authorization"]}}}}),
-                "version_data.versions.Default.global_headers_remove",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"global_response_headers": {"X-B": "2"}}}}}),
-                "version_data.versions.Default.global_response_headers",
             ),
             (
                 json!({"version_data": {"versions": {"Default": {"global_size_limit": 1024}}}}),

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! expiry + endpoint lists -> CORS -> IP lists -> body size -> auth -> key expiry / access
-//!     rights -> key rate limit + quota -> API rate limit
+//!     rights -> key rate limit + quota -> API rate limit -> header transforms
 //! ```
 //!
 //! An `ignored` endpoint skips every stage from auth on, as in Tyk.
@@ -32,6 +32,7 @@ use crate::endpoints::EndpointRules;
 use crate::ip_rules::IpRules;
 use crate::limits::{ApiRateLimit, KeyLimits};
 use crate::refusal::{Refusal, RefusalKind};
+use crate::transforms::Transforms;
 
 /// What a stage decided.
 #[derive(Debug)]
@@ -89,6 +90,8 @@ pub(crate) enum Stage {
     KeyLimits(KeyLimits),
     /// The API-wide rate limit.
     ApiRateLimit(ApiRateLimit),
+    /// Header transforms (request edits now, response edits recorded).
+    Transforms(Transforms),
 }
 
 impl Stage {
@@ -110,6 +113,7 @@ impl Stage {
             Self::KeyChecks => KeyChecks::on_request(req, cx)?,
             Self::KeyLimits(s) => s.on_request(req, cx).await?,
             Self::ApiRateLimit(s) => s.on_request(req, cx).await?,
+            Self::Transforms(s) => s.on_request(req, cx),
         }
         Ok(Flow::Continue)
     }
@@ -207,6 +211,11 @@ impl Chain {
                 per,
                 rate_headers: config.rate_limit_headers,
             }));
+        }
+        // Last, Tyk's step 9: what the upstream receives is changed only for a request that
+        // passed every check, and the transforms can read the key found above.
+        if let Some(t) = Transforms::compile(spec, config.xff_depth) {
+            stages.push(Stage::Transforms(t));
         }
         Self {
             stages: stages.into_boxed_slice(),

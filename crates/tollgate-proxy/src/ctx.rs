@@ -14,6 +14,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method};
 use tollgate_definitions::ApiSpec;
 use tollgate_rules::cors::CorsHeaders;
+use tollgate_rules::headers::HeaderEdit;
 use tollgate_session::ActiveKey;
 use tollgate_storage::Sessions;
 
@@ -59,6 +60,9 @@ pub struct RequestCtx {
     pub rate_headers: Option<RateHeaders>,
     /// CORS headers for whatever response the request gets, once the CORS stage ran.
     pub cors: Option<CorsHeaders>,
+    /// Response header transforms, rendered while the request was at hand, for the
+    /// upstream's response.
+    pub response_edits: Vec<HeaderEdit>,
     /// Why the gateway refused the request itself.
     pub refusal: Option<RefusalClass>,
     /// The key store could not be reached.

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response};
 use tollgate_definitions::ApiSpec;
 use tollgate_rules::endpoints::{Candidates, Loose, Mock, Verdict};
-use tollgate_rules::version::VersionRules;
 use tollgate_rules::expiry::Expiry;
+use tollgate_rules::version::VersionRules;
 use tollgate_session::time::unix_now;
 
 use crate::body::ProxyBody;
@@ -60,12 +60,12 @@ impl EndpointRules {
             return Ok(Flow::Continue);
         };
         let full = req.head.uri.path();
-        let strict = self.candidates(full);
+        let strict = candidates(&self.listen_prefix, full);
         let loose_path = path::loose(full);
         let loose = match &loose_path {
             None => Loose::Unreadable,
             Some(p) if p.as_ref() == full => Loose::Same,
-            Some(p) => Loose::Other(self.candidates(p)),
+            Some(p) => Loose::Other(candidates(&self.listen_prefix, p)),
         };
         match lists.decide(&req.head.method, &strict, loose) {
             Verdict::Pass => Ok(Flow::Continue),
@@ -80,18 +80,20 @@ impl EndpointRules {
             })),
         }
     }
+}
 
-    fn candidates<'p>(&self, full: &'p str) -> Candidates<'p> {
-        let stripped = match full.strip_prefix(&*self.listen_prefix) {
-            Some("") => "/",
-            Some(rest) => rest,
-            None => full,
-        };
-        Candidates {
-            stripped,
-            unversioned: None,
-            full,
-        }
+/// The readings of `full` that endpoint patterns are tested against; `listen_prefix` is the
+/// listen path without its trailing slash.
+pub(crate) fn candidates<'p>(listen_prefix: &str, full: &'p str) -> Candidates<'p> {
+    let stripped = match full.strip_prefix(listen_prefix) {
+        Some("") => "/",
+        Some(rest) => rest,
+        None => full,
+    };
+    Candidates {
+        stripped,
+        unversioned: None,
+        full,
     }
 }
 

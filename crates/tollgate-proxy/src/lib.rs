@@ -34,6 +34,7 @@ pub mod request_body;
 mod respond;
 pub mod router;
 pub mod server;
+mod transforms;
 pub mod upstream;
 mod worker;
 pub mod write_deadline;

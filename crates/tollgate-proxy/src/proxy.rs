@@ -112,6 +112,7 @@ async fn serve(
         cx.upstream = Some(sent.elapsed());
     }
     let mut resp = result?;
+    tollgate_rules::headers::apply_edits(&cx.response_edits, resp.headers_mut());
     if let Some(h) = cx.rate_headers {
         h.apply(resp.headers_mut());
     }
@@ -295,7 +296,9 @@ fn rewrite_request_headers(
     hdr::remove_hop_by_hop(headers, upgrade);
     // hyper answers `100-continue` to the client itself when the body is first read.
     headers.remove(header::EXPECT);
-    hdr::append_forwarded_for(headers, &conn.peer_ip);
+    if !crate::transforms::drops_forwarded_for(spec) {
+        hdr::append_forwarded_for(headers, &conn.peer_ip);
+    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     let client_host = headers.get(header::HOST).cloned();
     if let Some(host) = client_host {

@@ -9,6 +9,8 @@
 pub mod cors;
 pub mod endpoints;
 pub mod expiry;
+pub mod headers;
+pub mod template;
 pub mod version;
 
 /// Why a rule of a definition cannot be compiled.

@@ -4,7 +4,8 @@
 //! or an empty table when the version does not use it, so the proxy compiles a stage only for
 //! what is there.
 
-use crate::endpoints::EndpointLists;
+use crate::endpoints::{EndpointLists, EndpointTable};
+use crate::headers::HeaderOps;
 
 /// The compiled rules of one entry of `version_data.versions`.
 #[derive(Debug, Clone, Default)]
@@ -13,4 +14,24 @@ pub struct VersionRules {
     pub name: Box<str>,
     /// `white_list` / `black_list` / `ignored` (extended or simple), when any has an entry.
     pub endpoints: Option<EndpointLists>,
+    /// `global_headers_remove` + `global_headers`, applied to every request before the
+    /// endpoint's own edits.
+    pub global_headers: Option<HeaderOps>,
+    /// `extended_paths.transform_headers`.
+    pub transform_headers: EndpointTable<HeaderOps>,
+    /// `global_response_headers_remove` + `global_response_headers`, applied to every upstream
+    /// response after the endpoint's own edits.
+    pub global_response_headers: Option<HeaderOps>,
+    /// `extended_paths.transform_response_headers`.
+    pub transform_response_headers: EndpointTable<HeaderOps>,
+}
+
+impl VersionRules {
+    /// True when the version edits request or response headers.
+    pub fn edits_headers(&self) -> bool {
+        self.global_headers.is_some()
+            || !self.transform_headers.is_empty()
+            || self.global_response_headers.is_some()
+            || !self.transform_response_headers.is_empty()
+    }
 }

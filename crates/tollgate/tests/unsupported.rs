@@ -39,18 +39,6 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
             "version_data.versions.Default.extended_paths.url_rewrites",
         ),
         (
-            "transforms",
-            version(
-                json!({"use_extended_paths": true, "extended_paths": {"transform_headers": ep}}),
-            ),
-            "version_data.versions.Default.extended_paths.transform_headers",
-        ),
-        (
-            "headers",
-            version(json!({"global_headers": {"X-Internal": "1"}})),
-            "version_data.versions.Default.global_headers",
-        ),
-        (
             "sizelimit",
             version(json!({"global_size_limit": 10})),
             "version_data.versions.Default.global_size_limit",

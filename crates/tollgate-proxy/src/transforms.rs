@@ -1,0 +1,205 @@
+//! Tyk's request transforms (its step 9, after authentication and limits): the version's
+//! `global_headers_remove` / `global_headers`, then the endpoint's `transform_headers`. The
+//! response header edits (`transform_response_headers`, then the global ones) are rendered
+//! here too, while the request is at hand, and applied when the upstream answers.
+//!
+//! Values may use `$tyk_meta.<field>` (the key's `meta_data`) and, when the API sets
+//! `enable_context_vars`, `$tyk_context.<name>`; both are read from the request as it was
+//! before any edit, as Tyk captures its context variables before the transforms run.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Uri, header};
+use tollgate_definitions::ApiSpec;
+use tollgate_rules::headers::HeaderOps;
+use tollgate_rules::template::{Vars, push_json};
+use tollgate_rules::version::VersionRules;
+use tollgate_session::ActiveKey;
+
+use crate::ctx::{RequestCtx, StageRequest};
+use crate::endpoints::candidates;
+use crate::headers::X_REQUEST_ID;
+use crate::ip_rules::client_ip;
+
+/// The header transforms of the served version.
+#[derive(Debug)]
+pub(crate) struct Transforms {
+    version: Arc<VersionRules>,
+    listen_prefix: Box<str>,
+    context_vars: bool,
+    xff_depth: usize,
+}
+
+impl Transforms {
+    /// The stage for `spec`, or `None` when its version edits no header.
+    pub(crate) fn compile(spec: &ApiSpec, xff_depth: usize) -> Option<Self> {
+        spec.version.edits_headers().then(|| Self {
+            version: Arc::clone(&spec.version),
+            listen_prefix: spec.listen_path.trim_end_matches('/').into(),
+            context_vars: spec.context_vars,
+            xff_depth,
+        })
+    }
+
+    pub(crate) fn on_request(&self, req: &mut StageRequest<'_>, cx: &mut RequestCtx) {
+        let v = &*self.version;
+        let head = &mut *req.head;
+        let full = head.uri.path();
+        let paths = candidates(&self.listen_prefix, full);
+        let endpoint = v.transform_headers.find(&head.method, &paths);
+        let response = v.transform_response_headers.find(&head.method, &paths);
+        let ops = [
+            v.global_headers.as_ref(),
+            endpoint,
+            response,
+            v.global_response_headers.as_ref(),
+        ];
+        // Context variables read the request as it arrived: keep a copy only when a value
+        // needs one.
+        let original = (self.context_vars && ops.iter().flatten().any(|o| o.uses_context()))
+            .then(|| (head.uri.clone(), head.headers.clone()));
+        let vars = RequestVars {
+            key: cx.key.as_deref(),
+            request: original.as_ref().map(|(u, h)| (u, h)),
+            peer: req.peer,
+            xff_depth: self.xff_depth,
+        };
+        for ops in [v.global_headers.as_ref(), endpoint].into_iter().flatten() {
+            ops.apply(&mut head.headers, &vars);
+        }
+        for ops in [response, v.global_response_headers.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            ops.record(&vars, &mut cx.response_edits);
+        }
+    }
+}
+
+/// True when the version's global edits drop `X-Forwarded-For`: the upstream then gets none
+/// (Tyk's way of not telling an upstream the client's address).
+pub(crate) fn drops_forwarded_for(spec: &ApiSpec) -> bool {
+    spec.version
+        .global_headers
+        .as_ref()
+        .is_some_and(|g: &HeaderOps| g.removes(&crate::headers::X_FORWARDED_FOR))
+}
+
+/// Tyk's template variables for one request.
+pub(crate) struct RequestVars<'a> {
+    pub(crate) key: Option<&'a ActiveKey>,
+    /// The request as it arrived; `None` = context variables are off.
+    pub(crate) request: Option<(&'a Uri, &'a HeaderMap)>,
+    pub(crate) peer: IpAddr,
+    pub(crate) xff_depth: usize,
+}
+
+impl Vars for RequestVars<'_> {
+    fn meta(&self, key: &str, out: &mut String) {
+        if let Some(v) = self.key.and_then(|k| k.session.meta_data.get(key)) {
+            push_json(v, out);
+        }
+    }
+
+    fn context(&self, key: &str, out: &mut String) {
+        let Some((uri, headers)) = self.request else {
+            return;
+        };
+        let header_text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        match key {
+            "path" => out.push_str(uri.path()),
+            // Tyk splits on `/` and drops the leading empty part.
+            "path_parts" => out.push_str(uri.path().strip_prefix('/').unwrap_or(uri.path())),
+            "remote_addr" => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{}", client_ip(headers, self.peer, self.xff_depth));
+            }
+            "request_id" => {
+                if let Some(id) = header_text(X_REQUEST_ID.as_str()) {
+                    out.push_str(&id);
+                }
+            }
+            _ => {
+                let value = if let Some(name) = key.strip_prefix("headers_") {
+                    header_text(&name.replace('_', "-"))
+                } else if let Some(name) = key.strip_prefix("cookies_") {
+                    cookie(headers, name).map(str::to_owned)
+                } else {
+                    None
+                };
+                if let Some(v) = value {
+                    out.push_str(&v);
+                }
+            }
+        }
+    }
+}
+
+/// The value of the cookie whose name (with `-` read as `_`, as Tyk names the variable) is
+/// `name`.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| {
+            n.len() == name.len()
+                && n.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+        })
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use tollgate_rules::template::Template;
+
+    fn render(src: &str, vars: &RequestVars<'_>) -> String {
+        Template::compile("f", src, false).unwrap().render(vars)
+    }
+
+    #[test]
+    fn context_variables_read_the_request() {
+        let uri: Uri = "/api/a/b?x=1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-real-ip", HeaderValue::from_static("10.1.2.3"));
+        h.insert("x-user-tier", HeaderValue::from_static("gold"));
+        h.insert("cookie", HeaderValue::from_static("a=1; session-id=s3"));
+        h.insert("x-request-id", HeaderValue::from_static("r-7"));
+        let on = RequestVars {
+            key: None,
+            request: Some((&uri, &h)),
+            peer: IpAddr::from([127, 0, 0, 1]),
+            xff_depth: 0,
+        };
+        let cases = [
+            ("$tyk_context.path", "/api/a/b"),
+            ("$tyk_context.path_parts", "api/a/b"),
+            ("$tyk_context.remote_addr", "10.1.2.3"),
+            ("$tyk_context.request_id", "r-7"),
+            ("$tyk_context.headers_X_User_Tier", "gold"),
+            ("$tyk_context.cookies_session_id", "s3"),
+            ("[$tyk_context.nope]", "[]"),
+            ("[$tyk_meta.anything]", "[]"),
+        ];
+        for (src, want) in cases {
+            assert_eq!(render(src, &on), want, "{src}");
+        }
+        let off = RequestVars {
+            request: None,
+            ..on
+        };
+        assert_eq!(render("[$tyk_context.path]", &off), "[]");
+    }
+}
