@@ -8,10 +8,14 @@ use tollgate_rules::endpoints::{
     Action, EndpointLists, EndpointTable, Entry, MatchOptions, Mock, PathPattern,
 };
 use tollgate_rules::headers::HeaderOps;
+use tollgate_rules::rewrite::{Matcher, Target, Trigger, TriggerOptions, UrlRewrite};
 use tollgate_rules::version::VersionRules;
 
 use crate::DefinitionError;
-use crate::model::{ApiDefinition, EndpointEntry, EndpointMeta, HeaderInjectionMeta, VersionInfo};
+use crate::model::{
+    ApiDefinition, EndpointEntry, EndpointMeta, HeaderInjectionMeta, StringRegexMap,
+    UrlRewriteMeta, VersionInfo,
+};
 use crate::unsupported::is_set;
 
 /// The version a not-versioned API serves: the only one, else the one named `Default`,
@@ -138,6 +142,22 @@ pub(crate) fn compile(
             "transform_response_headers",
             &ext.transform_response_headers,
         )?,
+        url_rewrites: table(
+            &base,
+            "url_rewrites",
+            &ext.url_rewrites,
+            case,
+            opts,
+            url_rewrite,
+        )?,
+        method_transforms: table(
+            &base,
+            "method_transforms",
+            &ext.method_transforms,
+            case,
+            opts,
+            |at, e| method(&format!("{at}.to_method"), &e.to_method),
+        )?,
     })
 }
 
@@ -248,4 +268,63 @@ pub(crate) fn table<E: EndpointEntry, T>(
         table.push(pattern, m, value(&at, e)?);
     }
     Ok(table)
+}
+
+fn url_rewrite(at: &str, e: &UrlRewriteMeta) -> Result<UrlRewrite, DefinitionError> {
+    let mut triggers = Vec::with_capacity(e.triggers.len());
+    for (n, t) in e.triggers.iter().enumerate() {
+        let tf = format!("{at}.triggers[{n}]");
+        let any = match t.on.trim() {
+            "any" => true,
+            "all" | "" => false,
+            other => {
+                return Err(DefinitionError::new(
+                    format!("{tf}.on"),
+                    format!("`{other}` is not `any` or `all`"),
+                ));
+            }
+        };
+        let o = &t.options;
+        if !o.payload_matches.match_rx.is_empty() {
+            return Err(DefinitionError::new(
+                format!("{tf}.options.payload_matches"),
+                "body triggers are not supported yet",
+            ));
+        }
+        let of = format!("{tf}.options");
+        let tests = |kind: &str, map: &std::collections::BTreeMap<String, StringRegexMap>| {
+            map.iter()
+                .map(|(name, m)| {
+                    let f = format!("{of}.{kind}.{name}");
+                    Ok((name.clone(), Matcher::compile(&f, &m.match_rx, m.reverse)?))
+                })
+                .collect::<Result<Vec<_>, DefinitionError>>()
+        };
+        let headers = tests("header_matches", &o.header_matches)?
+            .into_iter()
+            .map(|(name, m)| {
+                let n = http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                    DefinitionError::new(
+                        format!("{of}.header_matches.{name}"),
+                        format!("`{name}` is not a valid header name"),
+                    )
+                })?;
+                Ok((n, m))
+            })
+            .collect::<Result<_, DefinitionError>>()?;
+        let options = TriggerOptions {
+            headers,
+            query: tests("query_val_matches", &o.query_val_matches)?,
+            path_parts: tests("path_part_matches", &o.path_part_matches)?,
+            session_meta: tests("session_meta_matches", &o.session_meta_matches)?,
+            context: tests("request_context_matches", &o.request_context_matches)?,
+        };
+        triggers.push(Trigger {
+            any,
+            options,
+            rewrite_to: Target::compile(&format!("{tf}.rewrite_to"), &t.rewrite_to)?,
+        });
+    }
+    let target = Target::compile(&format!("{at}.rewrite_to"), &e.rewrite_to)?;
+    Ok(UrlRewrite::compile(at, &e.match_pattern, target, triggers)?)
 }

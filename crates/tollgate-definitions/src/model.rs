@@ -249,6 +249,94 @@ pub struct ExtendedPaths {
     /// Response header edits per endpoint.
     #[serde(deserialize_with = "null_as_default")]
     pub transform_response_headers: Vec<HeaderInjectionMeta>,
+    /// Path (and host) rewrites per endpoint.
+    #[serde(deserialize_with = "null_as_default")]
+    pub url_rewrites: Vec<UrlRewriteMeta>,
+    /// Method changes per endpoint.
+    #[serde(deserialize_with = "null_as_default")]
+    pub method_transforms: Vec<MethodTransformMeta>,
+}
+
+/// An entry of `url_rewrites`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UrlRewriteMeta {
+    /// Tyk pattern selecting the endpoint.
+    pub path: String,
+    /// The method it applies to.
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Match the endpoint ignoring case.
+    pub ignore_case: bool,
+    /// Regex tested against the path and query.
+    pub match_pattern: String,
+    /// The new path and query (or `http://` URL).
+    pub rewrite_to: String,
+    /// Conditions choosing another target.
+    #[serde(deserialize_with = "null_as_default")]
+    pub triggers: Vec<RoutingTrigger>,
+}
+
+/// An entry of `url_rewrites[].triggers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RoutingTrigger {
+    /// `any` or `all`.
+    pub on: String,
+    /// What is tested.
+    pub options: RoutingTriggerOptions,
+    /// The target when it fires.
+    pub rewrite_to: String,
+}
+
+/// `triggers[].options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RoutingTriggerOptions {
+    /// Header name → test.
+    #[serde(deserialize_with = "null_as_default")]
+    pub header_matches: BTreeMap<String, StringRegexMap>,
+    /// Query parameter → test.
+    #[serde(deserialize_with = "null_as_default")]
+    pub query_val_matches: BTreeMap<String, StringRegexMap>,
+    /// Name → test of every path segment.
+    #[serde(deserialize_with = "null_as_default")]
+    pub path_part_matches: BTreeMap<String, StringRegexMap>,
+    /// Key metadata field → test.
+    #[serde(deserialize_with = "null_as_default")]
+    pub session_meta_matches: BTreeMap<String, StringRegexMap>,
+    /// Context variable → test.
+    #[serde(deserialize_with = "null_as_default")]
+    pub request_context_matches: BTreeMap<String, StringRegexMap>,
+    /// Body test (not supported: refused when set).
+    pub payload_matches: StringRegexMap,
+}
+
+/// A regex test (`match_rx`, `reverse`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StringRegexMap {
+    /// The regex.
+    pub match_rx: String,
+    /// Fire when it does not match.
+    pub reverse: bool,
+}
+
+/// An entry of `method_transforms`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MethodTransformMeta {
+    /// Tyk pattern.
+    pub path: String,
+    /// The method it applies to.
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Match ignoring case.
+    pub ignore_case: bool,
+    /// The method the upstream receives.
+    pub to_method: String,
 }
 
 /// An entry of `transform_headers` / `transform_response_headers`.
@@ -322,7 +410,12 @@ macro_rules! endpoint_entry {
     )*};
 }
 
-endpoint_entry!(EndpointMeta, HeaderInjectionMeta);
+endpoint_entry!(
+    EndpointMeta,
+    HeaderInjectionMeta,
+    UrlRewriteMeta,
+    MethodTransformMeta
+);
 
 /// `method_actions.<METHOD>`.
 #[derive(Debug, Clone, Default, Deserialize)]

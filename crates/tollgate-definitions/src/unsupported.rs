@@ -26,6 +26,8 @@ const HARMLESS_EXTENDED: &[&str] = &[
     "ignored",
     "transform_headers",
     "transform_response_headers",
+    "url_rewrites",
+    "method_transforms",
     "track_endpoints",
     "do_not_track_endpoints",
     "cache",
@@ -36,7 +38,6 @@ const HARMLESS_EXTENDED: &[&str] = &[
 /// refused too, as an unknown rule.
 const EXTENDED: &[(&str, &str)] = &[
     ("mock_response", "mock responses"),
-    ("url_rewrites", "URL rewrites"),
     ("transform", "body transforms"),
     ("transform_response", "response body transforms"),
     ("transform_jq", "jq transforms"),
@@ -44,7 +45,6 @@ const EXTENDED: &[(&str, &str)] = &[
     ("hard_timeouts", "hard timeouts"),
     ("circuit_breakers", "circuit breakers"),
     ("size_limits", "request size limits"),
-    ("method_transforms", "method transforms"),
     ("virtual", "virtual endpoints"),
     ("validate_json", "JSON validation"),
     ("validate_request", "request validation"),
@@ -462,20 +462,12 @@ mod tests {
                 "version_data.versions.Default.expires",
             ),
             (
-                ext("url_rewrites", ep.clone()),
-                "version_data.versions.Default.extended_paths.url_rewrites",
-            ),
-            (
                 ext("hard_timeouts", ep.clone()),
                 "version_data.versions.Default.extended_paths.hard_timeouts",
             ),
             (
                 ext("size_limits", ep.clone()),
                 "version_data.versions.Default.extended_paths.size_limits",
-            ),
-            (
-                ext("method_transforms", ep.clone()),
-                "version_data.versions.Default.extended_paths.method_transforms",
             ),
             (
                 ext("mock_response", ep.clone()),

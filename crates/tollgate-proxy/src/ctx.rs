@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method};
 use tollgate_definitions::ApiSpec;
 use tollgate_rules::cors::CorsHeaders;
@@ -63,6 +64,8 @@ pub struct RequestCtx {
     /// Response header transforms, rendered while the request was at hand, for the
     /// upstream's response.
     pub response_edits: Vec<HeaderEdit>,
+    /// Where a URL rewrite sends the request, when one matched.
+    pub rewrite: Option<RewriteTo>,
     /// Why the gateway refused the request itself.
     pub refusal: Option<RefusalClass>,
     /// The key store could not be reached.
@@ -71,6 +74,22 @@ pub struct RequestCtx {
     pub upstream_error: bool,
     /// Time the upstream took to answer, when the request reached one.
     pub upstream: Option<Duration>,
+}
+
+/// A URL rewrite's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewriteTo {
+    /// This path and query, joined to the API's target as the request path would be.
+    Path(PathAndQuery),
+    /// Another upstream (`rewrite_to` was an `http://` URL).
+    Url {
+        /// Where to connect.
+        authority: Authority,
+        /// Its Host header.
+        host: HeaderValue,
+        /// Path and query sent as they are.
+        path_and_query: PathAndQuery,
+    },
 }
 
 /// The request as it arrived, for analytics and the access log.

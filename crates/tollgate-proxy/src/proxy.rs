@@ -17,7 +17,7 @@ use tollgate_definitions::ApiSpec;
 
 use crate::body::ProxyBody;
 use crate::chain::{Flow, Reply};
-use crate::ctx::{RequestCtx, StageRequest};
+use crate::ctx::{RequestCtx, RewriteTo, StageRequest};
 use crate::error::GatewayError;
 use crate::headers::{self as hdr, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_TYK_API_EXPIRES};
 use crate::observe;
@@ -107,7 +107,7 @@ async fn serve(
 
     // 6. Forward; the limit headers go on the upstream's response.
     let sent = cx.started.is_some().then(Instant::now);
-    let result = forward(conn, route, parts, body, cx.body_limit).await;
+    let result = forward(conn, route, parts, body, cx.body_limit, cx.rewrite.take()).await;
     if let Some(sent) = sent {
         cx.upstream = Some(sent.elapsed());
     }
@@ -175,6 +175,7 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     body_limit: Option<u64>,
+    rewrite: Option<RewriteTo>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let spec = &route.spec;
     let config = &conn.gateway.config;
@@ -187,9 +188,29 @@ async fn forward(
         None
     };
 
-    parts.uri = upstream_uri(spec, &parts.uri)?;
+    let mut authority = &spec.target.authority;
+    let rewritten_authority;
+    let mut rewritten_host = None;
+    parts.uri = match rewrite {
+        None => upstream_uri(spec, &parts.uri)?,
+        Some(RewriteTo::Path(pq)) => target_uri(spec, pq.path(), pq.query())?,
+        Some(RewriteTo::Url {
+            authority: a,
+            host,
+            path_and_query,
+        }) => {
+            rewritten_authority = a;
+            authority = &rewritten_authority;
+            rewritten_host = Some(host);
+            Uri::from(path_and_query)
+        }
+    };
     parts.version = Version::HTTP_11;
     rewrite_request_headers(conn, spec, &mut parts.headers, upgrade);
+    // A rewrite to another host talks to that host as itself (Tyk's retained host).
+    if let Some(host) = rewritten_host {
+        parts.headers.insert(header::HOST, host);
+    }
 
     let body = if body.is_end_stream() {
         UpstreamBody::Empty
@@ -201,7 +222,6 @@ async fn forward(
         )))
     };
     let req = Request::from_parts(parts, body);
-    let authority = &spec.target.authority;
     let timeout = config.proxy_default_timeout;
 
     if let Some(on_client_upgrade) = on_client_upgrade {
@@ -237,13 +257,18 @@ fn upstream_uri(spec: &ApiSpec, uri: &Uri) -> Result<Uri, GatewayError> {
         path
     };
     let target = &spec.target;
-    let query = uri.query();
     // Common case: nothing to prepend; the (already normalised) path and query pass as they are.
     if target.base_path.is_empty() && target.base_query.is_none() && rest.len() == path.len() {
         return Ok(uri
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())));
     }
+    target_uri(spec, rest, uri.query())
+}
+
+/// The target's path joined with `rest`, the target's query then `query`.
+fn target_uri(spec: &ApiSpec, rest: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let target = &spec.target;
     let mut out =
         String::with_capacity(target.base_path.len() + rest.len() + query.map_or(0, str::len) + 2);
     join_paths(&mut out, &target.base_path, rest, spec.disable_strip_slash);

@@ -6,18 +6,24 @@
 //! Values may use `$tyk_meta.<field>` (the key's `meta_data`) and, when the API sets
 //! `enable_context_vars`, `$tyk_context.<name>`; both are read from the request as it was
 //! before any edit, as Tyk captures its context variables before the transforms run.
+//!
+//! Then the endpoint's `url_rewrites` (reading the headers as edited) and `method_transforms`,
+//! both selected by the request's original path and method. The rewritten target is kept in
+//! [`RequestCtx::rewrite`] for the forwarding step.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Uri, header};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Uri, header};
 use tollgate_definitions::ApiSpec;
 use tollgate_rules::headers::HeaderOps;
+use tollgate_rules::rewrite::{RewriteInput, Rewritten};
 use tollgate_rules::template::{Vars, push_json};
 use tollgate_rules::version::VersionRules;
 use tollgate_session::ActiveKey;
 
-use crate::ctx::{RequestCtx, StageRequest};
+use crate::ctx::{RequestCtx, RewriteTo, StageRequest};
 use crate::endpoints::candidates;
 use crate::headers::X_REQUEST_ID;
 use crate::ip_rules::client_ip;
@@ -28,16 +34,18 @@ pub(crate) struct Transforms {
     version: Arc<VersionRules>,
     listen_prefix: Box<str>,
     context_vars: bool,
+    strip_listen_path: bool,
     xff_depth: usize,
 }
 
 impl Transforms {
     /// The stage for `spec`, or `None` when its version edits no header.
     pub(crate) fn compile(spec: &ApiSpec, xff_depth: usize) -> Option<Self> {
-        spec.version.edits_headers().then(|| Self {
+        spec.version.transforms().then(|| Self {
             version: Arc::clone(&spec.version),
             listen_prefix: spec.listen_path.trim_end_matches('/').into(),
             context_vars: spec.context_vars,
+            strip_listen_path: spec.strip_listen_path,
             xff_depth,
         })
     }
@@ -49,6 +57,8 @@ impl Transforms {
         let paths = candidates(&self.listen_prefix, full);
         let endpoint = v.transform_headers.find(&head.method, &paths);
         let response = v.transform_response_headers.find(&head.method, &paths);
+        let rewrite = v.url_rewrites.find(&head.method, &paths);
+        let to_method = v.method_transforms.find(&head.method, &paths);
         let ops = [
             v.global_headers.as_ref(),
             endpoint,
@@ -57,8 +67,9 @@ impl Transforms {
         ];
         // Context variables read the request as it arrived: keep a copy only when a value
         // needs one.
-        let original = (self.context_vars && ops.iter().flatten().any(|o| o.uses_context()))
-            .then(|| (head.uri.clone(), head.headers.clone()));
+        let original = (self.context_vars
+            && (rewrite.is_some() || ops.iter().flatten().any(|o| o.uses_context())))
+        .then(|| (head.uri.clone(), head.headers.clone()));
         let vars = RequestVars {
             key: cx.key.as_deref(),
             request: original.as_ref().map(|(u, h)| (u, h)),
@@ -74,7 +85,59 @@ impl Transforms {
         {
             ops.record(&vars, &mut cx.response_edits);
         }
+        if let Some(rule) = rewrite {
+            let path = if self.strip_listen_path {
+                paths.stripped
+            } else {
+                paths.full
+            };
+            let pq = match head.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            };
+            let input = RewriteInput {
+                path_and_query: &pq,
+                headers: &head.headers,
+                meta: cx.key.as_deref().map(|k| &k.session.meta_data),
+            };
+            cx.rewrite = rule.apply(&input, &vars).and_then(|r| parse_rewrite(&r));
+        }
+        if let Some(m) = to_method {
+            head.method = m.clone();
+        }
     }
+}
+
+/// The rewritten target as the forwarding step uses it; one that is not a valid URI is
+/// dropped (the request goes where it would have without the rewrite), as Tyk does.
+fn parse_rewrite(r: &Rewritten) -> Option<RewriteTo> {
+    let parsed = match r {
+        Rewritten::Path(p) => {
+            let p = if p.starts_with('/') {
+                p.clone()
+            } else {
+                format!("/{p}")
+            };
+            PathAndQuery::try_from(p).ok().map(RewriteTo::Path)
+        }
+        Rewritten::Url(u) => Uri::try_from(u.as_str()).ok().and_then(|uri| {
+            let authority = uri.authority()?.clone();
+            let host = HeaderValue::from_str(authority.as_str()).ok()?;
+            let pq = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            Some(RewriteTo::Url {
+                authority,
+                host,
+                path_and_query: pq,
+            })
+        }),
+    };
+    if parsed.is_none() {
+        tracing::debug!("URL rewrite result is not a valid URI; request not rewritten");
+    }
+    parsed
 }
 
 /// True when the version's global edits drop `X-Forwarded-For`: the upstream then gets none
@@ -162,7 +225,6 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
     use tollgate_rules::template::Template;
 
     fn render(src: &str, vars: &RequestVars<'_>) -> String {

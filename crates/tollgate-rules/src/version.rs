@@ -5,7 +5,10 @@
 //! what is there.
 
 use crate::endpoints::{EndpointLists, EndpointTable};
+use http::Method;
+
 use crate::headers::HeaderOps;
+use crate::rewrite::UrlRewrite;
 
 /// The compiled rules of one entry of `version_data.versions`.
 #[derive(Debug, Clone, Default)]
@@ -24,9 +27,19 @@ pub struct VersionRules {
     pub global_response_headers: Option<HeaderOps>,
     /// `extended_paths.transform_response_headers`.
     pub transform_response_headers: EndpointTable<HeaderOps>,
+    /// `extended_paths.url_rewrites`.
+    pub url_rewrites: EndpointTable<UrlRewrite>,
+    /// `extended_paths.method_transforms`.
+    pub method_transforms: EndpointTable<Method>,
 }
 
 impl VersionRules {
+    /// True when the version changes what the upstream receives or returns (headers, path,
+    /// method).
+    pub fn transforms(&self) -> bool {
+        self.edits_headers() || !self.url_rewrites.is_empty() || !self.method_transforms.is_empty()
+    }
+
     /// True when the version edits request or response headers.
     pub fn edits_headers(&self) -> bool {
         self.global_headers.is_some()

@@ -192,3 +192,151 @@ async fn a_bad_transform_refuses_only_its_definition() {
         assert!(log.contains(needle), "{needle} not in:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn url_rewrites_and_method_transforms_as_tyk() {
+    let up = MockUpstream::start().await;
+    let other = MockUpstream::start().await;
+    let mut extra = version(json!({"extended_paths": {
+        "url_rewrites": [
+            {"path": "/books/{rest}", "method": "GET",
+             "match_pattern": r"^/books/(\w+)/(\w+)",
+             "rewrite_to": "library/service?value1=$1&value2=$2",
+             "triggers": [
+                {"on": "any", "options": {"header_matches": {"X-Beta": {"match_rx": r"^user-(\d+)$"}}},
+                 "rewrite_to": "/beta/$tyk_context.trigger-0-X-Beta-0-0"},
+                {"on": "all", "options": {
+                    "query_val_matches": {"edition": {"match_rx": "^first$"}},
+                    "path_part_matches": {"part": {"match_rx": "^rare$"}}},
+                 "rewrite_to": "/vault/$2"}
+             ]},
+            {"path": "/keep", "method": "GET", "match_pattern": "^/keep(.*)", "rewrite_to": "/kept$1"},
+            {"path": "/away", "method": "GET", "match_pattern": "^/away/(.*)",
+             "rewrite_to": format!("{}/there/$1", other.url())},
+            {"path": "/nomatch", "method": "GET", "match_pattern": "^/zzz", "rewrite_to": "/never"},
+            {"path": "/ctx", "method": "GET", "match_pattern": "^/ctx",
+             "rewrite_to": "/ctx?h=$tyk_context.headers_X_Name"},
+            {"path": "/off", "method": "GET", "disabled": true, "match_pattern": ".*",
+             "rewrite_to": "/never"}
+        ],
+        "method_transforms": [{"path": "/post-me", "method": "GET", "to_method": "post"}]
+    }}));
+    tollgate_testkit::merge_json(&mut extra, json!({"enable_context_vars": true}));
+    let target = format!("{}/base", up.url());
+    let gw = gateway!()
+        .api("rw.json", api_with("rw", "/rw/", &target, extra))
+        .start()
+        .await;
+    let seen = |method: &str, target: &str, headers: &'static [(&'static str, &'static str)]| {
+        let gw = &gw;
+        let target = target.to_owned();
+        let method = method.to_owned();
+        async move {
+            let r = call(gw, &method, &target, headers).await;
+            assert_eq!(r.status, 200, "{method} {target}: {}", r.dump());
+        }
+    };
+
+    // Tyk's documented example, joined to the target's path.
+    seen("GET", "/rw/books/fiction/9780", &[]).await;
+    let got = up.last();
+    assert_eq!(got.uri, "/base/library/service?value1=fiction&value2=9780");
+    // A header trigger (`any`) picks its own target and reads what it matched.
+    seen("GET", "/rw/books/fiction/9780", &[("X-Beta", "user-42")]).await;
+    assert_eq!(up.last().uri, "/base/beta/42");
+    // `all`: both the query and a path segment must match.
+    seen("GET", "/rw/books/rare/7?edition=first", &[]).await;
+    assert_eq!(up.last().uri, "/base/vault/7");
+    seen("GET", "/rw/books/common/7?edition=first", &[]).await;
+    assert_eq!(
+        up.last().uri,
+        "/base/library/service?value1=common&value2=7"
+    );
+    // The query is part of what is matched; a target without one drops it unless carried.
+    seen("GET", "/rw/keep?x=1", &[]).await;
+    assert_eq!(up.last().uri, "/base/kept?x=1");
+    // No match: the request goes on unchanged; a disabled entry does nothing.
+    seen("GET", "/rw/nomatch/a", &[]).await;
+    assert_eq!(up.last().uri, "/base/nomatch/a");
+    seen("GET", "/rw/off", &[]).await;
+    assert_eq!(up.last().uri, "/base/off");
+    // Variables in a rewritten URL are URL-escaped.
+    seen("GET", "/rw/ctx", &[("X-Name", "a b/c&d")]).await;
+    assert_eq!(up.last().uri, "/base/ctx?h=a+b%2Fc%26d");
+    // Another host, addressed as itself.
+    let before = up.request_count();
+    seen("GET", "/rw/away/x?q=1", &[]).await;
+    let got = other.last();
+    assert_eq!(got.uri, "/there/x?q=1");
+    assert_eq!(got.header("host"), Some(other.host().as_str()));
+    assert_eq!(up.request_count(), before);
+    // Method transform: selected by the original method, the upstream gets the new one.
+    seen("GET", "/rw/post-me", &[]).await;
+    let got = up.last();
+    assert_eq!(
+        (got.method.as_str(), got.uri.as_str()),
+        ("POST", "/base/post-me")
+    );
+    seen("PUT", "/rw/post-me", &[]).await;
+    assert_eq!(up.last().method, "PUT");
+}
+
+#[tokio::test]
+async fn unsupported_rewrites_refuse_their_definition() {
+    let up = MockUpstream::start().await;
+    let rw = |entry: Value| version(json!({"extended_paths": {"url_rewrites": [entry]}}));
+    let base = json!({"path": "/x", "method": "GET", "match_pattern": ".*"});
+    let with = |extra: Value| {
+        let mut e = base.clone();
+        tollgate_testkit::merge_json(&mut e, extra);
+        rw(e)
+    };
+    let cases = [
+        (
+            "loop",
+            with(json!({"rewrite_to": "tyk://other/x"})),
+            "url_rewrites[0].rewrite_to",
+        ),
+        (
+            "tls",
+            with(json!({"rewrite_to": "https://x/"})),
+            "url_rewrites[0].rewrite_to",
+        ),
+        (
+            "body",
+            with(json!({"rewrite_to": "/y", "triggers": [{"on": "any",
+                "options": {"payload_matches": {"match_rx": "x"}}, "rewrite_to": "/z"}]})),
+            "url_rewrites[0].triggers[0].options.payload_matches",
+        ),
+        (
+            "regex",
+            with(json!({"match_pattern": "(", "rewrite_to": "/y"})),
+            "url_rewrites[0].match_pattern",
+        ),
+        (
+            "method",
+            version(json!({"extended_paths": {"method_transforms": [
+                {"path": "/x", "method": "GET", "to_method": "NOT A METHOD"}]}})),
+            "method_transforms[0].to_method",
+        ),
+    ];
+    let mut builder = gateway!().with_api("good", "/good/", &up.url());
+    for (name, def, _) in &cases {
+        builder = builder.api(
+            &format!("{name}.json"),
+            api_with(name, &format!("/{name}/"), &up.url(), def.clone()),
+        );
+    }
+    let gw = builder.start().await;
+    assert_eq!(call(&gw, "GET", "/good/x", &[]).await.status, 200);
+    for (name, _, field) in &cases {
+        assert_tyk_error(
+            &call(&gw, "GET", &format!("/{name}/x"), &[]).await,
+            404,
+            "Not Found",
+        );
+        let needle =
+            format!("{name}.json: field `version_data.versions.Default.extended_paths.{field}`");
+        wait_log(&gw, &needle).await;
+    }
+}

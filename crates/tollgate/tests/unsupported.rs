@@ -34,11 +34,6 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
             "version_data.versions.Default.extended_paths.mock_response",
         ),
         (
-            "rewrite",
-            version(json!({"use_extended_paths": true, "extended_paths": {"url_rewrites": ep}})),
-            "version_data.versions.Default.extended_paths.url_rewrites",
-        ),
-        (
             "sizelimit",
             version(json!({"global_size_limit": 10})),
             "version_data.versions.Default.global_size_limit",
