@@ -8,8 +8,8 @@ use http::uri::{Authority, Uri};
 use tollgate_rules::cors::CorsPolicy;
 
 use tollgate_rules::endpoints::MatchOptions;
-use tollgate_rules::version::VersionRules;
 use tollgate_rules::expiry::Expiry;
+use tollgate_rules::version::VersionRules;
 
 use crate::DefinitionError;
 use crate::ip::IpList;

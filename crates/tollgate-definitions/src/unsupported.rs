@@ -20,11 +20,14 @@ use crate::DefinitionError;
 use crate::model::{ApiDefinition, AuthConf};
 
 /// `extended_paths` lists that are safe to ignore here: analytics marks and the response
-/// cache, and the endpoint lists `endpoints.rs` compiles.
+/// cache, and the lists `endpoints.rs` compiles (and checks).
 const HARMLESS_EXTENDED: &[&str] = &[
     "white_list",
     "black_list",
     "ignored",
+    "size_limits",
+    "hard_timeouts",
+    "mock_response",
     "track_endpoints",
     "do_not_track_endpoints",
     "cache",
@@ -34,7 +37,6 @@ const HARMLESS_EXTENDED: &[&str] = &[
 /// What each known `extended_paths` list does, for the message; any other non-empty list is
 /// refused too, as an unknown rule.
 const EXTENDED: &[(&str, &str)] = &[
-    ("mock_response", "mock responses"),
     ("url_rewrites", "URL rewrites"),
     ("transform", "body transforms"),
     ("transform_response", "response body transforms"),
@@ -42,9 +44,7 @@ const EXTENDED: &[(&str, &str)] = &[
     ("transform_jq_response", "jq transforms"),
     ("transform_headers", "header transforms"),
     ("transform_response_headers", "response header transforms"),
-    ("hard_timeouts", "hard timeouts"),
     ("circuit_breakers", "circuit breakers"),
-    ("size_limits", "request size limits"),
     ("method_transforms", "method transforms"),
     ("virtual", "virtual endpoints"),
     ("validate_json", "JSON validation"),
@@ -311,7 +311,6 @@ fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionErr
             "global_response_headers_remove",
             "global response headers are",
         ),
-        ("global_size_limit", "request size limits are"),
         ("global_enforce_timeout", "version-wide timeouts are"),
         ("override_target", "per-version targets are"),
     ];
@@ -459,20 +458,8 @@ mod tests {
                 "version_data.versions.Default.extended_paths.transform_response_headers",
             ),
             (
-                ext("hard_timeouts", ep.clone()),
-                "version_data.versions.Default.extended_paths.hard_timeouts",
-            ),
-            (
-                ext("size_limits", ep.clone()),
-                "version_data.versions.Default.extended_paths.size_limits",
-            ),
-            (
                 ext("method_transforms", ep.clone()),
                 "version_data.versions.Default.extended_paths.method_transforms",
-            ),
-            (
-                ext("mock_response", ep.clone()),
-                "version_data.versions.Default.extended_paths.mock_response",
             ),
             (
                 ext("rate_limit", ep.clone()),
@@ -495,17 +482,13 @@ mod tests {
                 "version_data.versions.Default.global_response_headers",
             ),
             (
-                json!({"version_data": {"versions": {"Default": {"global_size_limit": 1024}}}}),
-                "version_data.versions.Default.global_size_limit",
-            ),
-            (
                 json!({"version_data": {"versions": {"Default": {"override_target": "http://other"}}}}),
                 "version_data.versions.Default.override_target",
             ),
             // A rule in a version the unversioned API never uses is refused too.
             (
-                json!({"version_data": {"versions": {"old": {"global_size_limit": 5}}}}),
-                "version_data.versions.old.global_size_limit",
+                json!({"version_data": {"versions": {"old": {"global_enforce_timeout": 5}}}}),
+                "version_data.versions.old.global_enforce_timeout",
             ),
         ];
         for (extra, field) in table {
@@ -563,11 +546,12 @@ mod tests {
 
     #[test]
     fn message_names_the_field() {
-        let err = ApiSpec::from_json(&with(ext("size_limits", json!({"path": "/x"})))).unwrap_err();
+        let err =
+            ApiSpec::from_json(&with(ext("circuit_breakers", json!({"path": "/x"})))).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "field `version_data.versions.Default.extended_paths.size_limits`: \
-             request size limits are not supported yet"
+            "field `version_data.versions.Default.extended_paths.circuit_breakers`: \
+             circuit breakers are not supported yet"
         );
     }
 

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response};
 use tollgate_definitions::ApiSpec;
 use tollgate_rules::endpoints::{Candidates, Loose, Mock, Verdict};
-use tollgate_rules::version::VersionRules;
 use tollgate_rules::expiry::Expiry;
+use tollgate_rules::version::VersionRules;
 use tollgate_session::time::unix_now;
 
 use crate::body::ProxyBody;
@@ -41,7 +41,7 @@ impl EndpointRules {
         (expiry.is_some() || spec.version.endpoints.is_some()).then(|| Self {
             expiry,
             version: Arc::clone(&spec.version),
-            listen_prefix: spec.listen_path.trim_end_matches('/').into(),
+            listen_prefix: listen_prefix(spec),
         })
     }
 
@@ -82,16 +82,27 @@ impl EndpointRules {
     }
 
     fn candidates<'p>(&self, full: &'p str) -> Candidates<'p> {
-        let stripped = match full.strip_prefix(&*self.listen_prefix) {
-            Some("") => "/",
-            Some(rest) => rest,
-            None => full,
-        };
-        Candidates {
-            stripped,
-            unversioned: None,
-            full,
-        }
+        candidates(&self.listen_prefix, full)
+    }
+}
+
+/// The listen path without its trailing slash: what [`candidates`] strips.
+pub(crate) fn listen_prefix(spec: &ApiSpec) -> Box<str> {
+    spec.listen_path.trim_end_matches('/').into()
+}
+
+/// The readings of a (normalised) request path that every endpoint pattern of the version is
+/// tested against, as Tyk tests them.
+pub(crate) fn candidates<'p>(listen_prefix: &str, full: &'p str) -> Candidates<'p> {
+    let stripped = match full.strip_prefix(listen_prefix) {
+        Some("") => "/",
+        Some(rest) => rest,
+        None => full,
+    };
+    Candidates {
+        stripped,
+        unversioned: None,
+        full,
     }
 }
 

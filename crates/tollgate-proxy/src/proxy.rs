@@ -4,7 +4,7 @@
 //! from here, so the order below is the order a client experiences.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -107,7 +107,7 @@ async fn serve(
 
     // 6. Forward; the limit headers go on the upstream's response.
     let sent = cx.started.is_some().then(Instant::now);
-    let result = forward(conn, route, parts, body, cx.body_limit).await;
+    let result = forward(conn, route, parts, body, cx.body_limit, cx.upstream_timeout).await;
     if let Some(sent) = sent {
         cx.upstream = Some(sent.elapsed());
     }
@@ -130,6 +130,11 @@ fn answered(cx: &mut RequestCtx, reply: Reply) -> Response<ProxyBody> {
         cx.track = None;
     }
     let mut resp = reply.into_response();
+    // A mock after the limit stages carries the key's quota headers, as an upstream's
+    // response would (Tyk sets them on mock responses too).
+    if let Some(h) = cx.rate_headers {
+        h.apply(resp.headers_mut());
+    }
     if let Some(h) = cx.api_expires.take() {
         resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
     }
@@ -174,6 +179,7 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     body_limit: Option<u64>,
+    hard_timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let spec = &route.spec;
     let config = &conn.gateway.config;
@@ -201,7 +207,8 @@ async fn forward(
     };
     let req = Request::from_parts(parts, body);
     let authority = &spec.target.authority;
-    let timeout = config.proxy_default_timeout;
+    // The endpoint's hard timeout wins even when longer than the default, as in Tyk.
+    let timeout = hard_timeout.unwrap_or(config.proxy_default_timeout);
 
     if let Some(on_client_upgrade) = on_client_upgrade {
         let mut resp = upstream::send_upgrade(authority, req, timeout).await?;
