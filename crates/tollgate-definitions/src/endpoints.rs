@@ -464,6 +464,14 @@ mod tests {
             (
                 e(
                     "mock_response",
+                    json!({"path": "/a", "method": "GET", "body": "hi",
+                    "headers": {"Content-Length": "10"}}),
+                ),
+                "mock_response[0]",
+            ),
+            (
+                e(
+                    "mock_response",
                     json!({"path": "/a", "method": "GET",
                     "headers": ["x-a"]}),
                 ),

@@ -11,12 +11,13 @@
 //!     mock response
 //! ```
 //!
-//! An `ignored` endpoint skips every stage from auth on, as in Tyk.
+//! An `ignored` endpoint skips auth, key checks and the limits, as in Tyk (its size limit,
+//! hard timeout and mock still apply).
 //!
 //! A stage reads and rewrites the request through [`StageRequest`], writes what it learns to
 //! [`RequestCtx`], and refuses with a typed [`Refusal`]; or it answers the request itself
-//! with a [`Reply`] that is not an error (a CORS preflight), which skips the stages after it
-//! and the upstream.
+//! with a [`Reply`] that is not an error (a CORS preflight, a mock), which skips the stages
+//! after it and the upstream.
 
 use std::sync::Arc;
 
@@ -52,7 +53,7 @@ pub enum Flow {
 pub struct Reply {
     /// Status (of the mock, when there is one).
     pub status: StatusCode,
-    /// A canned answer (`method_actions` reply); `None` = an empty body.
+    /// A canned answer (`method_actions` reply, `mock_response`); `None` = an empty body.
     pub mock: Option<Arc<Mock>>,
 }
 

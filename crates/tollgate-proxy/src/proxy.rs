@@ -121,9 +121,9 @@ async fn serve(
     Ok(resp)
 }
 
-/// A stage's own (non-error) answer, e.g. a CORS preflight: metrics count it as a success
-/// with no upstream time; no analytics record is written, as Tyk's CORS handler answers before
-/// its analytics recording is reached.
+/// A stage's own (non-error) answer, a CORS preflight or a mock: metrics count it as a
+/// success with no upstream time. A preflight writes no analytics record, as Tyk's CORS
+/// handler answers before its analytics recording is reached; a mock does.
 fn answered(cx: &mut RequestCtx, reply: Reply) -> Response<ProxyBody> {
     // A preflight is not an API call (Tyk answers it before analytics); a mock is.
     if reply.mock.is_none() {
