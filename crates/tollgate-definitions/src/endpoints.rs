@@ -1,6 +1,7 @@
 //! The rules of the version a not-versioned API serves, compiled at load.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
@@ -13,7 +14,7 @@ use tollgate_rules::version::VersionRules;
 
 use crate::DefinitionError;
 use crate::model::{
-    ApiDefinition, EndpointEntry, EndpointMeta, HeaderInjectionMeta, StringRegexMap,
+    ApiDefinition, EndpointEntry, EndpointMeta, ExtendedPaths, HeaderInjectionMeta, StringRegexMap,
     UrlRewriteMeta, VersionInfo,
 };
 use crate::unsupported::is_set;
@@ -80,6 +81,30 @@ pub(crate) fn compile(
             ));
         }
     }
+    // The per-endpoint rules exist only in `extended_paths`; Tyk drops them with it.
+    if !info.use_extended_paths {
+        for list in [
+            "size_limits",
+            "hard_timeouts",
+            "mock_response",
+            "transform_headers",
+            "transform_response_headers",
+            "url_rewrites",
+            "method_transforms",
+        ] {
+            if raw
+                .get("extended_paths")
+                .and_then(|p| p.get(list))
+                .is_some_and(is_set)
+            {
+                return Err(DefinitionError::new(
+                    format!("{base}.extended_paths.{list}"),
+                    "this list is ignored while `use_extended_paths` is false: set it to \
+                     true or remove the list",
+                ));
+            }
+        }
+    }
     let case = info.ignore_endpoint_case;
     let mut lists = EndpointLists::default();
     if info.use_extended_paths {
@@ -95,7 +120,6 @@ pub(crate) fn compile(
         lists.ignored = simple(&p.ignored, |i| field("ignored", i), case, opts)?;
         lists.white = simple(&p.white_list, |i| field("white_list", i), case, opts)?;
     }
-    let ext = &info.extended_paths;
     let global = |set_key: &str,
                   set: &std::collections::BTreeMap<String, String>,
                   remove_key: &str,
@@ -107,8 +131,77 @@ pub(crate) fn compile(
         )?;
         Ok::<_, DefinitionError>((!ops.is_empty()).then_some(ops))
     };
+    let mut rules = VersionRules {
+        name: name.into(),
+        endpoints: (!lists.is_empty()).then_some(lists),
+        global_size_limit: (info.global_size_limit > 0).then_some(info.global_size_limit),
+        global_headers: global(
+            "global_headers",
+            &info.global_headers,
+            "global_headers_remove",
+            &info.global_headers_remove,
+        )?,
+        global_response_headers: global(
+            "global_response_headers",
+            &info.global_response_headers,
+            "global_response_headers_remove",
+            &info.global_response_headers_remove,
+        )?,
+        ..VersionRules::default()
+    };
+    if info.use_extended_paths {
+        endpoint_rules(&mut rules, &base, &info.extended_paths, case, opts)?;
+    }
+    Ok(rules)
+}
+
+/// The longest hard timeout accepted: far beyond any sensible upstream wait, and small
+/// enough that adding it to the clock can never overflow.
+const MAX_TIMEOUT_SECS: u64 = 366 * 24 * 3600;
+
+/// The per-endpoint rules of `extended_paths`.
+fn endpoint_rules(
+    rules: &mut VersionRules,
+    base: &str,
+    ext: &ExtendedPaths,
+    case: bool,
+    opts: MatchOptions,
+) -> Result<(), DefinitionError> {
+    rules.size_limits = table(base, "size_limits", &ext.size_limits, case, opts, |_, e| {
+        Ok(e.size_limit)
+    })?;
+    rules.hard_timeouts = table(
+        base,
+        "hard_timeouts",
+        &ext.hard_timeouts,
+        case,
+        opts,
+        |at, e| {
+            if e.timeout > MAX_TIMEOUT_SECS {
+                return Err(DefinitionError::new(
+                    format!("{at}.timeout"),
+                    format!(
+                        "{} seconds is more than the longest timeout accepted ({MAX_TIMEOUT_SECS})",
+                        e.timeout
+                    ),
+                ));
+            }
+            Ok(Duration::from_secs(e.timeout))
+        },
+    )?;
+    rules.mock_responses = table(
+        base,
+        "mock_response",
+        &ext.mock_response,
+        case,
+        opts,
+        |at, e| {
+            let headers = e.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            Ok(Arc::new(Mock::compile(at, e.code, &e.body, headers)?))
+        },
+    )?;
     let endpoint_ops = |list: &str, entries: &[HeaderInjectionMeta]| {
-        table(&base, list, entries, case, opts, |at, e| {
+        table(base, list, entries, case, opts, |at, e| {
             Ok(HeaderOps::compile(
                 at,
                 (
@@ -122,43 +215,28 @@ pub(crate) fn compile(
             )?)
         })
     };
-    Ok(VersionRules {
-        name: name.into(),
-        endpoints: (!lists.is_empty()).then_some(lists),
-        global_headers: global(
-            "global_headers",
-            &info.global_headers,
-            "global_headers_remove",
-            &info.global_headers_remove,
-        )?,
-        transform_headers: endpoint_ops("transform_headers", &ext.transform_headers)?,
-        global_response_headers: global(
-            "global_response_headers",
-            &info.global_response_headers,
-            "global_response_headers_remove",
-            &info.global_response_headers_remove,
-        )?,
-        transform_response_headers: endpoint_ops(
-            "transform_response_headers",
-            &ext.transform_response_headers,
-        )?,
-        url_rewrites: table(
-            &base,
-            "url_rewrites",
-            &ext.url_rewrites,
-            case,
-            opts,
-            url_rewrite,
-        )?,
-        method_transforms: table(
-            &base,
-            "method_transforms",
-            &ext.method_transforms,
-            case,
-            opts,
-            |at, e| method(&format!("{at}.to_method"), &e.to_method),
-        )?,
-    })
+    rules.transform_headers = endpoint_ops("transform_headers", &ext.transform_headers)?;
+    rules.transform_response_headers = endpoint_ops(
+        "transform_response_headers",
+        &ext.transform_response_headers,
+    )?;
+    rules.url_rewrites = table(
+        base,
+        "url_rewrites",
+        &ext.url_rewrites,
+        case,
+        opts,
+        url_rewrite,
+    )?;
+    rules.method_transforms = table(
+        base,
+        "method_transforms",
+        &ext.method_transforms,
+        case,
+        opts,
+        |at, e| method(&format!("{at}.to_method"), &e.to_method),
+    )?;
+    Ok(())
 }
 
 fn simple(
@@ -327,4 +405,244 @@ fn url_rewrite(at: &str, e: &UrlRewriteMeta) -> Result<UrlRewrite, DefinitionErr
     }
     let target = Target::compile(&format!("{at}.rewrite_to"), &e.rewrite_to)?;
     Ok(UrlRewrite::compile(at, &e.match_pattern, target, triggers)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Method, StatusCode};
+    use serde_json::{Value, json};
+    use tollgate_rules::endpoints::Candidates;
+
+    use crate::{ApiSpec, DefinitionError};
+
+    const BASE: &str = "version_data.versions.Default";
+
+    fn version(v: Value) -> Result<ApiSpec, DefinitionError> {
+        let mut d = json!({"api_id": "a", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://up"},
+            "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}}});
+        tollgate_testkit::merge_json(
+            &mut d,
+            json!({"version_data": {"versions": {"Default": v}}}),
+        );
+        ApiSpec::from_json(&d)
+    }
+
+    fn extended(ext: Value) -> Result<ApiSpec, DefinitionError> {
+        version(json!({"use_extended_paths": true, "extended_paths": ext}))
+    }
+
+    fn at(path: &str) -> Candidates<'_> {
+        Candidates {
+            stripped: path,
+            unversioned: None,
+            full: path,
+        }
+    }
+
+    #[test]
+    fn size_limits_compile_with_the_global_one() {
+        let s = version(json!({"global_size_limit": 1024})).unwrap();
+        assert_eq!(s.version.global_size_limit, Some(1024));
+        assert!(s.version.size_limits.is_empty());
+        let s = extended(json!({"size_limits": [
+            {"path": "/off", "method": "POST", "size_limit": 1, "disabled": true},
+            {"path": "/post", "method": "post", "size_limit": 512},
+            {"path": "/zero", "method": "PUT", "size_limit": 0}
+        ]}))
+        .unwrap();
+        let v = &s.version;
+        assert_eq!(v.global_size_limit, None);
+        assert_eq!(v.size_limits.find(&Method::POST, &at("/post")), Some(&512));
+        assert_eq!(v.size_limits.find(&Method::PUT, &at("/post")), None);
+        assert_eq!(v.size_limits.find(&Method::POST, &at("/off")), None);
+        // Tyk's zero: only an empty body passes.
+        assert_eq!(v.size_limits.find(&Method::PUT, &at("/zero")), Some(&0));
+    }
+
+    #[test]
+    fn hard_timeouts_skip_disabled_and_zero_entries() {
+        let s = extended(json!({"hard_timeouts": [
+            {"path": "/slow", "method": "GET", "timeout": 0},
+            {"path": "/slow", "method": "GET", "timeout": 3, "disabled": true},
+            {"path": "/slow", "method": "GET", "timeout": 1},
+            {"path": "/long", "method": "GET", "timeout": 120}
+        ]}))
+        .unwrap();
+        let t = &s.version.hard_timeouts;
+        assert_eq!(
+            t.find(&Method::GET, &at("/slow")),
+            Some(&Duration::from_secs(1))
+        );
+        assert_eq!(
+            t.find(&Method::GET, &at("/long")),
+            Some(&Duration::from_secs(120))
+        );
+        assert_eq!(t.find(&Method::POST, &at("/slow")), None);
+    }
+
+    #[test]
+    fn mocks_compile_with_tyks_defaults() {
+        let s = extended(json!({"mock_response": [
+            {"path": "/m", "method": "GET", "code": 0, "body": "hi",
+                "headers": {"X-Mock": "1", "content-type": "text/plain"}},
+            {"path": "/Case", "method": "GET", "code": 418, "body": null, "headers": null,
+                "ignore_case": true},
+            {"path": "/off", "method": "GET", "code": 500, "disabled": true}
+        ]}))
+        .unwrap();
+        let m = &s.version.mock_responses;
+        let mock = m.find(&Method::GET, &at("/m")).unwrap();
+        assert_eq!(mock.status, StatusCode::OK);
+        assert_eq!(&mock.body[..], b"hi");
+        let names: Vec<_> = mock
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(names, [("x-mock", "1"), ("content-type", "text/plain")]);
+        let mock = m.find(&Method::GET, &at("/case")).unwrap();
+        assert_eq!(
+            (mock.status, mock.body.is_empty()),
+            (StatusCode::IM_A_TEAPOT, true)
+        );
+        assert!(m.find(&Method::GET, &at("/off")).is_none());
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_field() {
+        let e = |list: &str, entry: Value| {
+            extended(json!({list: [entry]})).expect_err(&format!("{list}: must be refused"))
+        };
+        let cases = [
+            (
+                e(
+                    "hard_timeouts",
+                    json!({"path": "/a", "method": "GET", "timeout": -1}),
+                ),
+                "hard_timeouts[0].timeout",
+            ),
+            (
+                e(
+                    "hard_timeouts",
+                    json!({"path": "/a", "method": "GET", "timeout": "5"}),
+                ),
+                "hard_timeouts[0].timeout",
+            ),
+            (
+                e(
+                    "hard_timeouts",
+                    json!({"path": "/a", "method": "GET", "timeout": 1.5}),
+                ),
+                "hard_timeouts[0].timeout",
+            ),
+            (
+                e(
+                    "hard_timeouts",
+                    json!({"path": "/a", "method": "GET", "timeout": 1u64 << 40}),
+                ),
+                "hard_timeouts[0].timeout",
+            ),
+            (
+                e("hard_timeouts", json!({"path": "/a", "timeout": 5})),
+                "hard_timeouts[0].method",
+            ),
+            (
+                e(
+                    "size_limits",
+                    json!({"path": "/a", "method": "POST", "size_limit": -1}),
+                ),
+                "size_limits[0].size_limit",
+            ),
+            (
+                e(
+                    "size_limits",
+                    json!({"path": "/a(", "method": "POST", "size_limit": 1}),
+                ),
+                "size_limits[0].path",
+            ),
+            (
+                e(
+                    "mock_response",
+                    json!({"path": "/a", "method": "GET", "code": 1000}),
+                ),
+                "mock_response[0]",
+            ),
+            (
+                e(
+                    "mock_response",
+                    json!({"path": "/a", "method": "GET", "code": 99}),
+                ),
+                "mock_response[0]",
+            ),
+            (
+                e(
+                    "mock_response",
+                    json!({"path": "/a", "method": "GET", "code": -200}),
+                ),
+                "mock_response[0].code",
+            ),
+            (
+                e(
+                    "mock_response",
+                    json!({"path": "/a", "method": "GET",
+                    "headers": {"bad name": "x"}}),
+                ),
+                "mock_response[0]",
+            ),
+            (
+                e(
+                    "mock_response",
+                    json!({"path": "/a", "method": "GET", "body": "hi",
+                    "headers": {"Content-Length": "10"}}),
+                ),
+                "mock_response[0]",
+            ),
+            (
+                e(
+                    "mock_response",
+                    json!({"path": "/a", "method": "GET",
+                    "headers": ["x-a"]}),
+                ),
+                "mock_response[0].headers",
+            ),
+            (
+                e("mock_response", json!({"path": "/a", "method": "G ET"})),
+                "mock_response[0].method",
+            ),
+        ];
+        for (err, field) in cases {
+            assert_eq!(err.field, format!("{BASE}.extended_paths.{field}"), "{err}");
+        }
+        let err = version(json!({"global_size_limit": -5})).unwrap_err();
+        assert_eq!(err.field, format!("{BASE}.global_size_limit"));
+        let err = version(json!({"global_size_limit": "1kb"})).unwrap_err();
+        assert_eq!(err.field, format!("{BASE}.global_size_limit"));
+    }
+
+    #[test]
+    fn extended_rules_without_extended_paths_are_refused() {
+        for list in [
+            "size_limits",
+            "hard_timeouts",
+            "mock_response",
+            "transform_headers",
+            "transform_response_headers",
+            "url_rewrites",
+            "method_transforms",
+        ] {
+            let err = version(
+                json!({"use_extended_paths": false, "extended_paths": {list: [
+                {"path": "/a", "method": "POST", "size_limit": 1, "timeout": 1}]}}),
+            )
+            .unwrap_err();
+            assert_eq!(err.field, format!("{BASE}.extended_paths.{list}"), "{err}");
+            assert!(err.message.contains("use_extended_paths"), "{err}");
+        }
+        // The global limit is not an endpoint list: it applies either way.
+        let s = version(json!({"use_extended_paths": false, "global_size_limit": 10})).unwrap();
+        assert_eq!(s.version.global_size_limit, Some(10));
+    }
 }

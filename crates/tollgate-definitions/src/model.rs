@@ -213,6 +213,9 @@ pub struct VersionInfo {
     /// Response headers removed from every upstream response.
     #[serde(deserialize_with = "null_as_default")]
     pub global_response_headers_remove: Vec<String>,
+    /// Largest declared request body of a POST, PUT or PATCH, in bytes (0 = off).
+    #[serde(deserialize_with = "null_as_default")]
+    pub global_size_limit: u64,
 }
 
 /// `paths`.
@@ -243,6 +246,15 @@ pub struct ExtendedPaths {
     /// Never these.
     #[serde(deserialize_with = "null_as_default")]
     pub black_list: Vec<EndpointMeta>,
+    /// Per-endpoint request body limits.
+    #[serde(deserialize_with = "null_as_default")]
+    pub size_limits: Vec<SizeLimitMeta>,
+    /// Per-endpoint upstream timeouts.
+    #[serde(deserialize_with = "null_as_default")]
+    pub hard_timeouts: Vec<HardTimeoutMeta>,
+    /// Per-endpoint canned answers.
+    #[serde(deserialize_with = "null_as_default")]
+    pub mock_response: Vec<MockResponseMeta>,
     /// Request header edits per endpoint.
     #[serde(deserialize_with = "null_as_default")]
     pub transform_headers: Vec<HeaderInjectionMeta>,
@@ -414,8 +426,94 @@ endpoint_entry!(
     EndpointMeta,
     HeaderInjectionMeta,
     UrlRewriteMeta,
-    MethodTransformMeta
+    MethodTransformMeta,
+    MockResponseMeta
 );
+
+/// An entry of `size_limits` (Tyk's `RequestSizeMeta`: no `ignore_case`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SizeLimitMeta {
+    /// Tyk pattern.
+    pub path: String,
+    /// The method it applies to.
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Largest declared body, in bytes.
+    #[serde(deserialize_with = "null_as_default")]
+    pub size_limit: u64,
+}
+
+impl EndpointEntry for SizeLimitMeta {
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn disabled(&self) -> bool {
+        self.disabled
+    }
+    fn ignore_case(&self) -> bool {
+        false
+    }
+}
+
+/// An entry of `hard_timeouts` (Tyk's `HardTimeoutMeta`: no `ignore_case`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HardTimeoutMeta {
+    /// Tyk pattern.
+    pub path: String,
+    /// The method it applies to.
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Seconds the upstream has to answer (0 = the entry is off).
+    #[serde(deserialize_with = "null_as_default")]
+    pub timeout: u64,
+}
+
+impl EndpointEntry for HardTimeoutMeta {
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn method(&self) -> &str {
+        &self.method
+    }
+    /// A zero timeout counts as absent, so a later entry or the gateway default applies
+    /// rather than an upstream call that times out at once.
+    fn disabled(&self) -> bool {
+        self.disabled || self.timeout == 0
+    }
+    fn ignore_case(&self) -> bool {
+        false
+    }
+}
+
+/// An entry of `mock_response`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MockResponseMeta {
+    /// Tyk pattern.
+    pub path: String,
+    /// The method it applies to.
+    pub method: String,
+    /// Entry switched off.
+    pub disabled: bool,
+    /// Match ignoring case.
+    pub ignore_case: bool,
+    /// Status (0 = 200).
+    #[serde(deserialize_with = "null_as_default")]
+    pub code: u16,
+    /// Body.
+    #[serde(deserialize_with = "null_as_default")]
+    pub body: String,
+    /// Header name → value.
+    #[serde(deserialize_with = "null_as_default")]
+    pub headers: BTreeMap<String, String>,
+}
 
 /// `method_actions.<METHOD>`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -19,7 +19,7 @@ use crate::DefinitionError;
 use crate::model::{ApiDefinition, AuthConf};
 
 /// `extended_paths` lists that are safe to ignore here: analytics marks and the response
-/// cache, and the endpoint lists `endpoints.rs` compiles.
+/// cache, and the lists `endpoints.rs` compiles (and checks).
 const HARMLESS_EXTENDED: &[&str] = &[
     "white_list",
     "black_list",
@@ -28,6 +28,9 @@ const HARMLESS_EXTENDED: &[&str] = &[
     "transform_response_headers",
     "url_rewrites",
     "method_transforms",
+    "size_limits",
+    "hard_timeouts",
+    "mock_response",
     "track_endpoints",
     "do_not_track_endpoints",
     "cache",
@@ -37,14 +40,11 @@ const HARMLESS_EXTENDED: &[&str] = &[
 /// What each known `extended_paths` list does, for the message; any other non-empty list is
 /// refused too, as an unknown rule.
 const EXTENDED: &[(&str, &str)] = &[
-    ("mock_response", "mock responses"),
     ("transform", "body transforms"),
     ("transform_response", "response body transforms"),
     ("transform_jq", "jq transforms"),
     ("transform_jq_response", "jq transforms"),
-    ("hard_timeouts", "hard timeouts"),
     ("circuit_breakers", "circuit breakers"),
-    ("size_limits", "request size limits"),
     ("virtual", "virtual endpoints"),
     ("validate_json", "JSON validation"),
     ("validate_request", "request validation"),
@@ -322,7 +322,6 @@ fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionErr
         }
     }
     let rules = [
-        ("global_size_limit", "request size limits are"),
         ("global_enforce_timeout", "version-wide timeouts are"),
         ("override_target", "per-version targets are"),
     ];
@@ -462,16 +461,8 @@ mod tests {
                 "version_data.versions.Default.expires",
             ),
             (
-                ext("hard_timeouts", ep.clone()),
-                "version_data.versions.Default.extended_paths.hard_timeouts",
-            ),
-            (
-                ext("size_limits", ep.clone()),
-                "version_data.versions.Default.extended_paths.size_limits",
-            ),
-            (
-                ext("mock_response", ep.clone()),
-                "version_data.versions.Default.extended_paths.mock_response",
+                ext("circuit_breakers", ep.clone()),
+                "version_data.versions.Default.extended_paths.circuit_breakers",
             ),
             (
                 ext("rate_limit", ep.clone()),
@@ -482,8 +473,8 @@ mod tests {
                 "version_data.versions.Default.extended_paths.some_future_rule",
             ),
             (
-                json!({"version_data": {"versions": {"Default": {"global_size_limit": 1024}}}}),
-                "version_data.versions.Default.global_size_limit",
+                json!({"version_data": {"versions": {"Default": {"global_enforce_timeout": true}}}}),
+                "version_data.versions.Default.global_enforce_timeout",
             ),
             (
                 json!({"version_data": {"versions": {"Default": {"override_target": "http://other"}}}}),
@@ -491,8 +482,8 @@ mod tests {
             ),
             // A rule in a version the unversioned API never uses is refused too.
             (
-                json!({"version_data": {"versions": {"old": {"global_size_limit": 5}}}}),
-                "version_data.versions.old.global_size_limit",
+                json!({"version_data": {"versions": {"old": {"global_enforce_timeout": 5}}}}),
+                "version_data.versions.old.global_enforce_timeout",
             ),
         ];
         for (extra, field) in table {
@@ -550,11 +541,12 @@ mod tests {
 
     #[test]
     fn message_names_the_field() {
-        let err = ApiSpec::from_json(&with(ext("size_limits", json!({"path": "/x"})))).unwrap_err();
+        let err =
+            ApiSpec::from_json(&with(ext("circuit_breakers", json!({"path": "/x"})))).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "field `version_data.versions.Default.extended_paths.size_limits`: \
-             request size limits are not supported yet"
+            "field `version_data.versions.Default.extended_paths.circuit_breakers`: \
+             circuit breakers are not supported yet"
         );
     }
 

@@ -6,16 +6,18 @@
 //! decides which error a client sees:
 //!
 //! ```text
-//! expiry + endpoint lists -> CORS -> IP lists -> body size -> auth -> key expiry / access
-//!     rights -> key rate limit + quota -> API rate limit -> header transforms
+//! expiry + endpoint lists -> CORS -> IP lists -> body size -> size limits -> auth -> key
+//!     expiry / access rights -> key rate limit + quota -> API rate limit -> transforms
+//!     (headers, URL rewrite, method) -> hard timeout -> mock response
 //! ```
 //!
-//! An `ignored` endpoint skips every stage from auth on, as in Tyk.
+//! An `ignored` endpoint skips auth, key checks and the limits, as in Tyk (its size limit,
+//! hard timeout and mock still apply).
 //!
 //! A stage reads and rewrites the request through [`StageRequest`], writes what it learns to
 //! [`RequestCtx`], and refuses with a typed [`Refusal`]; or it answers the request itself
-//! with a [`Reply`] that is not an error (a CORS preflight), which skips the stages after it
-//! and the upstream.
+//! with a [`Reply`] that is not an error (a CORS preflight, a mock), which skips the stages
+//! after it and the upstream.
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
 use crate::body::ProxyBody;
 use crate::cors::Cors;
 use crate::ctx::{RequestCtx, StageRequest};
+use crate::endpoint_rules::{HardTimeouts, MockResponses, SizeLimits};
 use crate::endpoints::EndpointRules;
 use crate::ip_rules::IpRules;
 use crate::limits::{ApiRateLimit, KeyLimits};
@@ -51,7 +54,7 @@ pub enum Flow {
 pub struct Reply {
     /// Status (of the mock, when there is one).
     pub status: StatusCode,
-    /// A canned answer (`method_actions` reply); `None` = an empty body.
+    /// A canned answer (`method_actions` reply, `mock_response`); `None` = an empty body.
     pub mock: Option<Arc<Mock>>,
 }
 
@@ -80,6 +83,8 @@ pub(crate) enum Stage {
     IpRules(IpRules),
     /// Request body cap (per API, else gateway-wide).
     BodyLimit(BodyLimit),
+    /// The version's `global_size_limit` and `size_limits`.
+    SizeLimits(SizeLimits),
     /// Auth token → key.
     TokenAuth(TokenAuth),
     /// Basic auth → key.
@@ -92,6 +97,10 @@ pub(crate) enum Stage {
     ApiRateLimit(ApiRateLimit),
     /// Header transforms (request edits now, response edits recorded).
     Transforms(Transforms),
+    /// The endpoint's upstream timeout.
+    HardTimeouts(HardTimeouts),
+    /// The endpoint's canned answer.
+    MockResponses(MockResponses),
 }
 
 impl Stage {
@@ -108,12 +117,15 @@ impl Stage {
             Self::Cors(s) => return Ok(s.on_request(req, cx)),
             Self::IpRules(s) => s.on_request(req)?,
             Self::BodyLimit(s) => s.on_request(req, cx)?,
+            Self::SizeLimits(s) => s.on_request(req)?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
             Self::BasicAuth(s) => s.on_request(req, cx).await?,
             Self::KeyChecks => KeyChecks::on_request(req, cx)?,
             Self::KeyLimits(s) => s.on_request(req, cx).await?,
             Self::ApiRateLimit(s) => s.on_request(req, cx).await?,
             Self::Transforms(s) => s.on_request(req, cx),
+            Self::HardTimeouts(s) => s.on_request(req, cx),
+            Self::MockResponses(s) => return Ok(s.on_request(req)),
         }
         Ok(Flow::Continue)
     }
@@ -166,6 +178,12 @@ impl Chain {
         {
             stages.push(Stage::BodyLimit(BodyLimit { limit }));
         }
+        // Then Tyk's request size limit, which sits just after the IP checks and before
+        // authentication: a body the version refuses costs no key lookup, and an ignored
+        // endpoint is limited too.
+        if let Some(s) = SizeLimits::compile(spec) {
+            stages.push(Stage::SizeLimits(s));
+        }
         // Then exactly one auth method (Tyk runs auth before any key-based rule).
         let authenticated = match &spec.auth {
             AuthMode::Keyless => false,
@@ -212,10 +230,20 @@ impl Chain {
                 rate_headers: config.rate_limit_headers,
             }));
         }
-        // Last, Tyk's step 9: what the upstream receives is changed only for a request that
+        // Then Tyk's step 9: what the upstream receives is changed only for a request that
         // passed every check, and the transforms can read the key found above.
         if let Some(t) = Transforms::compile(spec, config.xff_depth) {
             stages.push(Stage::Transforms(t));
+        }
+        // Only a request that will be forwarded needs its upstream timeout; it is read when
+        // forwarding, so its place among the stages matters only in coming after refusals.
+        if let Some(s) = HardTimeouts::compile(spec) {
+            stages.push(Stage::HardTimeouts(s));
+        }
+        // Last: Tyk's mock response (step 9) answers after authentication, key checks and
+        // every limit and quota, so a mock on a keyed API still needs a valid key and counts.
+        if let Some(s) = MockResponses::compile(spec) {
+            stages.push(Stage::MockResponses(s));
         }
         Self {
             stages: stages.into_boxed_slice(),
@@ -435,6 +463,174 @@ mod tests {
         let (r, cx) = go(get).await;
         assert_eq!(r.unwrap_err().kind, RefusalKind::IpDisallowed);
         assert!(cx.cors.unwrap().allow_origin().is_some());
+    }
+
+    fn version(v: serde_json::Value) -> serde_json::Value {
+        let mut d = serde_json::json!({"name": "Default", "use_extended_paths": true});
+        if let (Some(o), Some(e)) = (d.as_object_mut(), v.as_object()) {
+            o.extend(e.clone());
+        }
+        serde_json::json!({"version_data": {"not_versioned": true,
+            "versions": {"Default": d}}})
+    }
+
+    fn with_body(method: &str, path: &str, len: Option<u64>) -> http::Request<()> {
+        let b = http::Request::builder().method(method).uri(path);
+        match len {
+            Some(n) => b.header("content-length", n),
+            None => b.header("transfer-encoding", "chunked"),
+        }
+        .body(())
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn size_limits_check_declared_lengths_of_body_methods_only() {
+        let s = spec(version(serde_json::json!({"global_size_limit": 1024,
+            "extended_paths": {"size_limits": [
+                {"path": "/post", "method": "POST", "size_limit": 512}]}})));
+        let chain = Chain::compile(&s, &config("{}"));
+        let kind = |r: Result<Flow, Refusal>| r.err().map(|r| r.kind);
+        for (method, path, len, want) in [
+            ("POST", "/a/x", Some(1024), None),
+            (
+                "POST",
+                "/a/x",
+                Some(1025),
+                Some(RefusalKind::RequestTooLarge),
+            ),
+            (
+                "PUT",
+                "/a/x",
+                Some(1025),
+                Some(RefusalKind::RequestTooLarge),
+            ),
+            (
+                "PATCH",
+                "/a/x",
+                None,
+                Some(RefusalKind::ContentLengthRequired),
+            ),
+            ("POST", "/a/post", Some(512), None),
+            (
+                "POST",
+                "/a/post",
+                Some(513),
+                Some(RefusalKind::RequestTooLarge),
+            ),
+            // The endpoint entry is POST only; the global limit still holds.
+            ("PUT", "/a/post", Some(513), None),
+            ("GET", "/a/x", Some(5000), None),
+            ("DELETE", "/a/post", Some(5000), None),
+            ("OPTIONS", "/a/x", None, None),
+            ("HEAD", "/a/x", None, None),
+            ("TRACE", "/a/x", None, None),
+        ] {
+            let (r, _) = run(&chain, &s, with_body(method, path, len)).await;
+            assert_eq!(kind(r), want, "{method} {path} {len:?}");
+        }
+        let refused = run(&chain, &s, with_body("POST", "/a/x", Some(2000)))
+            .await
+            .0
+            .unwrap_err();
+        assert_eq!(
+            refused.kind.status_and_message(),
+            (StatusCode::BAD_REQUEST, "Request is too large")
+        );
+        assert!(refused.kind.closes_connection());
+        // Without a global limit, a length is required only where an entry applies.
+        let s = spec(version(
+            serde_json::json!({"extended_paths": {"size_limits": [
+            {"path": "/post", "method": "POST", "size_limit": 512}]}}),
+        ));
+        let chain = Chain::compile(&s, &config("{}"));
+        run(&chain, &s, with_body("POST", "/a/other", None))
+            .await
+            .0
+            .unwrap();
+        let (r, _) = run(&chain, &s, with_body("POST", "/a/post", None)).await;
+        assert_eq!(kind(r), Some(RefusalKind::ContentLengthRequired));
+    }
+
+    #[tokio::test]
+    async fn size_limits_come_before_auth_and_apply_to_ignored_endpoints() {
+        let mut d = version(serde_json::json!({"global_size_limit": 10,
+            "extended_paths": {"ignored": [{"path": "/open", "method": "POST"}]}}));
+        d["use_keyless"] = serde_json::json!(false);
+        let raw = spec(d);
+        let chain = Chain::compile(&raw, &config("{}"));
+        for path in ["/a/open", "/a/closed"] {
+            let (r, _) = run(&chain, &raw, with_body("POST", path, Some(11))).await;
+            assert_eq!(r.unwrap_err().kind, RefusalKind::RequestTooLarge, "{path}");
+        }
+        let (r, _) = run(&chain, &raw, with_body("POST", "/a/closed", Some(10))).await;
+        assert_eq!(r.unwrap_err().kind, RefusalKind::AuthFieldMissing);
+        run(&chain, &raw, with_body("POST", "/a/open", Some(10)))
+            .await
+            .0
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn hard_timeouts_are_recorded_for_the_endpoint() {
+        let s = spec(version(
+            serde_json::json!({"extended_paths": {"hard_timeouts": [
+            {"path": "/slow", "method": "GET", "timeout": 1},
+            {"path": "/long", "method": "GET", "timeout": 300},
+            {"path": "/off", "method": "GET", "timeout": 1, "disabled": true}]}}),
+        ));
+        let chain = Chain::compile(&s, &config("{}"));
+        let sessions = sessions();
+        for (path, want) in [
+            ("/a/slow", Some(1)),
+            ("/a/long", Some(300)),
+            ("/a/off", None),
+            ("/a/other", None),
+        ] {
+            let (mut head, ()) = http::Request::get(path).body(()).unwrap().into_parts();
+            let mut req = StageRequest {
+                head: &mut head,
+                api: &s,
+                sessions: &sessions,
+                peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            };
+            let mut cx = RequestCtx::default();
+            assert!(matches!(
+                chain.run(&mut req, &mut cx).await,
+                Ok(Flow::Continue)
+            ));
+            assert_eq!(
+                cx.upstream_timeout,
+                want.map(std::time::Duration::from_secs),
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn mocks_answer_last_after_auth() {
+        let v = version(serde_json::json!({"extended_paths": {"mock_response": [
+            {"path": "/mock", "method": "GET", "code": 201, "body": "m",
+                "headers": {"x-m": "1"}}]}}));
+        let s = spec(v.clone());
+        let chain = Chain::compile(&s, &config("{}"));
+        assert!(matches!(chain.stages.last(), Some(Stage::MockResponses(_))));
+        let (r, _) = run(&chain, &s, http::Request::get("/a/mock").body(()).unwrap()).await;
+        let Ok(Flow::Reply(reply)) = r else {
+            panic!("no mock: {r:?}");
+        };
+        assert_eq!(reply.status, StatusCode::CREATED);
+        let resp = reply.into_response();
+        assert_eq!(resp.headers()["x-m"], "1");
+        let (r, _) = run(&chain, &s, http::Request::post("/a/mock").body(()).unwrap()).await;
+        assert!(matches!(r, Ok(Flow::Continue)));
+        // On a keyed API, no key: refused before the mock.
+        let mut keyed = v;
+        keyed["use_keyless"] = serde_json::json!(false);
+        let s = spec(keyed);
+        let chain = Chain::compile(&s, &config("{}"));
+        let (r, _) = run(&chain, &s, http::Request::get("/a/mock").body(()).unwrap()).await;
+        assert_eq!(r.unwrap_err().kind, RefusalKind::AuthFieldMissing);
     }
 
     #[tokio::test]

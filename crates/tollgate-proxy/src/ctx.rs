@@ -49,6 +49,9 @@ pub struct RequestCtx {
     pub track: Option<Arc<RecordTexts>>,
     /// The body cap the forwarding step enforces while streaming; stages may lower it.
     pub body_limit: Option<u64>,
+    /// The endpoint's hard timeout, which the forwarding step uses instead of
+    /// `proxy_default_timeout`.
+    pub upstream_timeout: Option<Duration>,
     /// An `ignored` endpoint: authentication and limits are skipped.
     pub ignored: bool,
     /// `x-tyk-api-expires` for the response, when the API has an expiry.

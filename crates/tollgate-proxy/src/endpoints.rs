@@ -41,7 +41,7 @@ impl EndpointRules {
         (expiry.is_some() || spec.version.endpoints.is_some()).then(|| Self {
             expiry,
             version: Arc::clone(&spec.version),
-            listen_prefix: spec.listen_path.trim_end_matches('/').into(),
+            listen_prefix: listen_prefix(spec),
         })
     }
 
@@ -82,8 +82,13 @@ impl EndpointRules {
     }
 }
 
-/// The readings of `full` that endpoint patterns are tested against; `listen_prefix` is the
-/// listen path without its trailing slash.
+/// The listen path without its trailing slash: what [`candidates`] strips.
+pub(crate) fn listen_prefix(spec: &ApiSpec) -> Box<str> {
+    spec.listen_path.trim_end_matches('/').into()
+}
+
+/// The readings of a (normalised) request path that every endpoint pattern of the version is
+/// tested against, as Tyk tests them.
 pub(crate) fn candidates<'p>(listen_prefix: &str, full: &'p str) -> Candidates<'p> {
     let stripped = match full.strip_prefix(listen_prefix) {
         Some("") => "/",

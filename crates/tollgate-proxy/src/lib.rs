@@ -18,6 +18,7 @@ pub mod body;
 pub mod chain;
 mod cors;
 pub mod ctx;
+mod endpoint_rules;
 mod endpoints;
 pub mod error;
 pub mod framing;

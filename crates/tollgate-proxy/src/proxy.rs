@@ -4,7 +4,7 @@
 //! from here, so the order below is the order a client experiences.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -107,7 +107,16 @@ async fn serve(
 
     // 6. Forward; the limit headers go on the upstream's response.
     let sent = cx.started.is_some().then(Instant::now);
-    let result = forward(conn, route, parts, body, cx.body_limit, cx.rewrite.take()).await;
+    let result = forward(
+        conn,
+        route,
+        parts,
+        body,
+        cx.body_limit,
+        cx.upstream_timeout,
+        cx.rewrite.take(),
+    )
+    .await;
     if let Some(sent) = sent {
         cx.upstream = Some(sent.elapsed());
     }
@@ -122,15 +131,20 @@ async fn serve(
     Ok(resp)
 }
 
-/// A stage's own (non-error) answer, e.g. a CORS preflight: metrics count it as a success
-/// with no upstream time; no analytics record is written, as Tyk's CORS handler answers before
-/// its analytics recording is reached.
+/// A stage's own (non-error) answer, a CORS preflight or a mock: metrics count it as a
+/// success with no upstream time. A preflight writes no analytics record, as Tyk's CORS
+/// handler answers before its analytics recording is reached; a mock does.
 fn answered(cx: &mut RequestCtx, reply: Reply) -> Response<ProxyBody> {
     // A preflight is not an API call (Tyk answers it before analytics); a mock is.
     if reply.mock.is_none() {
         cx.track = None;
     }
     let mut resp = reply.into_response();
+    // A mock after the limit stages carries the key's quota headers, as an upstream's
+    // response would (Tyk sets them on mock responses too).
+    if let Some(h) = cx.rate_headers {
+        h.apply(resp.headers_mut());
+    }
     if let Some(h) = cx.api_expires.take() {
         resp.headers_mut().insert(X_TYK_API_EXPIRES, h);
     }
@@ -175,6 +189,7 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     body_limit: Option<u64>,
+    hard_timeout: Option<Duration>,
     rewrite: Option<RewriteTo>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let spec = &route.spec;
@@ -222,7 +237,8 @@ async fn forward(
         )))
     };
     let req = Request::from_parts(parts, body);
-    let timeout = config.proxy_default_timeout;
+    // The endpoint's hard timeout wins even when longer than the default, as in Tyk.
+    let timeout = hard_timeout.unwrap_or(config.proxy_default_timeout);
 
     if let Some(on_client_upgrade) = on_client_upgrade {
         let mut resp = upstream::send_upgrade(authority, req, timeout).await?;

@@ -49,6 +49,11 @@ pub enum RefusalKind {
     QuotaExceeded,
     /// The body is larger than the API or gateway allows.
     BodyTooLarge,
+    /// The declared body is over the version's `global_size_limit` or the endpoint's
+    /// `size_limits` entry.
+    RequestTooLarge,
+    /// A size limit applies but the request declares no `Content-Length` (chunked).
+    ContentLengthRequired,
 }
 
 /// How a refusal counts in the metrics.
@@ -109,6 +114,11 @@ impl RefusalKind {
             Self::ApiRateLimited => (StatusCode::TOO_MANY_REQUESTS, "API Rate Limit Exceeded"),
             Self::QuotaExceeded => (StatusCode::FORBIDDEN, "Quota exceeded"),
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+            Self::RequestTooLarge => (StatusCode::BAD_REQUEST, "Request is too large"),
+            Self::ContentLengthRequired => (
+                StatusCode::LENGTH_REQUIRED,
+                "Content length is required for this request",
+            ),
         }
     }
 
@@ -126,15 +136,22 @@ impl RefusalKind {
         match self {
             Self::RateLimited | Self::ApiRateLimited => RefusalClass::Rate,
             Self::QuotaExceeded => RefusalClass::Quota,
-            Self::StoreUnavailable | Self::BodyTooLarge => RefusalClass::Other,
+            Self::StoreUnavailable
+            | Self::BodyTooLarge
+            | Self::RequestTooLarge
+            | Self::ContentLengthRequired => RefusalClass::Other,
             _ => RefusalClass::Auth,
         }
     }
 
     /// Whether the connection must close after the response: after a refused body its byte
-    /// stream can no longer be trusted.
+    /// stream can no longer be trusted, and an unread one (possibly large, or chunked without
+    /// end) is not worth draining.
     pub const fn closes_connection(self) -> bool {
-        matches!(self, Self::BodyTooLarge)
+        matches!(
+            self,
+            Self::BodyTooLarge | Self::RequestTooLarge | Self::ContentLengthRequired
+        )
     }
 }
 
@@ -258,6 +275,17 @@ mod tests {
             m.status_and_message(RefusalKind::AuthFieldMissing),
             (StatusCode::UNAUTHORIZED, "Authorization field missing")
         );
+        assert_eq!(
+            m.status_and_message(RefusalKind::RequestTooLarge),
+            (StatusCode::BAD_REQUEST, "Request is too large")
+        );
+        assert_eq!(
+            m.status_and_message(RefusalKind::ContentLengthRequired),
+            (
+                StatusCode::LENGTH_REQUIRED,
+                "Content length is required for this request"
+            )
+        );
     }
 
     #[test]
@@ -296,5 +324,11 @@ mod tests {
         assert_eq!(RefusalKind::KeyNotFound.class(), RefusalClass::Auth);
         assert_eq!(RefusalKind::IpDisallowed.class(), RefusalClass::Auth);
         assert_eq!(RefusalKind::StoreUnavailable.class(), RefusalClass::Other);
+        // A size refusal is the client's body, not a failed authentication.
+        assert_eq!(RefusalKind::RequestTooLarge.class(), RefusalClass::Other);
+        assert_eq!(
+            RefusalKind::ContentLengthRequired.class(),
+            RefusalClass::Other
+        );
     }
 }

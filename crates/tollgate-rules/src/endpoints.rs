@@ -201,6 +201,14 @@ impl Mock {
                 let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                     RuleError::new(field, format!("`{k}` is not a valid header name"))
                 })?;
+                // The gateway frames the body itself; a canned length or encoding that does
+                // not match it would break the client's connection.
+                if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+                    return Err(RuleError::new(
+                        field,
+                        format!("`{k}` is set from the body; remove it"),
+                    ));
+                }
                 let value = HeaderValue::from_str(v).map_err(|_| {
                     RuleError::new(
                         field,
@@ -530,6 +538,18 @@ mod tests {
             open.decide(&get, &at("/x"), Loose::Unreadable),
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn mocks_refuse_framing_headers() {
+        for name in ["Content-Length", "transfer-encoding"] {
+            let err = Mock::compile("m", 200, "hi", [(name, "5")]).unwrap_err();
+            assert_eq!(err.field, "m");
+            assert!(err.message.contains(name), "{err}");
+        }
+        let m = Mock::compile("m", 0, "hi", [("Content-Type", "text/plain")]).unwrap();
+        assert_eq!(m.status, StatusCode::OK);
+        assert_eq!(m.headers[0].0, http::header::CONTENT_TYPE);
     }
 
     #[test]

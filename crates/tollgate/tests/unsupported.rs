@@ -29,14 +29,16 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
             "version_data.not_versioned",
         ),
         (
-            "blacklisted",
-            version(json!({"use_extended_paths": true, "extended_paths": {"mock_response": ep}})),
-            "version_data.versions.Default.extended_paths.mock_response",
+            "breakers",
+            version(
+                json!({"use_extended_paths": true, "extended_paths": {"circuit_breakers": ep}}),
+            ),
+            "version_data.versions.Default.extended_paths.circuit_breakers",
         ),
         (
-            "sizelimit",
-            version(json!({"global_size_limit": 10})),
-            "version_data.versions.Default.global_size_limit",
+            "vtimeout",
+            version(json!({"global_enforce_timeout": true})),
+            "version_data.versions.Default.global_enforce_timeout",
         ),
         (
             "retarget",
@@ -94,8 +96,9 @@ fn refused_def(name: &str, extra: &Value, target: &str) -> Value {
     def
 }
 
-/// The version skeletons Tyk itself writes for an API without rules.
-fn stock_defs(target: &str) -> [(&'static str, Value); 2] {
+/// The version skeletons Tyk itself writes for an API without rules, and a version using the
+/// endpoint rules built since they were refused (they must load and serve).
+fn stock_defs(target: &str) -> [(&'static str, Value); 3] {
     let mut minimal = api_def("stock", "/stock/", target);
     minimal["version_data"] = json!({"not_versioned": true, "versions": {"Default": {
         "name": "Default", "use_extended_paths": true, "extended_paths": {}}}});
@@ -115,7 +118,15 @@ fn stock_defs(target: &str) -> [(&'static str, Value); 2] {
                 "override_target": ""}}}
         }),
     );
-    [("stock", minimal), ("full", full)]
+    let mut built = api_def("built", "/built/", target);
+    built["version_data"] = json!({"not_versioned": true, "versions": {"Default": {
+        "name": "Default", "use_extended_paths": true, "global_size_limit": 1024,
+        "extended_paths": {
+            "size_limits": [{"path": "/post", "method": "POST", "size_limit": 512}],
+            "hard_timeouts": [{"path": "/slow", "method": "GET", "timeout": 5}],
+            "mock_response": [{"path": "/mock", "method": "GET", "code": 200, "body": "m",
+                "headers": {}}]}}}});
+    [("stock", minimal), ("full", full), ("built", built)]
 }
 
 /// Polls the gateway's stderr until it contains every needle (5 s).
@@ -218,7 +229,7 @@ fn validate_fails_naming_every_refused_definition() {
     let out = validate(clean.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("2 API definition(s) are valid"), "{stderr}");
+    assert!(stderr.contains("3 API definition(s) are valid"), "{stderr}");
 
     let dir = tempfile::tempdir().unwrap();
     let mut apps = good;
@@ -238,7 +249,7 @@ fn validate_fails_naming_every_refused_definition() {
     let n = refused_table().len();
     assert!(
         stderr.contains(&format!(
-            "{n} API definition(s) would be skipped, 2 would load"
+            "{n} API definition(s) would be skipped, 3 would load"
         )),
         "{stderr}"
     );

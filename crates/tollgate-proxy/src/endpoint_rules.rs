@@ -1,0 +1,129 @@
+//! The per-endpoint rules of the served version besides its lists: Tyk's request size limit
+//! (`global_size_limit` and `size_limits`), `hard_timeouts` and `mock_response`. Each is a
+//! stage of its own, compiled only when the version has entries for it, because each sits at
+//! a different point of Tyk's order (see `chain`).
+//!
+//! The tables are compiled at load ([`tollgate_rules::version::VersionRules`]); a stage only
+//! looks the request up in them, without allocating.
+
+use std::sync::Arc;
+
+use http::{Method, header};
+use tollgate_definitions::ApiSpec;
+use tollgate_rules::version::VersionRules;
+
+use crate::chain::{Flow, Reply};
+use crate::ctx::{RequestCtx, StageRequest};
+use crate::endpoints::{candidates, listen_prefix};
+use crate::refusal::{Refusal, RefusalKind};
+
+/// Tyk's `RequestSizeLimit`: a POST, PUT or PATCH must declare its length, and that length
+/// must not exceed the version's global limit nor its endpoint's.
+#[derive(Debug)]
+pub(crate) struct SizeLimits {
+    version: Arc<VersionRules>,
+    listen_prefix: Box<str>,
+}
+
+impl SizeLimits {
+    /// The stage for `spec`, or `None` when its version limits nothing.
+    pub(crate) fn compile(spec: &ApiSpec) -> Option<Self> {
+        let v = &spec.version;
+        (v.global_size_limit.is_some() || !v.size_limits.is_empty()).then(|| Self {
+            version: Arc::clone(v),
+            listen_prefix: listen_prefix(spec),
+        })
+    }
+
+    pub(crate) fn on_request(&self, req: &StageRequest<'_>) -> Result<(), Refusal> {
+        let head = &*req.head;
+        // Tyk checks only the methods that carry a body; a GET's body is never refused here.
+        if !matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
+            return Ok(());
+        }
+        // The framing guard has already refused a malformed or conflicting length, and hyper
+        // delivers exactly the declared bytes, so the declared length is the body's.
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // The global limit first, then the endpoint's: both must hold, as in Tyk.
+        if let Some(limit) = self.version.global_size_limit {
+            check(declared, limit)?;
+        }
+        if self.version.size_limits.is_empty() {
+            return Ok(());
+        }
+        let paths = candidates(&self.listen_prefix, head.uri.path());
+        match self.version.size_limits.find(&head.method, &paths) {
+            Some(&limit) => check(declared, limit),
+            // No limit applies: a chunked body is fine (Tyk asks for a length only where a
+            // limit needs one).
+            None => Ok(()),
+        }
+    }
+}
+
+fn check(declared: Option<u64>, limit: u64) -> Result<(), Refusal> {
+    match declared {
+        None => Err(RefusalKind::ContentLengthRequired.into()),
+        Some(len) if len > limit => Err(RefusalKind::RequestTooLarge.into()),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `hard_timeouts`: records the endpoint's upstream timeout for the forwarding step, which
+/// uses it instead of `proxy_default_timeout` (longer or shorter, as Tyk does).
+#[derive(Debug)]
+pub(crate) struct HardTimeouts {
+    version: Arc<VersionRules>,
+    listen_prefix: Box<str>,
+}
+
+impl HardTimeouts {
+    /// The stage for `spec`, or `None` when its version has no (enabled) entry.
+    pub(crate) fn compile(spec: &ApiSpec) -> Option<Self> {
+        (!spec.version.hard_timeouts.is_empty()).then(|| Self {
+            version: Arc::clone(&spec.version),
+            listen_prefix: listen_prefix(spec),
+        })
+    }
+
+    pub(crate) fn on_request(&self, req: &StageRequest<'_>, cx: &mut RequestCtx) {
+        let paths = candidates(&self.listen_prefix, req.head.uri.path());
+        if let Some(timeout) = self.version.hard_timeouts.find(&req.head.method, &paths) {
+            cx.upstream_timeout = Some(*timeout);
+        }
+    }
+}
+
+/// `mock_response`: answers the endpoint with its canned response instead of calling the
+/// upstream. Unlike a `method_actions` reply (answered before anything else), this is Tyk's
+/// later mock: the request has been authenticated and counted against its limits and quota.
+#[derive(Debug)]
+pub(crate) struct MockResponses {
+    version: Arc<VersionRules>,
+    listen_prefix: Box<str>,
+}
+
+impl MockResponses {
+    /// The stage for `spec`, or `None` when its version has no (enabled) entry.
+    pub(crate) fn compile(spec: &ApiSpec) -> Option<Self> {
+        (!spec.version.mock_responses.is_empty()).then(|| Self {
+            version: Arc::clone(&spec.version),
+            listen_prefix: listen_prefix(spec),
+        })
+    }
+
+    pub(crate) fn on_request(&self, req: &StageRequest<'_>) -> Flow {
+        let paths = candidates(&self.listen_prefix, req.head.uri.path());
+        match self.version.mock_responses.find(&req.head.method, &paths) {
+            Some(mock) => Flow::Reply(Reply {
+                status: mock.status,
+                mock: Some(Arc::clone(mock)),
+            }),
+            None => Flow::Continue,
+        }
+    }
+}
