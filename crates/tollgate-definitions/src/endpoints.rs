@@ -8,6 +8,7 @@ use serde_json::Value;
 use tollgate_rules::endpoints::{
     Action, EndpointLists, EndpointTable, Entry, MatchOptions, Mock, PathPattern,
 };
+use tollgate_rules::expiry::Expiry;
 use tollgate_rules::headers::HeaderOps;
 use tollgate_rules::rewrite::{Matcher, Target, Trigger, TriggerOptions, UrlRewrite};
 use tollgate_rules::version::VersionRules;
@@ -135,6 +136,7 @@ pub(crate) fn compile(
         name: name.into(),
         endpoints: (!lists.is_empty()).then_some(lists),
         global_size_limit: (info.global_size_limit > 0).then_some(info.global_size_limit),
+        expires: Expiry::parse(&format!("{base}.expires"), &info.expires)?,
         global_headers: global(
             "global_headers",
             &info.global_headers,

@@ -13,10 +13,12 @@ pub mod model;
 pub mod pg;
 mod spec;
 mod unsupported;
+mod versioning;
 
 pub use ip::IpList;
 pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
+pub use versioning::{ApiVersion, DefaultVersion, VersionLocation, Versioning};
 
 /// Why one API definition was rejected.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -174,6 +174,27 @@ pub struct ProxyConf {
     pub transport: serde_json::Value,
 }
 
+/// `definition`: where a versioned API reads the version from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct VersionDefinition {
+    /// `header` (default), `url-param` or `url`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub location: String,
+    /// Header or query parameter name (default `x-api-version` for headers).
+    #[serde(deserialize_with = "null_as_default")]
+    pub key: String,
+    /// Remove the version from the request before proxying.
+    pub strip_versioning_data: bool,
+    /// The older name of `strip_versioning_data`.
+    pub strip_path: bool,
+    /// An unknown version is served by the default one.
+    pub fallback_to_default: bool,
+    /// Which path segments count as versions (not supported yet: refused when set).
+    #[serde(deserialize_with = "null_as_default")]
+    pub url_versioning_pattern: String,
+}
+
 /// `version_data`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -182,6 +203,8 @@ pub struct VersionData {
     pub not_versioned: Option<bool>,
     /// Version used when a request names none.
     pub default_version: String,
+    /// An unknown version is served by the default one.
+    pub fallback_to_default: bool,
     /// Version name → settings (kept raw until versioning is implemented).
     pub versions: serde_json::Map<String, serde_json::Value>,
 }
@@ -201,6 +224,12 @@ pub struct VersionInfo {
     pub extended_paths: ExtendedPaths,
     /// Match every pattern of this version ignoring case.
     pub ignore_endpoint_case: bool,
+    /// `YYYY-MM-DD HH:MM` (UTC) after which the version answers 403; empty or `-1` = never.
+    #[serde(deserialize_with = "null_as_default")]
+    pub expires: String,
+    /// Another upstream for this version.
+    #[serde(deserialize_with = "null_as_default")]
+    pub override_target: String,
     /// Request headers set on every request of this version.
     #[serde(deserialize_with = "null_as_default")]
     pub global_headers: BTreeMap<String, String>,

@@ -11,6 +11,8 @@ use tollgate_rules::endpoints::MatchOptions;
 use tollgate_rules::expiry::Expiry;
 use tollgate_rules::version::VersionRules;
 
+use crate::versioning::{DefaultVersion, Versioning};
+
 use crate::DefinitionError;
 use crate::ip::IpList;
 use crate::model::{ApiDefinition, AuthConf};
@@ -104,8 +106,11 @@ pub struct ApiSpec {
     pub allowed_ips: Option<Arc<IpList>>,
     /// `blacklisted_ips`, when enforced (same rule).
     pub blacklisted_ips: Option<Arc<IpList>>,
-    /// The rules of the version the API serves (empty when it has none).
+    /// The rules of the version the API serves (empty when it has none); for a versioned
+    /// API, of the version this copy serves (see [`ApiSpec::for_version`]).
     pub version: Arc<VersionRules>,
+    /// How a versioned API picks the version; `None` = not versioned.
+    pub versioning: Option<Arc<Versioning>>,
     /// `expiration`: after it the API answers 403.
     pub expiration: Option<Expiry>,
     /// `CORS`, when `CORS.enable` is true.
@@ -126,6 +131,18 @@ impl ApiSpec {
         }
         copy.cors = self.cors.as_deref().map(|c| Arc::new(c.detached()));
         copy
+    }
+
+    /// The API as version `index` of [`ApiSpec::versioning`] serves it: that version's rules
+    /// and, when it has one, its `override_target`.
+    pub fn for_version(&self, index: usize) -> Option<Self> {
+        let v = self.versioning.as_ref()?.versions.get(index)?;
+        let mut copy = self.clone();
+        copy.version = Arc::clone(&v.rules);
+        if let Some(t) = &v.target {
+            copy.target = t.clone();
+        }
+        Some(copy)
     }
 
     /// Validates a definition document.
@@ -189,9 +206,26 @@ impl ApiSpec {
         };
         let allowed_ips = ip_list("allowed_ips", &def.allowed_ips)?;
         let blacklisted_ips = ip_list("blacklisted_ips", &def.blacklisted_ips)?;
-        let version = match crate::endpoints::served_version(def)? {
-            Some((name, raw)) => crate::endpoints::compile(name, raw, MatchOptions::default())?,
-            None => VersionRules::default(),
+        let opts = MatchOptions::default();
+        let (version, versioning, target) = if crate::versioning::is_versioned(def) {
+            let versioning = crate::versioning::compile(def, opts)?;
+            // Requests always get one of `versioning.versions`; this one only stands for the
+            // API where no request is involved.
+            let first = match versioning.default {
+                DefaultVersion::Index(i) => i,
+                _ => 0,
+            };
+            let version = Arc::clone(&versioning.versions[first].rules);
+            (version, Some(Arc::new(versioning)), target)
+        } else {
+            match crate::endpoints::served_version(def)? {
+                Some((name, raw)) => {
+                    let rules = crate::endpoints::compile(name, raw, opts)?;
+                    let target = crate::versioning::override_target(name, raw)?.unwrap_or(target);
+                    (Arc::new(rules), None, target)
+                }
+                None => (Arc::new(VersionRules::default()), None, target),
+            }
         };
         let expiration = match &def.expiration {
             serde_json::Value::Null => None,
@@ -205,7 +239,8 @@ impl ApiSpec {
         };
         let cors = CorsPolicy::from_json("CORS", &def.cors)?.map(Arc::new);
         Ok(Self {
-            version: Arc::new(version),
+            version,
+            versioning,
             expiration,
             allowed_ips,
             blacklisted_ips,
@@ -322,7 +357,11 @@ pub(crate) fn strip_port(host: &str) -> &str {
 }
 
 fn parse_target(url: &str) -> Result<Target, DefinitionError> {
-    let field = "proxy.target_url";
+    parse_target_at("proxy.target_url", url)
+}
+
+/// A target URL read from `field`.
+pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, DefinitionError> {
     let url = url.trim();
     if url.is_empty() {
         return Err(DefinitionError::new(field, "must not be empty"));

@@ -71,14 +71,6 @@ fn field_set(obj: &Value, key: &str) -> bool {
     obj.get(key).is_some_and(is_set)
 }
 
-/// An expiry date that means something (Tyk: empty or `-1` = never).
-fn expiry_set(v: &Value) -> bool {
-    match v {
-        Value::String(s) => !matches!(s.trim(), "" | "-1"),
-        other => is_set(other),
-    }
-}
-
 fn refuse(field: impl Into<String>, what: &str) -> DefinitionError {
     DefinitionError::new(field, format!("{what} not supported yet"))
 }
@@ -275,19 +267,6 @@ fn plugins(def: &ApiDefinition) -> Result<(), DefinitionError> {
 /// Versioning and the per-version rules (checked in every version, used or not).
 fn versions(def: &ApiDefinition) -> Result<(), DefinitionError> {
     let vd = &def.version_data;
-    let versioned = match vd.not_versioned {
-        Some(not) => !not,
-        // Absent means versioned in Tyk; refuse only when the definition names versions to
-        // choose from, so minimal hand-written definitions keep loading as not versioned.
-        None => !vd.default_version.trim().is_empty() || vd.versions.len() > 1,
-    };
-    if versioned {
-        return Err(DefinitionError::new(
-            "version_data.not_versioned",
-            "API versioning is not supported yet; set `not_versioned: true` to serve the \
-             single (or `Default`) version",
-        ));
-    }
     if field_set(&def.definition, "enabled") && field_set(&def.definition, "versions") {
         return Err(refuse("definition.versions", "versioned child APIs are"));
     }
@@ -301,9 +280,6 @@ fn versions(def: &ApiDefinition) -> Result<(), DefinitionError> {
 
 fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionError> {
     let get = |k: &str| v.get(k).unwrap_or(&Value::Null);
-    if expiry_set(get("expires")) {
-        return Err(refuse(format!("{path}.expires"), "version expiry is"));
-    }
     // Checked whatever `use_extended_paths` says: a stale list is cheap to remove, a list
     // silently dropped is an open endpoint.
     if let Value::Object(ext) = get("extended_paths") {
@@ -321,10 +297,7 @@ fn version_rules(path: &str, v: &Map<String, Value>) -> Result<(), DefinitionErr
             ));
         }
     }
-    let rules = [
-        ("global_enforce_timeout", "version-wide timeouts are"),
-        ("override_target", "per-version targets are"),
-    ];
+    let rules = [("global_enforce_timeout", "version-wide timeouts are")];
     for (key, what) in rules {
         if is_set(get(key)) {
             return Err(refuse(format!("{path}.{key}"), what));
@@ -445,20 +418,13 @@ mod tests {
                 "response_processors[0].options",
             ),
             (
-                json!({"version_data": {"not_versioned": false}}),
-                "version_data.not_versioned",
-            ),
-            (
-                json!({"version_data": {"not_versioned": null, "default_version": "v1"}}),
-                "version_data.not_versioned",
+                json!({"version_data": {"not_versioned": false, "default_version": "Default"},
+                       "definition": {"location": "url", "url_versioning_pattern": "^v[0-9]+$"}}),
+                "definition.url_versioning_pattern",
             ),
             (
                 json!({"definition": {"enabled": true, "versions": {"v2": "api-v2"}}}),
                 "definition.versions",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"expires": "2030-01-01 00:00"}}}}),
-                "version_data.versions.Default.expires",
             ),
             (
                 ext("circuit_breakers", ep.clone()),
@@ -475,10 +441,6 @@ mod tests {
             (
                 json!({"version_data": {"versions": {"Default": {"global_enforce_timeout": true}}}}),
                 "version_data.versions.Default.global_enforce_timeout",
-            ),
-            (
-                json!({"version_data": {"versions": {"Default": {"override_target": "http://other"}}}}),
-                "version_data.versions.Default.override_target",
             ),
             // A rule in a version the unversioned API never uses is refused too.
             (

@@ -183,9 +183,11 @@ impl KeyChecks {
         if session.is_expired(unix_now()) {
             return Err(RefusalKind::KeyExpired.into());
         }
+        // A versioned API checks the key's rights to the version too (`access_rights.*.versions`).
+        let version = req.api.versioning.is_some().then(|| &*req.api.version.name);
         match key.check(
             &req.api.api_id,
-            None,
+            version,
             req.head.method.as_str(),
             req.head.uri.path(),
         ) {

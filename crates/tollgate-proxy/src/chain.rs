@@ -1,12 +1,13 @@
 //! The per-API stage chain: every rule a request passes between routing and the upstream.
 //!
-//! The chain is compiled once per API when its definition loads; a feature the API does not
+//! The chain is compiled once per API (per version of a versioned API, whose version is picked
+//! before the chain runs) when its definition loads; a feature the API does not
 //! use is simply absent from it, so it costs nothing per request. Stages run in the order of
 //! `Chain::compile`, which follows Tyk's middleware order because the first stage to refuse
 //! decides which error a client sees:
 //!
 //! ```text
-//! expiry + endpoint lists -> CORS -> IP lists -> body size -> size limits -> auth -> key
+//! [version picked] -> expiry + endpoint lists -> CORS -> IP lists -> body size -> size limits -> auth -> key
 //!     expiry / access rights -> key rate limit + quota -> API rate limit -> transforms
 //!     (headers, URL rewrite, method) -> hard timeout -> mock response
 //! ```

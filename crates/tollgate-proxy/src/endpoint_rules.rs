@@ -14,7 +14,7 @@ use tollgate_rules::version::VersionRules;
 
 use crate::chain::{Flow, Reply};
 use crate::ctx::{RequestCtx, StageRequest};
-use crate::endpoints::{candidates, listen_prefix};
+use crate::endpoints::PathReadings;
 use crate::refusal::{Refusal, RefusalKind};
 
 /// Tyk's `RequestSizeLimit`: a POST, PUT or PATCH must declare its length, and that length
@@ -22,7 +22,7 @@ use crate::refusal::{Refusal, RefusalKind};
 #[derive(Debug)]
 pub(crate) struct SizeLimits {
     version: Arc<VersionRules>,
-    listen_prefix: Box<str>,
+    paths: PathReadings,
 }
 
 impl SizeLimits {
@@ -31,7 +31,7 @@ impl SizeLimits {
         let v = &spec.version;
         (v.global_size_limit.is_some() || !v.size_limits.is_empty()).then(|| Self {
             version: Arc::clone(v),
-            listen_prefix: listen_prefix(spec),
+            paths: PathReadings::of(spec),
         })
     }
 
@@ -55,7 +55,7 @@ impl SizeLimits {
         if self.version.size_limits.is_empty() {
             return Ok(());
         }
-        let paths = candidates(&self.listen_prefix, head.uri.path());
+        let paths = self.paths.candidates(head.uri.path());
         match self.version.size_limits.find(&head.method, &paths) {
             Some(&limit) => check(declared, limit),
             // No limit applies: a chunked body is fine (Tyk asks for a length only where a
@@ -78,7 +78,7 @@ fn check(declared: Option<u64>, limit: u64) -> Result<(), Refusal> {
 #[derive(Debug)]
 pub(crate) struct HardTimeouts {
     version: Arc<VersionRules>,
-    listen_prefix: Box<str>,
+    paths: PathReadings,
 }
 
 impl HardTimeouts {
@@ -86,12 +86,12 @@ impl HardTimeouts {
     pub(crate) fn compile(spec: &ApiSpec) -> Option<Self> {
         (!spec.version.hard_timeouts.is_empty()).then(|| Self {
             version: Arc::clone(&spec.version),
-            listen_prefix: listen_prefix(spec),
+            paths: PathReadings::of(spec),
         })
     }
 
     pub(crate) fn on_request(&self, req: &StageRequest<'_>, cx: &mut RequestCtx) {
-        let paths = candidates(&self.listen_prefix, req.head.uri.path());
+        let paths = self.paths.candidates(req.head.uri.path());
         if let Some(timeout) = self.version.hard_timeouts.find(&req.head.method, &paths) {
             cx.upstream_timeout = Some(*timeout);
         }
@@ -104,7 +104,7 @@ impl HardTimeouts {
 #[derive(Debug)]
 pub(crate) struct MockResponses {
     version: Arc<VersionRules>,
-    listen_prefix: Box<str>,
+    paths: PathReadings,
 }
 
 impl MockResponses {
@@ -112,12 +112,12 @@ impl MockResponses {
     pub(crate) fn compile(spec: &ApiSpec) -> Option<Self> {
         (!spec.version.mock_responses.is_empty()).then(|| Self {
             version: Arc::clone(&spec.version),
-            listen_prefix: listen_prefix(spec),
+            paths: PathReadings::of(spec),
         })
     }
 
     pub(crate) fn on_request(&self, req: &StageRequest<'_>) -> Flow {
-        let paths = candidates(&self.listen_prefix, req.head.uri.path());
+        let paths = self.paths.candidates(req.head.uri.path());
         match self.version.mock_responses.find(&req.head.method, &paths) {
             Some(mock) => Flow::Reply(Reply {
                 status: mock.status,

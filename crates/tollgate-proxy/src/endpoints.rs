@@ -1,4 +1,5 @@
-//! Tyk's version check for a not-versioned API: the API's `expiration`, then the served
+//! The rest of Tyk's version check, once the version is known ([`crate::versions`] picks it
+//! for a versioned API): the API's `expiration` and the version's `expires`, then the
 //! version's endpoint lists (`white_list`, `black_list`, `ignored`, `method_actions`
 //! replies). First in the chain, as Tyk's `VersionCheck` middleware: a forbidden endpoint is
 //! refused before anything else is spent on it, an ignored one skips authentication and limits,
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response};
-use tollgate_definitions::ApiSpec;
+use tollgate_definitions::{ApiSpec, VersionLocation};
 use tollgate_rules::endpoints::{Candidates, Loose, Mock, Verdict};
 use tollgate_rules::expiry::Expiry;
 use tollgate_rules::version::VersionRules;
@@ -27,22 +28,26 @@ use crate::refusal::{Refusal, RefusalKind};
 #[derive(Debug)]
 pub(crate) struct EndpointRules {
     expiry: Option<(Expiry, HeaderValue)>,
+    /// The version's own `expires`.
+    version_expiry: Option<(Expiry, HeaderValue)>,
     version: Arc<VersionRules>,
-    /// The listen path without its trailing slash, stripped for the `stripped` reading.
-    listen_prefix: Box<str>,
+    paths: PathReadings,
 }
 
 impl EndpointRules {
     /// The stage for `spec`, or `None` when it has neither an expiry nor lists.
     pub(crate) fn compile(spec: &ApiSpec) -> Option<Self> {
-        let expiry = spec
-            .expiration
-            .and_then(|e| HeaderValue::from_str(&e.http_date()).ok().map(|h| (e, h)));
-        (expiry.is_some() || spec.version.endpoints.is_some()).then(|| Self {
-            expiry,
-            version: Arc::clone(&spec.version),
-            listen_prefix: listen_prefix(spec),
-        })
+        let dated = |e: Expiry| HeaderValue::from_str(&e.http_date()).ok().map(|h| (e, h));
+        let expiry = spec.expiration.and_then(dated);
+        let version_expiry = spec.version.expires.and_then(dated);
+        (expiry.is_some() || version_expiry.is_some() || spec.version.endpoints.is_some()).then(
+            || Self {
+                expiry,
+                version_expiry,
+                version: Arc::clone(&spec.version),
+                paths: PathReadings::of(spec),
+            },
+        )
     }
 
     pub(crate) fn on_request(
@@ -56,16 +61,23 @@ impl EndpointRules {
             }
             cx.api_expires = Some(header.clone());
         }
+        // Tyk's header names the version's expiry when it has one.
+        if let Some((expiry, header)) = &self.version_expiry {
+            if expiry.passed(unix_now()) {
+                return Err(RefusalKind::VersionExpired.into());
+            }
+            cx.api_expires = Some(header.clone());
+        }
         let Some(lists) = &self.version.endpoints else {
             return Ok(Flow::Continue);
         };
         let full = req.head.uri.path();
-        let strict = candidates(&self.listen_prefix, full);
+        let strict = self.paths.candidates(full);
         let loose_path = path::loose(full);
         let loose = match &loose_path {
             None => Loose::Unreadable,
             Some(p) if p.as_ref() == full => Loose::Same,
-            Some(p) => Loose::Other(candidates(&self.listen_prefix, p)),
+            Some(p) => Loose::Other(self.paths.candidates(p)),
         };
         match lists.decide(&req.head.method, &strict, loose) {
             Verdict::Pass => Ok(Flow::Continue),
@@ -79,6 +91,47 @@ impl EndpointRules {
                 mock: Some(Arc::clone(mock)),
             })),
         }
+    }
+}
+
+/// How a version's patterns read request paths: after the listen path, and under URL
+/// versioning that leaves the version in the path, also without it (Tyk's three readings).
+#[derive(Debug, Clone)]
+pub(crate) struct PathReadings {
+    listen_prefix: Box<str>,
+    /// `/<version>`, when the version segment stays in the path.
+    version_segment: Option<Box<str>>,
+}
+
+impl PathReadings {
+    /// The readings for `spec` (one version of it, when versioned).
+    pub(crate) fn of(spec: &ApiSpec) -> Self {
+        let version_segment = spec
+            .versioning
+            .as_ref()
+            .filter(|v| v.location == VersionLocation::Url && !v.strip)
+            .map(|_| format!("/{}", spec.version.name).into());
+        Self {
+            listen_prefix: listen_prefix(spec),
+            version_segment,
+        }
+    }
+
+    /// The readings of `full`.
+    pub(crate) fn candidates<'p>(&self, full: &'p str) -> Candidates<'p> {
+        let mut c = candidates(&self.listen_prefix, full);
+        if let Some(rest) = self
+            .version_segment
+            .as_deref()
+            .and_then(|seg| c.stripped.strip_prefix(seg))
+        {
+            if rest.is_empty() {
+                c.unversioned = Some("/");
+            } else if rest.starts_with('/') {
+                c.unversioned = Some(rest);
+            }
+        }
+        c
     }
 }
 

@@ -28,7 +28,7 @@ mod limits;
 pub mod metrics;
 mod observe;
 pub mod path;
-pub mod percent;
+pub use tollgate_rules::percent;
 mod proxy;
 pub mod refusal;
 pub mod request_body;
@@ -37,6 +37,7 @@ pub mod router;
 pub mod server;
 mod transforms;
 pub mod upstream;
+mod versions;
 mod worker;
 pub mod write_deadline;
 

@@ -24,7 +24,6 @@ use crate::observe;
 use crate::path;
 use crate::refusal::Refusal;
 use crate::request_body::{RequestBody, UpstreamBody};
-use crate::router::ApiRoute;
 use crate::upstream;
 use crate::worker::ConnCtx;
 
@@ -56,8 +55,8 @@ pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Respon
     resp
 }
 
-/// The lifecycle: framing verdict → normalise → admin → route → stages (which may refuse or
-/// answer) → forward.
+/// The lifecycle: framing verdict → normalise → admin → route → version → stages (which may
+/// refuse or answer) → forward.
 async fn serve(
     conn: &ConnCtx,
     index: u64,
@@ -90,16 +89,24 @@ async fn serve(
         .ok_or(GatewayError::NoRoute)?;
     observe::routed(conn, route, cx);
 
-    // 5. The API's stages, in Tyk's order (see `chain`): one may refuse, or answer the
+    // 5. The version's stages, in Tyk's order (see `chain`): one may refuse, or answer the
     //    request itself (a CORS preflight).
     let (mut parts, body) = req.into_parts();
+    // A versioned API serves each version with its own stages and upstream.
+    let (spec, chain) = match &route.versions {
+        None => (&route.spec, &route.chain),
+        Some(versions) => match versions.select(&mut parts) {
+            Ok(v) => (&v.spec, &v.chain),
+            Err(refusal) => return Ok(refuse(conn, cx, refusal)),
+        },
+    };
     let mut stage_req = StageRequest {
         head: &mut parts,
-        api: &route.spec,
+        api: spec,
         sessions: &conn.gateway.sessions,
         peer: conn.peer_addr,
     };
-    match route.chain.run(&mut stage_req, cx).await {
+    match chain.run(&mut stage_req, cx).await {
         Ok(Flow::Continue) => {}
         Ok(Flow::Reply(reply)) => return Ok(answered(cx, reply)),
         Err(refusal) => return Ok(refuse(conn, cx, refusal)),
@@ -109,7 +116,7 @@ async fn serve(
     let sent = cx.started.is_some().then(Instant::now);
     let result = forward(
         conn,
-        route,
+        spec,
         parts,
         body,
         cx.body_limit,
@@ -185,14 +192,13 @@ fn with_path(uri: &Uri, path: &str) -> Result<Uri, GatewayError> {
 
 async fn forward(
     conn: &ConnCtx,
-    route: &ApiRoute,
+    spec: &ApiSpec,
     mut parts: Parts,
     body: Incoming,
     body_limit: Option<u64>,
     hard_timeout: Option<Duration>,
     rewrite: Option<RewriteTo>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    let spec = &route.spec;
     let config = &conn.gateway.config;
     let upgrade = config.websockets && hdr::wants_upgrade(&parts.headers);
     let on_client_upgrade = if upgrade {

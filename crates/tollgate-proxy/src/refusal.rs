@@ -15,6 +15,12 @@ pub enum RefusalKind {
     EndpointForbidden,
     /// The API is past its `expiration`.
     ApiExpired,
+    /// A versioned API: the request names no version and there is no default.
+    VersionNotFound,
+    /// A versioned API: the request names a version the API does not have.
+    VersionUnknown,
+    /// The version is past its `expires`.
+    VersionExpired,
     /// The client's IP is outside the API's allow-list or inside its block-list.
     IpDisallowed,
     /// No credential where the API expects one.
@@ -81,6 +87,15 @@ impl RefusalKind {
             Self::ApiExpired => (
                 StatusCode::FORBIDDEN,
                 "API has expired, please check documentation or contact administrator",
+            ),
+            Self::VersionNotFound => (StatusCode::FORBIDDEN, "Version information not found"),
+            Self::VersionUnknown => (
+                StatusCode::FORBIDDEN,
+                "This API version does not seem to exist",
+            ),
+            Self::VersionExpired => (
+                StatusCode::FORBIDDEN,
+                "Api Version has expired, please check documentation or contact administrator",
             ),
             Self::IpDisallowed => (
                 StatusCode::FORBIDDEN,

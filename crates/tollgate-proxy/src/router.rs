@@ -13,6 +13,7 @@ use tollgate_definitions::{ApiSpec, LoadedApi};
 
 use crate::chain::Chain;
 use crate::ctx::RecordTexts;
+use crate::versions::VersionRoutes;
 
 /// One servable API: its definition and its compiled stage chain.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct ApiRoute {
     pub spec: ApiSpec,
     /// The stages every request to this API passes, in order.
     pub(crate) chain: Chain,
+    /// A versioned API's versions, each with its own stages (then `chain` is unused).
+    pub(crate) versions: Option<VersionRoutes>,
     /// Strings every analytics record of this API carries, made once.
     pub(crate) record_texts: Arc<RecordTexts>,
 }
@@ -43,6 +46,7 @@ impl Routes {
         for api in loaded.iter().filter(|a| a.spec.active) {
             let route = Arc::new(ApiRoute {
                 chain: Chain::compile(&api.spec, config),
+                versions: VersionRoutes::compile(&api.spec, config),
                 record_texts: Arc::new(RecordTexts::new(&api.spec)),
                 spec: api.spec.clone(),
             });

@@ -24,7 +24,7 @@ use tollgate_rules::version::VersionRules;
 use tollgate_session::ActiveKey;
 
 use crate::ctx::{RequestCtx, RewriteTo, StageRequest};
-use crate::endpoints::candidates;
+use crate::endpoints::PathReadings;
 use crate::headers::X_REQUEST_ID;
 use crate::ip_rules::client_ip;
 
@@ -32,7 +32,7 @@ use crate::ip_rules::client_ip;
 #[derive(Debug)]
 pub(crate) struct Transforms {
     version: Arc<VersionRules>,
-    listen_prefix: Box<str>,
+    paths: PathReadings,
     context_vars: bool,
     strip_listen_path: bool,
     xff_depth: usize,
@@ -43,7 +43,7 @@ impl Transforms {
     pub(crate) fn compile(spec: &ApiSpec, xff_depth: usize) -> Option<Self> {
         spec.version.transforms().then(|| Self {
             version: Arc::clone(&spec.version),
-            listen_prefix: spec.listen_path.trim_end_matches('/').into(),
+            paths: PathReadings::of(spec),
             context_vars: spec.context_vars,
             strip_listen_path: spec.strip_listen_path,
             xff_depth,
@@ -54,7 +54,7 @@ impl Transforms {
         let v = &*self.version;
         let head = &mut *req.head;
         let full = head.uri.path();
-        let paths = candidates(&self.listen_prefix, full);
+        let paths = self.paths.candidates(full);
         let endpoint = v.transform_headers.find(&head.method, &paths);
         let response = v.transform_response_headers.find(&head.method, &paths);
         let rewrite = v.url_rewrites.find(&head.method, &paths);

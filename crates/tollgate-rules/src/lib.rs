@@ -10,6 +10,7 @@ pub mod cors;
 pub mod endpoints;
 pub mod expiry;
 pub mod headers;
+pub mod percent;
 pub mod rewrite;
 pub mod template;
 pub mod version;

@@ -19,6 +19,7 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::RuleError;
+use crate::percent::{Plus, decode};
 use crate::template::{Template, Vars};
 
 /// A regex test of one value (Tyk's `StringRegexMap`).
@@ -256,7 +257,7 @@ fn fire(
         for (name, m) in &o.query {
             let values = query.split('&').filter_map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode_query(k) == *name).then(|| decode_query(v))
+                (decode(k, Plus::Space) == name.as_str()).then(|| decode(v, Plus::Space))
             });
             for (i, v) in values.enumerate() {
                 if let Some(hit) = m.test(&v) {
@@ -333,30 +334,6 @@ fn canonical_header(name: &str) -> String {
         upper = c == '-';
     }
     out
-}
-
-/// A query component decoded as Go's `url.Query` does (`+` is a space); an undecodable one is
-/// kept as it is.
-fn decode_query(s: &str) -> String {
-    let spaced = s.replace('+', " ");
-    let bytes = spaced.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(h) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(h);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or(spaced)
 }
 
 /// Go's `url.QueryEscape` of `s`, appended to `out`.
@@ -535,7 +512,6 @@ mod tests {
     #[test]
     fn helpers_follow_go() {
         assert_eq!(canonical_header("x-api-KEY"), "X-Api-Key");
-        assert_eq!(decode_query("a+b%2Fc%zz"), "a b/c%zz");
         let mut s = String::new();
         push_query_escaped("a b/é", &mut s);
         assert_eq!(s, "a+b%2F%C3%A9");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::Method;
 
 use crate::endpoints::{EndpointLists, EndpointTable, Mock};
+use crate::expiry::Expiry;
 use crate::headers::HeaderOps;
 use crate::rewrite::UrlRewrite;
 
@@ -20,6 +21,8 @@ pub struct VersionRules {
     pub name: Box<str>,
     /// `white_list` / `black_list` / `ignored` (extended or simple), when any has an entry.
     pub endpoints: Option<EndpointLists>,
+    /// `expires`: after it the version answers 403.
+    pub expires: Option<Expiry>,
     /// `global_size_limit`: the largest declared body (bytes) of a POST, PUT or PATCH, when
     /// set (`0` = off).
     pub global_size_limit: Option<u64>,

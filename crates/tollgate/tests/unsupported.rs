@@ -19,14 +19,10 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
     let version = |v: Value| json!({"version_data": {"versions": {"Default": v}}});
     vec![
         (
-            "expiry",
-            version(json!({"expires": "2020-01-01 00:00"})),
-            "version_data.versions.Default.expires",
-        ),
-        (
-            "versioned",
-            json!({"version_data": {"not_versioned": false, "default_version": "Default"}}),
-            "version_data.not_versioned",
+            "vpattern",
+            json!({"definition": {"location": "url", "url_versioning_pattern": "^v[0-9]+$"},
+                   "version_data": {"not_versioned": false, "default_version": "Default"}}),
+            "definition.url_versioning_pattern",
         ),
         (
             "breakers",
@@ -39,16 +35,6 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
             "vtimeout",
             version(json!({"global_enforce_timeout": true})),
             "version_data.versions.Default.global_enforce_timeout",
-        ),
-        (
-            "retarget",
-            version(json!({"override_target": "http://127.0.0.1:9"})),
-            "version_data.versions.Default.override_target",
-        ),
-        (
-            "vexpiry",
-            version(json!({"expires": "2020-01-01 00:00"})),
-            "version_data.versions.Default.expires",
         ),
         (
             "balanced",
