@@ -75,8 +75,8 @@ pub struct TykConf {
     pub hostname: serde_json::Value,
     /// Serve the admin API on its own port.
     pub control_api_port: serde_json::Value,
-    /// Match every endpoint pattern ignoring case (not read yet: refused).
-    pub ignore_endpoint_case: serde_json::Value,
+    /// Match every endpoint pattern ignoring case.
+    pub ignore_endpoint_case: bool,
     /// Host restriction for the admin endpoints.
     pub control_api_hostname: serde_json::Value,
     /// Organisation quotas.
@@ -194,10 +194,10 @@ pub struct HttpServerOptions {
     pub xff_depth: Option<usize>,
     /// Tunnel Upgrade requests; Tollgate defaults to true.
     pub enable_websockets: Option<bool>,
-    /// Anchor endpoint patterns at the path's start (not read yet: refused).
-    pub enable_path_prefix_matching: serde_json::Value,
-    /// Anchor endpoint patterns at the path's end (not read yet: refused).
-    pub enable_path_suffix_matching: serde_json::Value,
+    /// Anchor endpoint patterns that start with `/` at the path's start.
+    pub enable_path_prefix_matching: bool,
+    /// Anchor endpoint patterns at the path's end.
+    pub enable_path_suffix_matching: bool,
     /// Tollgate extension: longest request line (default 8192).
     pub max_request_line_bytes: Option<usize>,
     /// Tollgate extension: longest request head (default 65536).

@@ -112,6 +112,17 @@ pub enum StorageSettings {
 }
 
 /// Key handling settings (Tyk's names).
+/// Gateway-wide endpoint pattern matching (Tyk's `http_server_options` switches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathMatching {
+    /// `enable_path_prefix_matching`: patterns starting with `/` match only at the start.
+    pub prefix: bool,
+    /// `enable_path_suffix_matching`: patterns match only at the end.
+    pub suffix: bool,
+    /// `ignore_endpoint_case`: every pattern ignores case.
+    pub ignore_case: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct KeySettings {
     /// Store and list keys by hash only.
@@ -145,6 +156,9 @@ pub struct GatewayConfig {
     pub edge: EdgeLimits,
     /// Tyk's `enable_strict_routes`: `/app` no longer matches `/apple`.
     pub strict_routes: bool,
+    /// How every API's endpoint patterns match (`enable_path_prefix_matching`,
+    /// `enable_path_suffix_matching`, `ignore_endpoint_case`).
+    pub path_matching: PathMatching,
     /// Tyk's `xff_depth`: which `X-Forwarded-For` entry the IP lists read as the client's
     /// address (0 = the first, n = the n-th from the right).
     pub xff_depth: usize,
@@ -339,6 +353,11 @@ impl GatewayConfig {
             proxy_default_timeout,
             edge,
             strict_routes: opts.enable_strict_routes,
+            path_matching: PathMatching {
+                prefix: opts.enable_path_prefix_matching,
+                suffix: opts.enable_path_suffix_matching,
+                ignore_case: file.ignore_endpoint_case,
+            },
             xff_depth: opts.xff_depth.unwrap_or(0),
             custom_domains: file.enable_custom_domains.unwrap_or(true),
             websockets: opts.enable_websockets.unwrap_or(true),

@@ -90,11 +90,6 @@ fn unsupported_exposure_settings_stop_the_start() {
         ),
         (r#"{"control_api_port": 9696}"#, "control_api_port"),
         (
-            r#"{"http_server_options": {"enable_path_suffix_matching": true}}"#,
-            "http_server_options.enable_path_suffix_matching",
-        ),
-        (r#"{"ignore_endpoint_case": true}"#, "ignore_endpoint_case"),
-        (
             r#"{"control_api_hostname": "admin.internal"}"#,
             "control_api_hostname",
         ),

@@ -42,23 +42,6 @@ pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String
             not_yet("TLS on the listener is"),
         ));
     }
-    // Endpoint lists are unanchored without these: ignoring them would let a white-list
-    // allow paths the operator anchored out.
-    for (on, field) in [
-        (
-            &opts.enable_path_prefix_matching,
-            "http_server_options.enable_path_prefix_matching",
-        ),
-        (
-            &opts.enable_path_suffix_matching,
-            "http_server_options.enable_path_suffix_matching",
-        ),
-        (&file.ignore_endpoint_case, "ignore_endpoint_case"),
-    ] {
-        if is_set(on) {
-            return Some((field, not_yet("gateway-wide endpoint matching options are")));
-        }
-    }
     if is_set(&opts.certificates) {
         return Some((
             "http_server_options.certificates",

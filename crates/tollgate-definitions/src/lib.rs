@@ -18,6 +18,7 @@ mod versioning;
 pub use ip::IpList;
 pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
+pub use tollgate_rules::endpoints::MatchOptions;
 pub use versioning::{ApiVersion, DefaultVersion, VersionLocation, Versioning};
 
 /// Why one API definition was rejected.

@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use tollgate_rules::endpoints::MatchOptions;
+
 use crate::{ApiSpec, DefinitionError};
 
 /// Where a definition lives, so admin writes go back to the same place.
@@ -50,7 +52,7 @@ pub struct LoadOutcome {
 ///
 /// # Errors
 /// Only when the folder itself cannot be read.
-pub fn load_dir(dir: &Path) -> std::io::Result<LoadOutcome> {
+pub fn load_dir(dir: &Path, opts: MatchOptions) -> std::io::Result<LoadOutcome> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -58,16 +60,16 @@ pub fn load_dir(dir: &Path) -> std::io::Result<LoadOutcome> {
         .collect();
     files.sort();
     Ok(collect(files.into_iter().map(|file| {
-        let parsed = read_file(&file);
+        let parsed = read_file(&file, opts);
         (ApiSource::File(file), parsed)
     })))
 }
 
 /// Validates database rows `(api_id, definition)` with the same rules as files, in the order
 /// given (callers sort by `api_id`).
-pub fn load_rows(rows: Vec<(String, serde_json::Value)>) -> LoadOutcome {
+pub fn load_rows(rows: Vec<(String, serde_json::Value)>, opts: MatchOptions) -> LoadOutcome {
     collect(rows.into_iter().map(|(id, raw)| {
-        let parsed = parse(raw);
+        let parsed = parse(raw, opts);
         (ApiSource::Database(id), parsed)
     }))
 }
@@ -124,19 +126,25 @@ fn collect(
     out
 }
 
-fn read_file(file: &Path) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
+fn read_file(
+    file: &Path,
+    opts: MatchOptions,
+) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| DefinitionError::new(".", format!("cannot read: {e}")))?;
     let raw: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| DefinitionError::new(".", format!("invalid JSON: {e}")))?;
-    parse(raw)
+    parse(raw, opts)
 }
 
-fn parse(raw: serde_json::Value) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
+fn parse(
+    raw: serde_json::Value,
+    opts: MatchOptions,
+) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
     if !raw.is_object() {
         return Err(DefinitionError::new(".", "must be a JSON object"));
     }
-    let spec = ApiSpec::from_json(&raw)?;
+    let spec = ApiSpec::from_json_with(&raw, opts)?;
     Ok((spec, raw))
 }
 
@@ -165,7 +173,7 @@ mod tests {
             r#"{"api_id": "c", "proxy": {"listen_path": 5}}"#,
         );
         write(dir.path(), "d.txt", "ignored");
-        let out = load_dir(dir.path()).unwrap();
+        let out = load_dir(dir.path(), MatchOptions::default()).unwrap();
         assert_eq!(out.apis.len(), 1);
         assert_eq!(out.errors.len(), 2);
         let msgs: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
@@ -182,7 +190,7 @@ mod tests {
         write(dir.path(), "1.json", &api("one", "/same/"));
         write(dir.path(), "2.json", &api("two", "/same/"));
         write(dir.path(), "3.json", &api("one", "/other/"));
-        let out = load_dir(dir.path()).unwrap();
+        let out = load_dir(dir.path(), MatchOptions::default()).unwrap();
         assert_eq!(out.apis.len(), 1);
         assert_eq!(&*out.apis[0].spec.api_id, "one");
         assert_eq!(out.errors.len(), 2);
@@ -197,7 +205,7 @@ mod tests {
             r#"{"api_id": "one", "active": false, "proxy": {"listen_path": "/same/", "target_url": "http://h"}}"#,
         );
         write(dir.path(), "2.json", &api("two", "/same/"));
-        let out = load_dir(dir.path()).unwrap();
+        let out = load_dir(dir.path(), MatchOptions::default()).unwrap();
         assert_eq!(out.apis.len(), 2);
         assert!(out.errors.is_empty());
     }

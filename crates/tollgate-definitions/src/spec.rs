@@ -150,10 +150,21 @@ impl ApiSpec {
     /// # Errors
     /// The first problem found, with its field path.
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, DefinitionError> {
+        Self::from_json_with(raw, MatchOptions::default())
+    }
+
+    /// Like [`ApiSpec::from_json`], with the gateway's endpoint matching options.
+    ///
+    /// # Errors
+    /// The first problem found, with its field path.
+    pub fn from_json_with(
+        raw: &serde_json::Value,
+        opts: MatchOptions,
+    ) -> Result<Self, DefinitionError> {
         let def: ApiDefinition = serde_path_to_error::deserialize(raw).map_err(|err| {
             DefinitionError::new(err.path().to_string(), err.into_inner().to_string())
         })?;
-        Self::from_definition(&def)
+        Self::from_definition_with(&def, opts)
     }
 
     /// Validates a parsed definition. A definition that turns on a rule Tollgate does not
@@ -163,6 +174,17 @@ impl ApiSpec {
     /// # Errors
     /// The first problem found, with its field path.
     pub fn from_definition(def: &ApiDefinition) -> Result<Self, DefinitionError> {
+        Self::from_definition_with(def, MatchOptions::default())
+    }
+
+    /// Like [`ApiSpec::from_definition`], with the gateway's endpoint matching options.
+    ///
+    /// # Errors
+    /// The first problem found, with its field path.
+    pub fn from_definition_with(
+        def: &ApiDefinition,
+        opts: MatchOptions,
+    ) -> Result<Self, DefinitionError> {
         if def.api_id.trim().is_empty() {
             return Err(DefinitionError::new("api_id", "must not be empty"));
         }
@@ -206,7 +228,6 @@ impl ApiSpec {
         };
         let allowed_ips = ip_list("allowed_ips", &def.allowed_ips)?;
         let blacklisted_ips = ip_list("blacklisted_ips", &def.blacklisted_ips)?;
-        let opts = MatchOptions::default();
         let (version, versioning, target) = if crate::versioning::is_versioned(def) {
             let versioning = crate::versioning::compile(def, opts)?;
             // Requests always get one of `versioning.versions`; this one only stands for the

@@ -582,7 +582,7 @@ mod tests {
     #[test]
     fn shipped_examples_still_load() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/apps");
-        let out = crate::load_dir(&dir).unwrap();
+        let out = crate::load_dir(&dir, crate::MatchOptions::default()).unwrap();
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert!(!out.apis.is_empty());
     }

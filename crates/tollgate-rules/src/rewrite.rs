@@ -6,12 +6,13 @@
 //!
 //! Triggers choose another `rewrite_to`: each tests the request's headers, query values, path
 //! segments, the key's metadata or context variables against regexes, `on: any` (one match
-//! is enough, and ends the search) or `all` (every kind must match; a later trigger that
-//! matches wins). What a trigger matched is available to its `rewrite_to` as
+//! is enough) or `all` (every kind must match); the first trigger that fires wins, as in
+//! current Tyk. What a trigger matched is available to its `rewrite_to` as
 //! `$tyk_context.trigger-<n>-<name>-<i>` (and `-<i>-<group>`), as in Tyk.
 //!
-//! A rewrite may change the host only when `rewrite_to` itself starts with `http://`: a value
-//! substituted at the front of a path never picks where the request goes.
+//! A rewrite may change the host only when `rewrite_to` itself starts with `http://` and
+//! spells the host out: no variable can pick where the request goes (a client header
+//! substituted into the host would make the gateway a proxy to anywhere).
 
 use std::fmt::Write as _;
 
@@ -125,10 +126,16 @@ impl Target {
                 "rewriting to an https:// target is not supported yet",
             ));
         }
-        Ok(Self {
-            template: Template::compile(field, source.trim_start(), true)?,
-            absolute: lower.starts_with("http://"),
-        })
+        let template = Template::compile(field, source.trim_start(), true)?;
+        let absolute = lower.starts_with("http://");
+        if absolute && !template.literal_authority() {
+            return Err(RuleError::new(
+                field,
+                "the host of a rewrite_to URL must be written out: variables there would let \
+                 a request choose where it is sent",
+            ));
+        }
+        Ok(Self { template, absolute })
     }
 }
 
@@ -186,9 +193,7 @@ impl UrlRewrite {
             let fired = fire(n, trigger, input, vars, &mut captured);
             if fired {
                 target = &trigger.rewrite_to;
-                if trigger.any {
-                    break;
-                }
+                break;
             }
         }
         let groups = self.pattern.captures(input.path_and_query)?;
@@ -504,6 +509,10 @@ mod tests {
 
     #[test]
     fn looping_and_https_targets_are_refused() {
+        assert!(Target::compile("f", "http://$tyk_meta.host/x").is_err());
+        assert!(Target::compile("f", "http://a$1:80").is_err());
+        assert!(Target::compile("f", "http://a:80/$1").is_ok());
+        assert!(Target::compile("f", "http://a:80?q=$1").is_ok());
         assert!(Target::compile("f", "tyk://other/path").is_err());
         assert!(Target::compile("f", "HTTPS://x/").is_err());
         assert!(Target::compile("f", "$tyk_context.path").is_ok_and(|t| !t.absolute));

@@ -121,6 +121,19 @@ impl Template {
         }
     }
 
+    /// True when the text before the first variable holds a whole URL authority: a
+    /// `scheme://` followed by a host that ends (at `/`, `?` or `#`) before any variable.
+    pub fn literal_authority(&self) -> bool {
+        let (first, more) = match &*self.pieces {
+            [Piece::Text(t), rest @ ..] => (t, !rest.is_empty()),
+            _ => return false,
+        };
+        let Some((_, after)) = first.split_once("://") else {
+            return false;
+        };
+        !more || after.contains(['/', '?', '#'])
+    }
+
     /// True when it reads a context variable.
     pub fn uses_context(&self) -> bool {
         self.pieces.iter().any(|p| matches!(p, Piece::Context(_)))

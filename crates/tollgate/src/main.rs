@@ -202,8 +202,9 @@ fn validate(
             control
                 .block_on(db.load())
                 .context("loading API definitions")?,
+            reload::match_options(config),
         ),
-        None => tollgate_definitions::load_dir(&config.app_path)
+        None => tollgate_definitions::load_dir(&config.app_path, reload::match_options(config))
             .with_context(|| format!("cannot read {}", config.app_path.display()))?,
     };
     for err in &outcome.errors {

@@ -9,9 +9,19 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::pg::PgApiStore;
-use tollgate_definitions::{load_dir, load_rows};
+use tollgate_definitions::{MatchOptions, load_dir, load_rows};
 use tollgate_proxy::{Gateway, ReloadError, ReloadRequest, Routes};
 use tollgate_session::PolicySet;
+
+/// The gateway-wide endpoint matching options, as the definitions loader takes them.
+pub(crate) fn match_options(config: &GatewayConfig) -> MatchOptions {
+    let m = config.path_matching;
+    MatchOptions {
+        prefix: m.prefix,
+        suffix: m.suffix,
+        ignore_case: m.ignore_case,
+    }
+}
 
 /// Loads every definition (from `app_path`, or the database table) and compiles a routing
 /// table. Broken definitions are logged with their origin and reason and left out.
@@ -23,10 +33,10 @@ pub(crate) async fn load_routes(
     db: Option<&PgApiStore>,
 ) -> anyhow::Result<Routes> {
     let outcome = match db {
-        Some(db) => load_rows(db.load().await?),
+        Some(db) => load_rows(db.load().await?, match_options(config)),
         None => {
             let cfg = Arc::clone(config);
-            tokio::task::spawn_blocking(move || load_dir(&cfg.app_path))
+            tokio::task::spawn_blocking(move || load_dir(&cfg.app_path, match_options(&cfg)))
                 .await
                 .map_err(|e| anyhow::anyhow!("loading task failed: {e}"))?
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.app_path.display()))?

@@ -229,3 +229,22 @@ async fn expiration_header_then_refusal() {
     gw.assert_not_found("/bad/x", &[]).await;
     assert!(gw.stderr().contains("bad.json"), "{}", gw.log());
 }
+
+#[tokio::test]
+async fn gateway_wide_matching_options_anchor_and_fold_case() {
+    let up = MockUpstream::start().await;
+    let white = lists(json!({"white_list": [{"path": "/Get", "method": "GET"}]}));
+    let gw = gateway!()
+        .conf(
+            json!({"http_server_options": {"enable_path_prefix_matching": true,
+            "enable_path_suffix_matching": true}, "ignore_endpoint_case": true}),
+        )
+        .api("w.json", api_with("w", "/w/", &up.url(), white))
+        .start()
+        .await;
+    assert_upstream(&gw, &up, "GET", "/w/get", "/get").await;
+    assert_upstream(&gw, &up, "GET", "/w/GET", "/GET").await;
+    // Anchored at both ends: neighbours are no longer allowed by the unanchored pattern.
+    assert_forbidden(&gw, &up, "GET", "/w/get-all").await;
+    assert_forbidden(&gw, &up, "GET", "/w/x/get").await;
+}
