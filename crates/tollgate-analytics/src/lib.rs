@@ -141,9 +141,9 @@ pub struct Record {
     /// When the request arrived.
     #[serde(rename = "TimeStamp")]
     pub timestamp: Timestamp,
-    /// Version name (`Non Versioned` while versions are not applied).
-    #[serde(rename = "APIVersion")]
-    pub api_version: &'static str,
+    /// Version name (`Non Versioned` for a not-versioned API, as Tyk writes).
+    #[serde(rename = "APIVersion", serialize_with = "shared_str")]
+    pub api_version: Arc<str>,
     /// API name.
     #[serde(rename = "APIName", serialize_with = "shared_str")]
     pub api_name: Arc<str>,
@@ -417,7 +417,7 @@ mod tests {
                 secs: 1_723_203_634,
                 nanos: 5,
             },
-            api_version: "Non Versioned",
+            api_version: "Non Versioned".into(),
             api_name: "A".into(),
             api_id: "a".into(),
             org_id: "o".into(),

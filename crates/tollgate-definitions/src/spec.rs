@@ -11,7 +11,7 @@ use tollgate_rules::endpoints::MatchOptions;
 use tollgate_rules::expiry::Expiry;
 use tollgate_rules::version::VersionRules;
 
-use crate::versioning::{DefaultVersion, Versioning};
+use crate::versioning::{ApiVersion, DefaultVersion, Versioning};
 
 use crate::DefinitionError;
 use crate::ip::IpList;
@@ -61,6 +61,20 @@ pub struct Target {
     pub base_path: String,
     /// Query of `target_url`, prepended to the request's.
     pub base_query: Option<String>,
+}
+
+impl Target {
+    /// A copy that shares no buffer with `self`.
+    pub fn detached(&self) -> Self {
+        let mut copy = self.clone();
+        if let Ok(h) = HeaderValue::from_bytes(self.host_header.as_bytes()) {
+            copy.host_header = h;
+        }
+        if let Ok(a) = Authority::try_from(self.authority.as_str()) {
+            copy.authority = a;
+        }
+        copy
+    }
 }
 
 /// A validated API definition.
@@ -123,13 +137,22 @@ impl ApiSpec {
     /// core is writing.
     pub fn detached(&self) -> Self {
         let mut copy = self.clone();
-        if let Ok(h) = HeaderValue::from_bytes(self.target.host_header.as_bytes()) {
-            copy.target.host_header = h;
-        }
-        if let Ok(a) = Authority::try_from(self.target.authority.as_str()) {
-            copy.target.authority = a;
-        }
+        copy.target = self.target.detached();
         copy.cors = self.cors.as_deref().map(|c| Arc::new(c.detached()));
+        copy.version = Arc::new(self.version.detached());
+        copy.versioning = self.versioning.as_deref().map(|v| {
+            Arc::new(Versioning {
+                versions: v
+                    .versions
+                    .iter()
+                    .map(|av| ApiVersion {
+                        rules: Arc::new(av.rules.detached()),
+                        target: av.target.as_ref().map(Target::detached),
+                    })
+                    .collect(),
+                ..v.clone()
+            })
+        });
         copy
     }
 

@@ -127,10 +127,12 @@ pub struct RecordTexts {
     pub api_tag: Arc<str>,
     /// The listen path, when the API strips it (records show the path without it).
     pub strip: Option<Box<str>>,
+    /// The version served (`Non Versioned` for a not-versioned API).
+    pub api_version: Arc<str>,
 }
 
 impl RecordTexts {
-    /// The texts of one API.
+    /// The texts of one API (one version of it, when versioned).
     pub fn new(spec: &ApiSpec) -> Self {
         Self {
             api_name: Arc::clone(&spec.name),
@@ -141,6 +143,11 @@ impl RecordTexts {
             strip: spec
                 .strip_listen_path
                 .then(|| spec.listen_path.as_str().into()),
+            api_version: if spec.versioning.is_some() {
+                spec.version.name.as_ref().into()
+            } else {
+                "Non Versioned".into()
+            },
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::ctx::{Arrival, RecordTexts, RequestCtx};
 use crate::headers::X_REQUEST_ID;
 use crate::metrics::Sample;
 use crate::router::ApiRoute;
+use crate::versions::VersionRoute;
 use crate::worker::ConnCtx;
 
 /// Notes what the request looked like on arrival, for whatever observes it.
@@ -62,6 +63,13 @@ pub(crate) fn routed(conn: &ConnCtx, route: &ApiRoute, cx: &mut RequestCtx) {
     }
     if observing.analytics && !route.spec.do_not_track {
         cx.track = Some(Arc::clone(&route.record_texts));
+    }
+}
+
+/// Notes the version that serves the request: its records name it.
+pub(crate) fn versioned(version: &VersionRoute, cx: &mut RequestCtx) {
+    if cx.track.is_some() {
+        cx.track = Some(Arc::clone(&version.record_texts));
     }
 }
 
@@ -169,7 +177,7 @@ fn record(
         response_code: i64::from(status.as_u16()),
         api_key,
         timestamp,
-        api_version: "Non Versioned",
+        api_version: Arc::clone(&texts.api_version),
         api_name: Arc::clone(&texts.api_name),
         api_id,
         org_id: Arc::clone(&texts.org_id),

@@ -96,7 +96,10 @@ async fn serve(
     let (spec, chain) = match &route.versions {
         None => (&route.spec, &route.chain),
         Some(versions) => match versions.select(&mut parts) {
-            Ok(v) => (&v.spec, &v.chain),
+            Ok(v) => {
+                observe::versioned(v, cx);
+                (&v.spec, &v.chain)
+            }
             Err(refusal) => return Ok(refuse(conn, cx, refusal)),
         },
     };

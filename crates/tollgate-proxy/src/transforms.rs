@@ -17,7 +17,7 @@ use std::sync::Arc;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Uri, header};
 use tollgate_definitions::ApiSpec;
-use tollgate_rules::headers::HeaderOps;
+use tollgate_rules::headers::{HeaderOps, apply_edits};
 use tollgate_rules::rewrite::{RewriteInput, Rewritten};
 use tollgate_rules::template::{Vars, push_json};
 use tollgate_rules::version::VersionRules;
@@ -65,26 +65,54 @@ impl Transforms {
             response,
             v.global_response_headers.as_ref(),
         ];
-        // Context variables read the request as it arrived: keep a copy only when a value
-        // needs one.
-        let original = (self.context_vars
-            && (rewrite.is_some() || ops.iter().flatten().any(|o| o.uses_context())))
-        .then(|| (head.uri.clone(), head.headers.clone()));
+        // Context variables read the request as it arrived. Values are rendered before any
+        // edit is applied, so that needs no copy of the request, except for a URL rewrite,
+        // which runs after the header edits (its triggers see the edited headers).
+        let needs_context = self.context_vars && ops.iter().flatten().any(|o| o.uses_context());
+        let original = (self.context_vars && rewrite.is_some())
+            .then(|| (head.uri.clone(), head.headers.clone()));
+        let request_ops = [v.global_headers.as_ref(), endpoint];
+        if needs_context && original.is_none() {
+            let mut edits = Vec::new();
+            let vars = RequestVars {
+                key: cx.key.as_deref(),
+                request: Some((&head.uri, &head.headers)),
+                peer: req.peer,
+                xff_depth: self.xff_depth,
+            };
+            for ops in request_ops.into_iter().flatten() {
+                ops.record(&vars, &mut edits);
+            }
+            for ops in [response, v.global_response_headers.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                ops.record(&vars, &mut cx.response_edits);
+            }
+            apply_edits(&edits, &mut head.headers);
+        } else {
+            let vars = RequestVars {
+                key: cx.key.as_deref(),
+                request: original.as_ref().map(|(u, h)| (u, h)),
+                peer: req.peer,
+                xff_depth: self.xff_depth,
+            };
+            for ops in request_ops.into_iter().flatten() {
+                ops.apply(&mut head.headers, &vars);
+            }
+            for ops in [response, v.global_response_headers.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                ops.record(&vars, &mut cx.response_edits);
+            }
+        }
         let vars = RequestVars {
             key: cx.key.as_deref(),
             request: original.as_ref().map(|(u, h)| (u, h)),
             peer: req.peer,
             xff_depth: self.xff_depth,
         };
-        for ops in [v.global_headers.as_ref(), endpoint].into_iter().flatten() {
-            ops.apply(&mut head.headers, &vars);
-        }
-        for ops in [response, v.global_response_headers.as_ref()]
-            .into_iter()
-            .flatten()
-        {
-            ops.record(&vars, &mut cx.response_edits);
-        }
         if let Some(rule) = rewrite {
             let path = if self.strip_listen_path {
                 paths.stripped

@@ -17,6 +17,7 @@ use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, DefaultVersion, VersionLocation, Versioning};
 
 use crate::chain::Chain;
+use crate::ctx::RecordTexts;
 use crate::endpoints::listen_prefix;
 use crate::percent::{self, Plus};
 use crate::refusal::{Refusal, RefusalKind};
@@ -28,6 +29,8 @@ pub(crate) struct VersionRoute {
     pub(crate) spec: ApiSpec,
     /// This version's stages.
     pub(crate) chain: Chain,
+    /// What its analytics records carry (the version's name among them).
+    pub(crate) record_texts: Arc<RecordTexts>,
 }
 
 /// The versions of one versioned API.
@@ -46,6 +49,7 @@ impl VersionRoutes {
             .filter_map(|i| spec.for_version(i))
             .map(|spec| VersionRoute {
                 chain: Chain::compile(&spec, config),
+                record_texts: Arc::new(RecordTexts::new(&spec)),
                 spec,
             })
             .collect();

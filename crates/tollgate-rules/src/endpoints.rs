@@ -226,6 +226,31 @@ impl Mock {
     }
 }
 
+impl Mock {
+    /// A copy that shares no buffer with `self` (see [`crate::version::VersionRules::detached`]).
+    pub fn detached(&self) -> Self {
+        Self {
+            status: self.status,
+            body: Bytes::copy_from_slice(&self.body),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (detach_name(n), detach_value(v)))
+                .collect(),
+        }
+    }
+}
+
+/// A header name that shares no buffer with `n` (standard names are static anyway).
+pub(crate) fn detach_name(n: &HeaderName) -> HeaderName {
+    HeaderName::from_bytes(n.as_str().as_bytes()).unwrap_or_else(|_| n.clone())
+}
+
+/// A header value that shares no buffer with `v`.
+pub(crate) fn detach_value(v: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
+}
+
 /// What one list entry does for one method.
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -281,6 +306,18 @@ impl<T> Default for EndpointTable<T> {
 }
 
 impl<T> EndpointTable<T> {
+    /// The same entries with `f` applied to each value (patterns are cloned: a cloned regex
+    /// gets its own search cache, so a per-thread copy never waits on another thread).
+    pub fn map(&self, f: impl Fn(&T) -> T) -> Self {
+        Self {
+            rules: self
+                .rules
+                .iter()
+                .map(|(p, m, v)| (p.clone(), m.clone(), f(v)))
+                .collect(),
+        }
+    }
+
     /// Adds an entry after the others.
     pub fn push(&mut self, pattern: PathPattern, method: Method, value: T) {
         self.rules.push((pattern, method, value));
@@ -345,6 +382,33 @@ pub enum Verdict<'a> {
 }
 
 impl EndpointLists {
+    /// A copy for one thread: regexes with their own caches, replies sharing no buffer.
+    pub fn detached(&self) -> Self {
+        let entries = |list: &[Entry]| -> Vec<Entry> {
+            list.iter()
+                .map(|e| Entry {
+                    pattern: e.pattern.clone(),
+                    methods: e
+                        .methods
+                        .iter()
+                        .map(|(m, a)| {
+                            let a = match a {
+                                Action::Listed => Action::Listed,
+                                Action::Reply(mock) => Action::Reply(Arc::new(mock.detached())),
+                            };
+                            (m.clone(), a)
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        Self {
+            black: entries(&self.black),
+            ignored: entries(&self.ignored),
+            white: entries(&self.white),
+        }
+    }
+
     /// True when no list has an entry.
     pub fn is_empty(&self) -> bool {
         self.black.is_empty() && self.ignored.is_empty() && self.white.is_empty()
@@ -373,7 +437,9 @@ impl EndpointLists {
         }
         // A reply answers whatever the list (Tyk checks replies before anything else).
         for e in self.ignored.iter().chain(&self.white) {
-            if let Some(Action::Reply(mock)) = e.hit(method, strict) {
+            if let Some(Action::Reply(mock)) = e.action(method)
+                && e.pattern.matches(strict)
+            {
                 return Verdict::Reply(mock);
             }
         }

@@ -5,6 +5,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::RuleError;
+use crate::endpoints::{detach_name, detach_value};
 use crate::template::{Template, Vars};
 
 #[derive(Debug, Clone)]
@@ -85,6 +86,24 @@ impl HeaderOps {
             remove: removes.into_boxed_slice(),
             set: sets.into_boxed_slice(),
         })
+    }
+
+    /// A copy that shares no buffer with `self`, for one thread.
+    pub fn detached(&self) -> Self {
+        Self {
+            remove: self.remove.iter().map(detach_name).collect(),
+            set: self
+                .set
+                .iter()
+                .map(|(n, v)| {
+                    let v = match v {
+                        Value::Fixed(h) => Value::Fixed(detach_value(h)),
+                        Value::Template(t) => Value::Template(t.clone()),
+                    };
+                    (detach_name(n), v)
+                })
+                .collect(),
+        }
     }
 
     /// True when it edits nothing.

@@ -51,6 +51,28 @@ pub struct VersionRules {
 }
 
 impl VersionRules {
+    /// A copy for one worker thread: every regex with its own search cache (a regex shared
+    /// between threads makes all but one of them take a lock per search) and every header
+    /// value in its own buffer (cloning a shared one bumps a counter another core writes).
+    pub fn detached(&self) -> Self {
+        let ops = |o: &Option<HeaderOps>| o.as_ref().map(HeaderOps::detached);
+        Self {
+            name: self.name.clone(),
+            endpoints: self.endpoints.as_ref().map(EndpointLists::detached),
+            expires: self.expires,
+            global_headers: ops(&self.global_headers),
+            transform_headers: self.transform_headers.map(HeaderOps::detached),
+            global_response_headers: ops(&self.global_response_headers),
+            transform_response_headers: self.transform_response_headers.map(HeaderOps::detached),
+            url_rewrites: self.url_rewrites.map(Clone::clone),
+            method_transforms: self.method_transforms.map(Clone::clone),
+            global_size_limit: self.global_size_limit,
+            size_limits: self.size_limits.map(Clone::clone),
+            hard_timeouts: self.hard_timeouts.map(Clone::clone),
+            mock_responses: self.mock_responses.map(|m| Arc::new(m.detached())),
+        }
+    }
+
     /// True when the version changes what the upstream receives or returns (headers, path,
     /// method).
     pub fn transforms(&self) -> bool {

@@ -51,11 +51,15 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     let one_per_minute = json!({"global_rate_limit": {"rate": 1, "per": 60}});
     let limited = api_with("limited", "/limited/", &up.url(), one_per_minute);
     let quiet = api_with("quiet", "/quiet/", &up.url(), json!({"do_not_track": true}));
+    let versions = json!({"version_data": {"not_versioned": false, "default_version": "v1",
+        "versions": {"v1": {"name": "v1"}, "v2": {"name": "v2"}}}});
+    let versioned = api_with("versioned", "/versioned/", &up.url(), versions);
     let gw = node(gateway!(), &redis_storage(redis.port()))
         .conf(json!({"enable_analytics": true}))
         .api("keyed.json", keyed)
         .api("limited.json", limited)
         .api("quiet.json", quiet)
+        .api("versioned.json", versioned)
         .start()
         .await;
     let (key, key_hash) = create_key(
@@ -88,12 +92,19 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     assert_eq!(send("/limited/a", None).await.unwrap().status(), 200);
     assert_eq!(send("/limited/b", None).await.unwrap().status(), 429);
     assert_eq!(send("/quiet/c", None).await.unwrap().status(), 200);
+    let v2 = c
+        .get(gw.url("/versioned/d"))
+        .header("x-api-version", "v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), 200);
 
     // Written within a flush interval (200 ms) or two.
     let deadline = Instant::now() + Duration::from_secs(5);
     let recs = loop {
         let recs = records(redis.port()).await;
-        if recs.len() >= 5 || Instant::now() > deadline {
+        if recs.len() >= 6 || Instant::now() > deadline {
             break recs;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -104,7 +115,7 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
         .collect();
     assert_eq!(
         codes,
-        vec![200, 401, 403, 200, 429],
+        vec![200, 401, 403, 200, 429, 200],
         "do_not_track API recorded, or a record missing"
     );
 
@@ -124,6 +135,7 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     assert_eq!(field(ok, "UserAgent").as_str(), Some("analytics-test"));
     assert_eq!(field(ok, "IPAddress").as_str(), Some("127.0.0.1"));
     assert_eq!(field(ok, "APIVersion").as_str(), Some("Non Versioned"));
+    assert_eq!(field(&recs[5], "APIVersion").as_str(), Some("v2"));
     let tags: Vec<&str> = field(ok, "Tags")
         .as_array()
         .unwrap()
