@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use tollgate_config::GatewayConfig;
-use tollgate_definitions::{ApiSpec, load_rows};
+use tollgate_definitions::{ApiSpec, MatchOptions, load_rows};
 use tollgate_proxy::Routes;
 
 static CONFIG: LazyLock<GatewayConfig> = LazyLock::new(|| {
@@ -40,6 +40,30 @@ const FIELDS: &[&[&str]] = &[
     &["version_data"],
     &["version_data", "versions"],
     &["version_data", "default_version"],
+    &["version_data", "not_versioned"],
+    &["version_data", "fallback_to_default"],
+    &["definition"],
+    &["definition", "location"],
+    &["definition", "key"],
+    &["version_data", "versions", "Default", "paths"],
+    &["version_data", "versions", "Default", "extended_paths"],
+    &["version_data", "versions", "Default", "extended_paths", "white_list"],
+    &["version_data", "versions", "Default", "extended_paths", "black_list"],
+    &["version_data", "versions", "Default", "extended_paths", "ignored"],
+    &["version_data", "versions", "Default", "extended_paths", "url_rewrites"],
+    &["version_data", "versions", "Default", "extended_paths", "transform_headers"],
+    &["version_data", "versions", "Default", "extended_paths", "transform_response_headers"],
+    &["version_data", "versions", "Default", "extended_paths", "method_transforms"],
+    &["version_data", "versions", "Default", "extended_paths", "size_limits"],
+    &["version_data", "versions", "Default", "extended_paths", "hard_timeouts"],
+    &["version_data", "versions", "Default", "extended_paths", "mock_response"],
+    &["version_data", "versions", "Default", "global_headers"],
+    &["version_data", "versions", "Default", "global_size_limit"],
+    &["version_data", "versions", "Default", "expires"],
+    &["version_data", "versions", "Default", "override_target"],
+    &["CORS"],
+    &["allowed_ips"],
+    &["expiration"],
     &["global_rate_limit"],
     &["global_rate_limit", "rate"],
     &["global_rate_limit", "per"],
@@ -61,7 +85,7 @@ fn base() -> Value {
         },
         "version_data": {
             "not_versioned": true,
-            "versions": { "Default": { "name": "Default" } }
+            "versions": { "Default": { "name": "Default", "use_extended_paths": true } }
         }
     })
 }
@@ -81,7 +105,7 @@ fn set(doc: &mut Value, path: &[&str], value: Value) {
 
 fn check(doc: Value) {
     let spec = ApiSpec::from_json(&doc);
-    let outcome = load_rows(vec![("fuzz".to_owned(), doc.clone())]);
+    let outcome = load_rows(vec![("fuzz".to_owned(), doc.clone())], MatchOptions::default());
     match spec {
         Ok(spec) => {
             if doc.is_object() {
@@ -95,7 +119,10 @@ fn check(doc: Value) {
         }
     }
     // The same document twice: the second is refused as a duplicate, never loaded.
-    let twice = load_rows(vec![("a".to_owned(), doc.clone()), ("b".to_owned(), doc)]);
+    let twice = load_rows(
+        vec![("a".to_owned(), doc.clone()), ("b".to_owned(), doc)],
+        MatchOptions::default(),
+    );
     assert!(twice.apis.len() <= 1, "a duplicate api_id loaded");
     for e in &twice.errors {
         let _ = e.to_string();

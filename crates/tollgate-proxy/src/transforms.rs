@@ -197,37 +197,38 @@ impl Vars for RequestVars<'_> {
         let Some((uri, headers)) = self.request else {
             return;
         };
-        let header_text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        match key {
-            "path" => out.push_str(uri.path()),
-            // Tyk splits on `/` and drops the leading empty part.
-            "path_parts" => out.push_str(uri.path().strip_prefix('/').unwrap_or(uri.path())),
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let value = match key {
+            "path" => Some(uri.path()),
+            "path_parts" => {
+                // Tyk splits on `/`, drops the leading empty part and joins with `,`.
+                let parts = uri.path().strip_prefix('/').unwrap_or(uri.path());
+                for (i, part) in parts.split('/').enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(part);
+                }
+                None
+            }
             "remote_addr" => {
                 use std::fmt::Write as _;
                 let _ = write!(out, "{}", client_ip(headers, self.peer, self.xff_depth));
+                None
             }
-            "request_id" => {
-                if let Some(id) = header_text(X_REQUEST_ID.as_str()) {
-                    out.push_str(&id);
-                }
-            }
+            "request_id" => header(X_REQUEST_ID.as_str()),
             _ => {
-                let value = if let Some(name) = key.strip_prefix("headers_") {
-                    header_text(&name.replace('_', "-"))
+                if let Some(name) = key.strip_prefix("headers_") {
+                    header(&name.replace('_', "-"))
                 } else if let Some(name) = key.strip_prefix("cookies_") {
-                    cookie(headers, name).map(str::to_owned)
+                    cookie(headers, name)
                 } else {
                     None
-                };
-                if let Some(v) = value {
-                    out.push_str(&v);
                 }
             }
+        };
+        if let Some(v) = value {
+            out.push_str(v);
         }
     }
 }
@@ -275,7 +276,7 @@ mod tests {
         };
         let cases = [
             ("$tyk_context.path", "/api/a/b"),
-            ("$tyk_context.path_parts", "api/a/b"),
+            ("$tyk_context.path_parts", "api,a,b"),
             ("$tyk_context.remote_addr", "10.1.2.3"),
             ("$tyk_context.request_id", "r-7"),
             ("$tyk_context.headers_X_User_Tier", "gold"),
