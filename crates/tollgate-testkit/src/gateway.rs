@@ -300,6 +300,29 @@ impl Gateway {
         fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// Polls stderr until it contains every one of `needles` (5 s) and returns it; panics
+    /// naming the ones missing, with [`Gateway::log`].
+    pub async fn wait_stderr<S: AsRef<str>>(&self, needles: &[S]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.stderr();
+            let missing: Vec<&str> = needles
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|n| !log.contains(n))
+                .collect();
+            if missing.is_empty() {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stderr lacks {missing:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything the process wrote to stdout so far.
     pub fn stdout(&self) -> String {
         fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
@@ -397,6 +420,20 @@ impl Gateway {
     pub async fn assert_not_found(&self, target: &str, headers: &[(&str, &str)]) {
         let r = raw::get(self.addr(), target, headers).await;
         raw::assert_tyk_error(&r, 404, "Not Found");
+    }
+
+    /// Each of `targets` is the gateway's 404 `Not Found` and none reaches `up`: what a
+    /// definition refused at load looks like to a client.
+    pub async fn assert_unserved<S: AsRef<str>>(&self, up: &crate::MockUpstream, targets: &[S]) {
+        let before = up.request_count();
+        for target in targets {
+            self.assert_not_found(target.as_ref(), &[]).await;
+        }
+        assert_eq!(
+            up.request_count(),
+            before,
+            "a refused API reached the upstream"
+        );
     }
 
     /// [`Gateway::admin`] `GET path`.

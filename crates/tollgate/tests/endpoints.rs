@@ -226,8 +226,8 @@ async fn expiration_header_then_refusal() {
     );
     assert_eq!(r.header("x-tyk-api-expires"), None);
     assert_eq!(up.request_count(), 1);
-    gw.assert_not_found("/bad/x", &[]).await;
-    assert!(gw.stderr().contains("bad.json"), "{}", gw.log());
+    gw.assert_unserved(&up, &["/bad/x"]).await;
+    gw.wait_stderr(&["bad.json"]).await;
 }
 
 #[tokio::test]

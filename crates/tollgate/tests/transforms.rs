@@ -5,32 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 use tollgate_testkit::keys::{
     KEYED, KEYED_LISTEN, MSG_MISSING, call, create_key, session_with, with_keyed_api,
 };
 use tollgate_testkit::raw::assert_tyk_error;
-use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
+use tollgate_testkit::{MockUpstream, Reply, api_with, gateway};
 
 fn version(v: Value) -> Value {
     let mut version = json!({"name": "Default", "use_extended_paths": true});
     tollgate_testkit::merge_json(&mut version, v);
     json!({"version_data": {"not_versioned": true, "versions": {"Default": version}}})
-}
-
-/// Waits until the gateway's stderr contains `needle` (5 s).
-async fn wait_log(gw: &Gateway, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = gw.stderr();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "stderr lacks {needle:?}:\n{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -179,18 +164,15 @@ async fn a_bad_transform_refuses_only_its_definition() {
         .with_api("good", "/good/", &up.url())
         .start()
         .await;
-    for lp in ["/badname/x", "/secret/x", "/nomethod/x"] {
-        assert_tyk_error(&call(&gw, "GET", lp, &[]).await, 404, "Not Found");
-    }
-    assert_eq!(call(&gw, "GET", "/good/x", &[]).await.status, 200);
-    let log = wait_log(&gw, "nomethod.json").await;
-    for needle in [
+    gw.assert_routed(&up, "/good/x", &[], "/x").await;
+    gw.assert_unserved(&up, &["/badname/x", "/secret/x", "/nomethod/x"])
+        .await;
+    gw.wait_stderr(&[
         "badname.json: field `version_data.versions.Default.global_headers.Bad Name`",
         "secret.json: field `version_data.versions.Default.extended_paths.transform_headers[0].add_headers.X-Token`",
         "nomethod.json: field `version_data.versions.Default.extended_paths.transform_response_headers[0].method`",
-    ] {
-        assert!(log.contains(needle), "{needle} not in:\n{log}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -328,15 +310,17 @@ async fn unsupported_rewrites_refuse_their_definition() {
         );
     }
     let gw = builder.start().await;
-    assert_eq!(call(&gw, "GET", "/good/x", &[]).await.status, 200);
-    for (name, _, field) in &cases {
-        assert_tyk_error(
-            &call(&gw, "GET", &format!("/{name}/x"), &[]).await,
-            404,
-            "Not Found",
-        );
-        let needle =
-            format!("{name}.json: field `version_data.versions.Default.extended_paths.{field}`");
-        wait_log(&gw, &needle).await;
-    }
+    gw.assert_routed(&up, "/good/x", &[], "/x").await;
+    let targets: Vec<String> = cases
+        .iter()
+        .map(|(name, ..)| format!("/{name}/x"))
+        .collect();
+    gw.assert_unserved(&up, &targets).await;
+    let needles: Vec<String> = cases
+        .iter()
+        .map(|(name, _, field)| {
+            format!("{name}.json: field `version_data.versions.Default.extended_paths.{field}`")
+        })
+        .collect();
+    gw.wait_stderr(&needles).await;
 }
