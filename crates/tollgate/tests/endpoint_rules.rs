@@ -125,23 +125,35 @@ async fn timed_get(gw: &Gateway, target: &str) -> (RawResponse, Duration) {
     (r, start.elapsed())
 }
 
-#[tokio::test]
-async fn hard_timeout_shorter_than_the_default() {
+/// An upstream answering `late` 2 s after a request to any of `paths`, and a gateway with
+/// `proxy_default_timeout` `default_secs` and the API `t` on `/t/` with `hard_timeouts`.
+async fn late_upstream(
+    paths: &[&str],
+    default_secs: u64,
+    hard_timeouts: Value,
+) -> (MockUpstream, Gateway) {
     let up = MockUpstream::start().await;
-    for path in ["/slow", "/plain", "/off"] {
+    for path in paths {
         up.on(
             path,
             Reply::fixed(200, "late").delay(Duration::from_secs(2)),
         );
     }
-    let timeouts = extended_version(json!({"extended_paths": {"hard_timeouts": [
-        {"path": "/slow", "method": "GET", "timeout": 1},
-        {"path": "/off", "method": "GET", "timeout": 1, "disabled": true}]}}));
-    // The testkit's default timeout is 10 s.
+    let timeouts = extended_version(json!({"extended_paths": {"hard_timeouts": hard_timeouts}}));
     let gw = gateway!()
+        .proxy_default_timeout(default_secs)
         .with_api_extra("t", "/t/", &up.url(), timeouts)
         .start()
         .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn hard_timeout_shorter_than_the_default() {
+    let entries = json!([
+        {"path": "/slow", "method": "GET", "timeout": 1},
+        {"path": "/off", "method": "GET", "timeout": 1, "disabled": true}]);
+    let (up, gw) = late_upstream(&["/slow", "/plain", "/off"], 10, entries).await;
     let (r, took) = timed_get(&gw, "/t/slow").await;
     assert_tyk_error(&r, 504, HARD_TIMEOUT);
     assert!(
@@ -164,21 +176,10 @@ async fn hard_timeout_shorter_than_the_default() {
 
 #[tokio::test]
 async fn hard_timeout_longer_than_the_default_wins() {
-    let up = MockUpstream::start().await;
-    for path in ["/long", "/plain", "/zero"] {
-        up.on(
-            path,
-            Reply::fixed(200, "late").delay(Duration::from_secs(2)),
-        );
-    }
-    let timeouts = extended_version(json!({"extended_paths": {"hard_timeouts": [
+    let entries = json!([
         {"path": "/long", "method": "GET", "timeout": 4},
-        {"path": "/zero", "method": "GET", "timeout": 0}]}}));
-    let gw = gateway!()
-        .proxy_default_timeout(1)
-        .with_api_extra("t", "/t/", &up.url(), timeouts)
-        .start()
-        .await;
+        {"path": "/zero", "method": "GET", "timeout": 0}]);
+    let (_up, gw) = late_upstream(&["/long", "/plain", "/zero"], 1, entries).await;
     let (r, _) = timed_get(&gw, "/t/long").await;
     assert_eq!((r.status, r.text().as_str()), (200, "late"), "{}", r.dump());
     // No entry, or a zero one: the 1 s default.
