@@ -66,44 +66,40 @@ pub(crate) fn compile(
     } else {
         ("paths", "extended_paths")
     };
-    for list in ["white_list", "black_list", "ignored"] {
+    // The per-endpoint rules exist only in `extended_paths`; Tyk drops them with it.
+    const BOTH: [&str; 3] = ["white_list", "black_list", "ignored"];
+    const EXTENDED_ONLY: [&str; 7] = [
+        "size_limits",
+        "hard_timeouts",
+        "mock_response",
+        "transform_headers",
+        "transform_response_headers",
+        "url_rewrites",
+        "method_transforms",
+    ];
+    let only_active: &[&str] = if info.use_extended_paths {
+        &[]
+    } else {
+        &EXTENDED_ONLY
+    };
+    for list in BOTH.iter().chain(only_active) {
         if raw
             .get(inactive)
             .and_then(|p| p.get(list))
             .is_some_and(is_set)
         {
+            let fix = if BOTH.contains(list) {
+                format!("move it to `{active}` or remove it")
+            } else {
+                "set it to true or remove the list".to_owned()
+            };
             return Err(DefinitionError::new(
                 format!("{base}.{inactive}.{list}"),
                 format!(
-                    "this list is ignored while `use_extended_paths` is {}: move it to \
-                     `{active}` or remove it",
+                    "this list is ignored while `use_extended_paths` is {}: {fix}",
                     info.use_extended_paths
                 ),
             ));
-        }
-    }
-    // The per-endpoint rules exist only in `extended_paths`; Tyk drops them with it.
-    if !info.use_extended_paths {
-        for list in [
-            "size_limits",
-            "hard_timeouts",
-            "mock_response",
-            "transform_headers",
-            "transform_response_headers",
-            "url_rewrites",
-            "method_transforms",
-        ] {
-            if raw
-                .get("extended_paths")
-                .and_then(|p| p.get(list))
-                .is_some_and(is_set)
-            {
-                return Err(DefinitionError::new(
-                    format!("{base}.extended_paths.{list}"),
-                    "this list is ignored while `use_extended_paths` is false: set it to \
-                     true or remove the list",
-                ));
-            }
         }
     }
     let case = info.ignore_endpoint_case;
@@ -436,14 +432,6 @@ mod tests {
         version(json!({"use_extended_paths": true, "extended_paths": ext}))
     }
 
-    fn at(path: &str) -> Candidates<'_> {
-        Candidates {
-            stripped: path,
-            unversioned: None,
-            full: path,
-        }
-    }
-
     #[test]
     fn size_limits_compile_with_the_global_one() {
         let s = version(json!({"global_size_limit": 1024})).unwrap();
@@ -457,11 +445,23 @@ mod tests {
         .unwrap();
         let v = &s.version;
         assert_eq!(v.global_size_limit, None);
-        assert_eq!(v.size_limits.find(&Method::POST, &at("/post")), Some(&512));
-        assert_eq!(v.size_limits.find(&Method::PUT, &at("/post")), None);
-        assert_eq!(v.size_limits.find(&Method::POST, &at("/off")), None);
+        assert_eq!(
+            v.size_limits.find(&Method::POST, &Candidates::of("/post")),
+            Some(&512)
+        );
+        assert_eq!(
+            v.size_limits.find(&Method::PUT, &Candidates::of("/post")),
+            None
+        );
+        assert_eq!(
+            v.size_limits.find(&Method::POST, &Candidates::of("/off")),
+            None
+        );
         // Tyk's zero: only an empty body passes.
-        assert_eq!(v.size_limits.find(&Method::PUT, &at("/zero")), Some(&0));
+        assert_eq!(
+            v.size_limits.find(&Method::PUT, &Candidates::of("/zero")),
+            Some(&0)
+        );
     }
 
     #[test]
@@ -475,14 +475,14 @@ mod tests {
         .unwrap();
         let t = &s.version.hard_timeouts;
         assert_eq!(
-            t.find(&Method::GET, &at("/slow")),
+            t.find(&Method::GET, &Candidates::of("/slow")),
             Some(&Duration::from_secs(1))
         );
         assert_eq!(
-            t.find(&Method::GET, &at("/long")),
+            t.find(&Method::GET, &Candidates::of("/long")),
             Some(&Duration::from_secs(120))
         );
-        assert_eq!(t.find(&Method::POST, &at("/slow")), None);
+        assert_eq!(t.find(&Method::POST, &Candidates::of("/slow")), None);
     }
 
     #[test]
@@ -496,7 +496,7 @@ mod tests {
         ]}))
         .unwrap();
         let m = &s.version.mock_responses;
-        let mock = m.find(&Method::GET, &at("/m")).unwrap();
+        let mock = m.find(&Method::GET, &Candidates::of("/m")).unwrap();
         assert_eq!(mock.status, StatusCode::OK);
         assert_eq!(&mock.body[..], b"hi");
         let names: Vec<_> = mock
@@ -505,12 +505,12 @@ mod tests {
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
             .collect();
         assert_eq!(names, [("x-mock", "1"), ("content-type", "text/plain")]);
-        let mock = m.find(&Method::GET, &at("/case")).unwrap();
+        let mock = m.find(&Method::GET, &Candidates::of("/case")).unwrap();
         assert_eq!(
             (mock.status, mock.body.is_empty()),
             (StatusCode::IM_A_TEAPOT, true)
         );
-        assert!(m.find(&Method::GET, &at("/off")).is_none());
+        assert!(m.find(&Method::GET, &Candidates::of("/off")).is_none());
     }
 
     #[test]

@@ -331,7 +331,7 @@ mod tests {
         chain: &Chain,
         spec: &ApiSpec,
         req: http::Request<()>,
-    ) -> (Result<Flow, Refusal>, Option<u64>) {
+    ) -> (Result<Flow, Refusal>, RequestCtx) {
         let (mut head, ()) = req.into_parts();
         let sessions = sessions();
         let mut req = StageRequest {
@@ -342,7 +342,7 @@ mod tests {
         };
         let mut cx = RequestCtx::default();
         let r = chain.run(&mut req, &mut cx).await;
-        (r, cx.body_limit)
+        (r, cx)
     }
 
     /// A POST declaring `len` body bytes is refused as too large before anything is read.
@@ -365,9 +365,9 @@ mod tests {
         let s = spec(serde_json::json!({"max_request_body_size": 10}));
         let chain = Chain::compile(&s, &config("{}"));
         assert_refuses_length(&chain, &s, 11).await;
-        let (r, limit) = run(&chain, &s, http::Request::post("/a/").body(()).unwrap()).await;
+        let (r, cx) = run(&chain, &s, http::Request::post("/a/").body(()).unwrap()).await;
         r.unwrap();
-        assert_eq!(limit, Some(10));
+        assert_eq!(cx.body_limit, Some(10));
     }
 
     #[tokio::test]
@@ -434,26 +434,13 @@ mod tests {
         );
         let chain = Chain::compile(&s, &config("{}"));
         assert!(matches!(chain.stages.first(), Some(Stage::Cors(_))));
-        let sessions = sessions();
-        let go = async |req: http::Request<()>| {
-            let (mut head, ()) = req.into_parts();
-            let mut req = StageRequest {
-                head: &mut head,
-                api: &s,
-                sessions: &sessions,
-                peer: std::net::Ipv4Addr::LOCALHOST.into(),
-            };
-            let mut cx = RequestCtx::default();
-            let r = chain.run(&mut req, &mut cx).await;
-            (r, cx)
-        };
         // A preflight needs neither an allowed IP nor a key.
         let pre = http::Request::options("/a/")
             .header("origin", "https://app.example")
             .header("access-control-request-method", "GET")
             .body(())
             .unwrap();
-        let (r, cx) = go(pre).await;
+        let (r, cx) = run(&chain, &s, pre).await;
         assert!(matches!(r, Ok(Flow::Reply(Reply { status, .. })) if status == 204));
         assert!(cx.cors.unwrap().allow_origin().is_some());
         // A GET is refused by the IP list, with its CORS headers already recorded.
@@ -461,7 +448,7 @@ mod tests {
             .header("origin", "https://app.example")
             .body(())
             .unwrap();
-        let (r, cx) = go(get).await;
+        let (r, cx) = run(&chain, &s, get).await;
         assert_eq!(r.unwrap_err().kind, RefusalKind::IpDisallowed);
         assert!(cx.cors.unwrap().allow_origin().is_some());
     }
@@ -581,25 +568,14 @@ mod tests {
             {"path": "/off", "method": "GET", "timeout": 1, "disabled": true}]}}),
         ));
         let chain = Chain::compile(&s, &config("{}"));
-        let sessions = sessions();
         for (path, want) in [
             ("/a/slow", Some(1)),
             ("/a/long", Some(300)),
             ("/a/off", None),
             ("/a/other", None),
         ] {
-            let (mut head, ()) = http::Request::get(path).body(()).unwrap().into_parts();
-            let mut req = StageRequest {
-                head: &mut head,
-                api: &s,
-                sessions: &sessions,
-                peer: std::net::Ipv4Addr::LOCALHOST.into(),
-            };
-            let mut cx = RequestCtx::default();
-            assert!(matches!(
-                chain.run(&mut req, &mut cx).await,
-                Ok(Flow::Continue)
-            ));
+            let (r, cx) = run(&chain, &s, http::Request::get(path).body(()).unwrap()).await;
+            assert!(matches!(r, Ok(Flow::Continue)));
             assert_eq!(
                 cx.upstream_timeout,
                 want.map(std::time::Duration::from_secs),

@@ -160,6 +160,15 @@ pub struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
+    /// A path with no listen path or version segment to strip: every candidate is `path`.
+    pub fn of(path: &'a str) -> Self {
+        Self {
+            stripped: path,
+            unversioned: None,
+            full: path,
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = &'a str> {
         self.unversioned
             .into_iter()
@@ -465,14 +474,6 @@ mod tests {
         PathPattern::compile("p", p, false, MatchOptions::default()).unwrap()
     }
 
-    fn at(path: &str) -> Candidates<'_> {
-        Candidates {
-            stripped: path,
-            unversioned: None,
-            full: path,
-        }
-    }
-
     #[test]
     fn templates_expand_like_tyk() {
         let cases = [
@@ -512,14 +513,14 @@ mod tests {
             "/baz/",
         ] {
             assert_eq!(
-                lists.decide(&get, &at(path), Loose::Same),
+                lists.decide(&get, &Candidates::of(path), Loose::Same),
                 Verdict::Forbidden,
                 "{path}"
             );
         }
         for path in ["/foo/1", "/foo/1/bar/1", "/baz/1", "/baz/1/", "/baz/1/bazz"] {
             assert_eq!(
-                lists.decide(&get, &at(path), Loose::Same),
+                lists.decide(&get, &Candidates::of(path), Loose::Same),
                 Verdict::Pass,
                 "{path}"
             );
@@ -534,11 +535,11 @@ mod tests {
             ignore_case: false,
         };
         let p = PathPattern::compile("p", "/get", false, exact).unwrap();
-        assert!(p.matches(&at("/get")));
-        assert!(!p.matches(&at("/get-all")));
-        assert!(!p.matches(&at("/x/get")));
+        assert!(p.matches(&Candidates::of("/get")));
+        assert!(!p.matches(&Candidates::of("/get-all")));
+        assert!(!p.matches(&Candidates::of("/x/get")));
         let p = PathPattern::compile("p", "/Get", true, MatchOptions::default()).unwrap();
-        assert!(p.matches(&at("/x/gET/y")));
+        assert!(p.matches(&Candidates::of("/x/gET/y")));
         let err = PathPattern::compile("f.path", "/a(", false, exact).unwrap_err();
         assert_eq!(err.field, "f.path");
     }
@@ -560,7 +561,7 @@ mod tests {
                 Some(vec![(Method::GET, Action::Reply(Arc::clone(&mock)))]),
             )],
         };
-        let d = |m: Method, p: &str| lists.decide(&m, &at(p), Loose::Same);
+        let d = |m: Method, p: &str| lists.decide(&m, &Candidates::of(p), Loose::Same);
         assert_eq!(d(Method::GET, "/secret"), Verdict::Forbidden);
         assert_eq!(d(Method::GET, "/SECRET"), Verdict::Forbidden);
         // The black-list entry is GET only; the simple ignored entry covers every method.
@@ -584,24 +585,32 @@ mod tests {
         };
         let get = Method::GET;
         // `/admin;x` as the gateway reads it; `/admin` as a lenient upstream does.
-        let v = lists.decide(&get, &at("/public/../admin;x"), Loose::Other(at("/admin")));
+        let v = lists.decide(
+            &get,
+            &Candidates::of("/public/../admin;x"),
+            Loose::Other(Candidates::of("/admin")),
+        );
         assert_eq!(v, Verdict::Forbidden);
         // Allowed as `/public/x%2F..%2Fsecret`, but a decoding upstream reads `/secret`.
         let v = lists.decide(
             &get,
-            &at("/public/x%2F..%2Fsecret"),
-            Loose::Other(at("/secret")),
+            &Candidates::of("/public/x%2F..%2Fsecret"),
+            Loose::Other(Candidates::of("/secret")),
         );
         assert_eq!(v, Verdict::Forbidden);
-        let v = lists.decide(&get, &at("/public/a%20b"), Loose::Other(at("/public/a b")));
+        let v = lists.decide(
+            &get,
+            &Candidates::of("/public/a%20b"),
+            Loose::Other(Candidates::of("/public/a b")),
+        );
         assert_eq!(v, Verdict::Pass);
         assert_eq!(
-            lists.decide(&get, &at("/public/x"), Loose::Unreadable),
+            lists.decide(&get, &Candidates::of("/public/x"), Loose::Unreadable),
             Verdict::Forbidden
         );
         let open = EndpointLists::default();
         assert_eq!(
-            open.decide(&get, &at("/x"), Loose::Unreadable),
+            open.decide(&get, &Candidates::of("/x"), Loose::Unreadable),
             Verdict::Pass
         );
     }
@@ -624,10 +633,10 @@ mod tests {
         t.push(pat("/a/{id}"), Method::GET, 1);
         t.push(pat("/a/"), Method::GET, 2);
         t.push(pat("/a/"), Method::POST, 3);
-        assert_eq!(t.find(&Method::GET, &at("/a/1")), Some(&1));
-        assert_eq!(t.find(&Method::POST, &at("/a/1")), Some(&3));
-        assert_eq!(t.find(&Method::PUT, &at("/a/1")), None);
-        assert_eq!(t.find(&Method::GET, &at("/b")), None);
+        assert_eq!(t.find(&Method::GET, &Candidates::of("/a/1")), Some(&1));
+        assert_eq!(t.find(&Method::POST, &Candidates::of("/a/1")), Some(&3));
+        assert_eq!(t.find(&Method::PUT, &Candidates::of("/a/1")), None);
+        assert_eq!(t.find(&Method::GET, &Candidates::of("/b")), None);
         assert!(EndpointTable::<u8>::default().is_empty());
     }
 }

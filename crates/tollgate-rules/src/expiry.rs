@@ -2,6 +2,8 @@
 //! layout `2006-01-02 15:04`), empty or `-1` for never; and the `x-tyk-api-expires` value,
 //! Go's `time.RFC1123` in UTC.
 
+use tollgate_session::time::civil_utc;
+
 use crate::RuleError;
 
 /// A moment an API or version stops being served, in Unix seconds.
@@ -41,10 +43,8 @@ impl Expiry {
         const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
-        let days = self.at.div_euclid(86_400);
-        let secs = self.at.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        let weekday = DAYS[usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
+        let (y, m, d, secs) = civil_utc(self.at);
+        let weekday = DAYS[usize::try_from(self.at.div_euclid(86_400).rem_euclid(7)).unwrap_or(0)];
         let month = MONTHS[usize::try_from(m - 1).unwrap_or(0)];
         format!(
             "{weekday}, {d:02} {month} {y:04} {:02}:{:02}:{:02} UTC",
@@ -98,19 +98,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// Howard Hinnant's civil-from-days.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]

@@ -49,6 +49,14 @@ pub fn api_with(api_id: &str, listen_path: &str, target_url: &str, extra: Value)
     def
 }
 
+/// The `version_data` of a not-versioned API whose one version, `Default`, reads
+/// `extended_paths` (`use_extended_paths` on), with `version` deep-merged into that version.
+pub fn extended_version(version: Value) -> Value {
+    let mut default = json!({"name": "Default", "use_extended_paths": true});
+    merge_json(&mut default, version);
+    json!({"version_data": {"not_versioned": true, "versions": {"Default": default}}})
+}
+
 /// Deep-merges `extra` into `base`: objects merge key by key (recursively),
 /// every other value in `extra` replaces the one in `base`.
 pub fn merge_json(base: &mut Value, extra: Value) {

@@ -93,6 +93,19 @@ impl GatewayBuilder {
         self.api(&format!("{api_id}.json"), def)
     }
 
+    /// Adds `apps/<api_id>.json` with [`api_with`](crate::api_with)`(api_id, listen_path,
+    /// target_url, extra)`: a keyless API with `extra` merged in.
+    pub fn with_api_extra(
+        self,
+        api_id: &str,
+        listen_path: &str,
+        target_url: &str,
+        extra: Value,
+    ) -> Self {
+        let def = crate::api_with(api_id, listen_path, target_url, extra);
+        self.api(&format!("{api_id}.json"), def)
+    }
+
     /// Adds `apps/<file_name>` with exactly `text` (e.g. broken JSON).
     pub fn raw_app(mut self, file_name: &str, text: &str) -> Self {
         self.apps.push((file_name.to_owned(), text.to_owned()));
@@ -300,6 +313,29 @@ impl Gateway {
         fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// Polls stderr until it contains every one of `needles` (5 s) and returns it; panics
+    /// naming the ones missing, with [`Gateway::log`].
+    pub async fn wait_stderr<S: AsRef<str>>(&self, needles: &[S]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.stderr();
+            let missing: Vec<&str> = needles
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|n| !log.contains(n))
+                .collect();
+            if missing.is_empty() {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stderr lacks {missing:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything the process wrote to stdout so far.
     pub fn stdout(&self) -> String {
         fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
@@ -397,6 +433,36 @@ impl Gateway {
     pub async fn assert_not_found(&self, target: &str, headers: &[(&str, &str)]) {
         let r = raw::get(self.addr(), target, headers).await;
         raw::assert_tyk_error(&r, 404, "Not Found");
+    }
+
+    /// Sends `method target` with `headers` and `body` and asserts the gateway answered Tyk's
+    /// error `status` / `message` itself, without a request to `up`.
+    pub async fn assert_refused(
+        &self,
+        up: &crate::MockUpstream,
+        (method, target): (&str, &str),
+        headers: &[(&str, &str)],
+        body: &[u8],
+        (status, message): (u16, &str),
+    ) {
+        let before = up.request_count();
+        let r = Box::pin(raw::request(self.addr(), method, target, headers, body)).await;
+        raw::assert_tyk_error(&r, status, message);
+        assert_eq!(
+            up.request_count(),
+            before,
+            "{method} {target} reached the upstream"
+        );
+    }
+
+    /// Each `GET` of `targets` is the gateway's 404 `Not Found` and none reaches `up`: what
+    /// a definition refused at load looks like to a client.
+    pub async fn assert_unserved<S: AsRef<str>>(&self, up: &crate::MockUpstream, targets: &[S]) {
+        for target in targets {
+            let target = ("GET", target.as_ref());
+            self.assert_refused(up, target, &[], b"", (404, "Not Found"))
+                .await;
+        }
     }
 
     /// [`Gateway::admin`] `GET path`.

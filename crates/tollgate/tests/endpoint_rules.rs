@@ -11,18 +11,11 @@ use tollgate_testkit::keys::keyed_api;
 use tollgate_testkit::keys::{KEYED, KEYED_LISTEN, MSG_DISALLOWED, MSG_MISSING, create_key};
 use tollgate_testkit::limits::limited_session;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error, request};
-use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, Reply, extended_version, gateway};
 
 const TOO_LARGE: &str = "Request is too large";
 const LENGTH_REQUIRED: &str = "Content length is required for this request";
 const HARD_TIMEOUT: &str = "Upstream service reached hard timeout.";
-
-/// The served version with `v` merged in (extended paths on).
-fn version(v: Value) -> Value {
-    let mut d = json!({"name": "Default", "use_extended_paths": true});
-    tollgate_testkit::merge_json(&mut d, v);
-    json!({"version_data": {"not_versioned": true, "versions": {"Default": d}}})
-}
 
 async fn send(
     gw: &Gateway,
@@ -53,41 +46,22 @@ async fn assert_forwarded(
     assert!(last.body == received, "{method} {target}: body differs");
 }
 
-/// Asserts the gateway refused the request with `status` / `message`, without the upstream.
-async fn assert_refused(
-    gw: &Gateway,
-    up: &MockUpstream,
-    (method, target): (&str, &str),
-    headers: &[(&str, &str)],
-    body: &[u8],
-    (status, message): (u16, &str),
-) {
-    let before = up.request_count();
-    let r = send(gw, method, target, headers, body).await;
-    assert_tyk_error(&r, status, message);
-    assert_eq!(
-        up.request_count(),
-        before,
-        "{method} {target} reached the upstream"
-    );
-}
-
 const CHUNKED: &[(&str, &str)] = &[("Transfer-Encoding", "chunked")];
 const HELLO_CHUNKED: &[u8] = b"5\r\nhello\r\n0\r\n\r\n";
 
 #[tokio::test]
 async fn size_limits_as_tyk() {
     let up = MockUpstream::start().await;
-    let limited = version(
+    let limited = extended_version(
         json!({"global_size_limit": 1024, "extended_paths": {"size_limits": [
         {"path": "/post", "method": "POST", "size_limit": 512}]}}),
     );
-    let endpoint_only = version(json!({"extended_paths": {"size_limits": [
+    let endpoint_only = extended_version(json!({"extended_paths": {"size_limits": [
         {"path": "/post", "method": "POST", "size_limit": 512},
         {"path": "/off", "method": "POST", "size_limit": 1, "disabled": true}]}}));
     let gw = gateway!()
-        .api("s.json", api_with("s", "/s/", &up.url(), limited))
-        .api("e.json", api_with("e", "/e/", &up.url(), endpoint_only))
+        .with_api_extra("s", "/s/", &up.url(), limited)
+        .with_api_extra("e", "/e/", &up.url(), endpoint_only)
         .start()
         .await;
     let kb = vec![b'a'; 1024];
@@ -95,7 +69,8 @@ async fn size_limits_as_tyk() {
     // Tyk's TestRequestSizeLimit: the global limit is inclusive.
     assert_forwarded(&gw, &up, ("POST", "/s/x", "/x"), &[], &kb, &kb).await;
     for method in ["POST", "PUT", "PATCH"] {
-        assert_refused(&gw, &up, (method, "/s/x"), &[], &over, (400, TOO_LARGE)).await;
+        gw.assert_refused(&up, (method, "/s/x"), &[], &over, (400, TOO_LARGE))
+            .await;
     }
     // The endpoint's own limit, under the global one.
     assert_forwarded(
@@ -107,15 +82,8 @@ async fn size_limits_as_tyk() {
         &kb[..512],
     )
     .await;
-    assert_refused(
-        &gw,
-        &up,
-        ("POST", "/s/post"),
-        &[],
-        &kb[..513],
-        (400, TOO_LARGE),
-    )
-    .await;
+    gw.assert_refused(&up, ("POST", "/s/post"), &[], &kb[..513], (400, TOO_LARGE))
+        .await;
     // Methods without a body are never checked, whatever they carry.
     let big = vec![b'c'; 5000];
     for method in ["GET", "DELETE"] {
@@ -128,26 +96,14 @@ async fn size_limits_as_tyk() {
     assert_eq!(r.status, 200, "{}", r.dump());
     // No declared length where a limit applies: 411, nothing forwarded.
     let required = (411, LENGTH_REQUIRED);
-    assert_refused(&gw, &up, ("POST", "/s/x"), CHUNKED, HELLO_CHUNKED, required).await;
-    assert_refused(&gw, &up, ("PUT", "/s/x"), &[], b"", required).await;
-    assert_refused(
-        &gw,
-        &up,
-        ("POST", "/e/post"),
-        CHUNKED,
-        HELLO_CHUNKED,
-        required,
-    )
-    .await;
-    assert_refused(
-        &gw,
-        &up,
-        ("POST", "/e/post"),
-        &[],
-        &kb[..513],
-        (400, TOO_LARGE),
-    )
-    .await;
+    gw.assert_refused(&up, ("POST", "/s/x"), CHUNKED, HELLO_CHUNKED, required)
+        .await;
+    gw.assert_refused(&up, ("PUT", "/s/x"), &[], b"", required)
+        .await;
+    gw.assert_refused(&up, ("POST", "/e/post"), CHUNKED, HELLO_CHUNKED, required)
+        .await;
+    gw.assert_refused(&up, ("POST", "/e/post"), &[], &kb[..513], (400, TOO_LARGE))
+        .await;
     // Where no limit applies, a chunked body streams on (Tyk asks for a length only there).
     assert_forwarded(
         &gw,
@@ -169,23 +125,35 @@ async fn timed_get(gw: &Gateway, target: &str) -> (RawResponse, Duration) {
     (r, start.elapsed())
 }
 
-#[tokio::test]
-async fn hard_timeout_shorter_than_the_default() {
+/// An upstream answering `late` 2 s after a request to any of `paths`, and a gateway with
+/// `proxy_default_timeout` `default_secs` and the API `t` on `/t/` with `hard_timeouts`.
+async fn late_upstream(
+    paths: &[&str],
+    default_secs: u64,
+    hard_timeouts: Value,
+) -> (MockUpstream, Gateway) {
     let up = MockUpstream::start().await;
-    for path in ["/slow", "/plain", "/off"] {
+    for path in paths {
         up.on(
             path,
             Reply::fixed(200, "late").delay(Duration::from_secs(2)),
         );
     }
-    let timeouts = version(json!({"extended_paths": {"hard_timeouts": [
-        {"path": "/slow", "method": "GET", "timeout": 1},
-        {"path": "/off", "method": "GET", "timeout": 1, "disabled": true}]}}));
-    // The testkit's default timeout is 10 s.
+    let timeouts = extended_version(json!({"extended_paths": {"hard_timeouts": hard_timeouts}}));
     let gw = gateway!()
-        .api("t.json", api_with("t", "/t/", &up.url(), timeouts))
+        .proxy_default_timeout(default_secs)
+        .with_api_extra("t", "/t/", &up.url(), timeouts)
         .start()
         .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn hard_timeout_shorter_than_the_default() {
+    let entries = json!([
+        {"path": "/slow", "method": "GET", "timeout": 1},
+        {"path": "/off", "method": "GET", "timeout": 1, "disabled": true}]);
+    let (up, gw) = late_upstream(&["/slow", "/plain", "/off"], 10, entries).await;
     let (r, took) = timed_get(&gw, "/t/slow").await;
     assert_tyk_error(&r, 504, HARD_TIMEOUT);
     assert!(
@@ -208,21 +176,10 @@ async fn hard_timeout_shorter_than_the_default() {
 
 #[tokio::test]
 async fn hard_timeout_longer_than_the_default_wins() {
-    let up = MockUpstream::start().await;
-    for path in ["/long", "/plain", "/zero"] {
-        up.on(
-            path,
-            Reply::fixed(200, "late").delay(Duration::from_secs(2)),
-        );
-    }
-    let timeouts = version(json!({"extended_paths": {"hard_timeouts": [
+    let entries = json!([
         {"path": "/long", "method": "GET", "timeout": 4},
-        {"path": "/zero", "method": "GET", "timeout": 0}]}}));
-    let gw = gateway!()
-        .proxy_default_timeout(1)
-        .api("t.json", api_with("t", "/t/", &up.url(), timeouts))
-        .start()
-        .await;
+        {"path": "/zero", "method": "GET", "timeout": 0}]);
+    let (_up, gw) = late_upstream(&["/long", "/plain", "/zero"], 1, entries).await;
     let (r, _) = timed_get(&gw, "/t/long").await;
     assert_eq!((r.status, r.text().as_str()), (200, "late"), "{}", r.dump());
     // No entry, or a zero one: the 1 s default.
@@ -247,14 +204,11 @@ fn mocks() -> Value {
 async fn keyless_mock_is_answered_without_the_upstream() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api(
-            "m.json",
-            api_with(
-                "m",
-                "/m/",
-                &up.url(),
-                version(json!({"extended_paths": mocks()})),
-            ),
+        .with_api_extra(
+            "m",
+            "/m/",
+            &up.url(),
+            extended_version(json!({"extended_paths": mocks()})),
         )
         .start()
         .await;
@@ -278,7 +232,7 @@ async fn keyless_mock_is_answered_without_the_upstream() {
 #[tokio::test]
 async fn keyed_mock_needs_a_key_and_counts_against_the_quota() {
     let up = MockUpstream::start().await;
-    let extra = version(json!({"extended_paths": {
+    let extra = extended_version(json!({"extended_paths": {
         "ignored": [{"path": "/open", "method": "GET"}]}}));
     let mut def = keyed_api(KEYED, KEYED_LISTEN, &up.url(), extra);
     def["version_data"]["versions"]["Default"]["extended_paths"]["mock_response"] =

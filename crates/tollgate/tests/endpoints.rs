@@ -8,13 +8,12 @@
 use serde_json::{Value, json};
 use tollgate_testkit::keys::{KEYED_LISTEN, MSG_MISSING, with_keyed_api};
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error, request};
-use tollgate_testkit::{Gateway, MockUpstream, api_with, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, extended_version, gateway};
 
 const FORBIDDEN: &str = "Requested endpoint is forbidden";
 
 fn lists(extended: Value) -> Value {
-    json!({"version_data": {"not_versioned": true, "versions": {"Default": {
-        "name": "Default", "use_extended_paths": true, "extended_paths": extended}}}})
+    extended_version(json!({"extended_paths": extended}))
 }
 
 fn simple(paths: Value) -> Value {
@@ -27,14 +26,8 @@ async fn call(gw: &Gateway, method: &str, target: &str) -> RawResponse {
 }
 
 async fn assert_forbidden(gw: &Gateway, up: &MockUpstream, method: &str, target: &str) {
-    let before = up.request_count();
-    let r = call(gw, method, target).await;
-    assert_tyk_error(&r, 403, FORBIDDEN);
-    assert_eq!(
-        up.request_count(),
-        before,
-        "{method} {target} reached the upstream"
-    );
+    gw.assert_refused(up, (method, target), &[], b"", (403, FORBIDDEN))
+        .await;
 }
 
 /// Asserts the request reached the upstream with 200, as `path` (the listen path stripped).
@@ -58,8 +51,8 @@ async fn white_list_with_replies_as_tyk() {
     ]}));
     let case = simple(json!({"white_list": ["/Foo", "/bar/{id}$"]}));
     let gw = gateway!()
-        .api("w.json", api_with("w", "/w/", &up.url(), white))
-        .api("c.json", api_with("c", "/c/", &up.url(), case))
+        .with_api_extra("w", "/w/", &up.url(), white)
+        .with_api_extra("c", "/c/", &up.url(), case)
         .start()
         .await;
     // Tyk's TestWhitelist.
@@ -115,7 +108,7 @@ async fn no_spelling_of_a_black_listed_path_reaches_the_upstream() {
     let up = MockUpstream::start().await;
     let extra = simple(json!({"black_list": ["/admin/secret"]}));
     let gw = gateway!()
-        .api("b.json", api_with("b", "/b/", &up.url(), extra))
+        .with_api_extra("b", "/b/", &up.url(), extra)
         .start()
         .await;
     let corpus = [
@@ -183,32 +176,23 @@ async fn no_spelling_of_a_black_listed_path_reaches_the_upstream() {
 async fn expiration_header_then_refusal() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api(
-            "later.json",
-            api_with(
-                "later",
-                "/later/",
-                &up.url(),
-                json!({"expiration": "2999-01-02 03:04"}),
-            ),
+        .with_api_extra(
+            "later",
+            "/later/",
+            &up.url(),
+            json!({"expiration": "2999-01-02 03:04"}),
         )
-        .api(
-            "gone.json",
-            api_with(
-                "gone",
-                "/gone/",
-                &up.url(),
-                json!({"expiration": "2001-01-01 00:00"}),
-            ),
+        .with_api_extra(
+            "gone",
+            "/gone/",
+            &up.url(),
+            json!({"expiration": "2001-01-01 00:00"}),
         )
-        .api(
-            "bad.json",
-            api_with(
-                "bad",
-                "/bad/",
-                &up.url(),
-                json!({"expiration": "next week"}),
-            ),
+        .with_api_extra(
+            "bad",
+            "/bad/",
+            &up.url(),
+            json!({"expiration": "next week"}),
         )
         .start()
         .await;
@@ -226,8 +210,8 @@ async fn expiration_header_then_refusal() {
     );
     assert_eq!(r.header("x-tyk-api-expires"), None);
     assert_eq!(up.request_count(), 1);
-    gw.assert_not_found("/bad/x", &[]).await;
-    assert!(gw.stderr().contains("bad.json"), "{}", gw.log());
+    gw.assert_unserved(&up, &["/bad/x"]).await;
+    gw.wait_stderr(&["bad.json"]).await;
 }
 
 #[tokio::test]
@@ -239,7 +223,7 @@ async fn gateway_wide_matching_options_anchor_and_fold_case() {
             json!({"http_server_options": {"enable_path_prefix_matching": true,
             "enable_path_suffix_matching": true}, "ignore_endpoint_case": true}),
         )
-        .api("w.json", api_with("w", "/w/", &up.url(), white))
+        .with_api_extra("w", "/w/", &up.url(), white)
         .start()
         .await;
     assert_upstream(&gw, &up, "GET", "/w/get", "/get").await;

@@ -14,7 +14,7 @@ use tollgate_testkit::keys::{Admin, admin, create_key, get_session, keyed_api, n
 use tollgate_testkit::limits::*;
 use tollgate_testkit::raw::RawResponse;
 use tollgate_testkit::raw::{RawClient, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, Reply, gateway};
 
 const API: &str = "limited";
 const LISTEN: &str = "/lim/";
@@ -658,19 +658,13 @@ async fn disable_rate_limit_does_not_enforce_the_rate() {
 async fn global_rate_limit_on_keyless_api_is_shared_by_all_clients() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api(
-            "g.json",
-            api_with(
-                "g",
-                "/g/",
-                &up.url(),
-                json!({"global_rate_limit": {"rate": 3, "per": 5}}),
-            ),
+        .with_api_extra(
+            "g",
+            "/g/",
+            &up.url(),
+            json!({"global_rate_limit": {"rate": 3, "per": 5}}),
         )
-        .api(
-            "open.json",
-            api_with("open", "/open/", &up.url(), json!({})),
-        )
+        .with_api_extra("open", "/open/", &up.url(), json!({}))
         .start()
         .await;
     let clients = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];

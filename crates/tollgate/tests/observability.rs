@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tollgate_testkit::keys::{create_key, session_with};
@@ -205,14 +205,8 @@ async fn access_log_and_request_ids() {
     assert_eq!(recs[1].headers["x-request-id"], "client-id-42");
 
     // One access line per request, with the key's hash and never the raw key.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        let log = gw.log();
-        if log.contains("client-id-42") || Instant::now() > deadline {
-            break log;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    gw.wait_stderr(&["client-id-42"]).await;
+    let log = gw.log();
     let access: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("tollgate::access"))
@@ -250,10 +244,7 @@ async fn overridden_messages_reach_clients_and_metrics_count_by_kind() {
             },
             "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": port, "path": "/metrics"}
         }))
-        .api(
-            "keyed.json",
-            api_with("keyed", "/keyed/", &up.url(), json!({"use_keyless": false})),
-        )
+        .with_api_extra("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}))
         .start()
         .await;
     let c = client();

@@ -3,26 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 use tollgate_testkit::raw::get;
 use tollgate_testkit::{Gateway, MockUpstream, api_def, api_with, gateway, start_with_api};
-
-/// Polls the gateway's stderr until it contains one of `needles` (2 s).
-async fn assert_log_mentions(gw: &Gateway, needles: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let log = gw.stderr();
-        if needles.iter().any(|n| log.contains(n)) {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("stderr mentions none of {needles:?}:\n{}", gw.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The API `s` on `/sample` (no trailing slash) that keeps its listen path.
 fn sample_unstripped(up: &MockUpstream) -> serde_json::Value {
@@ -165,7 +148,7 @@ async fn check_bad_file_is_skipped(file: &str, text: &str, bad_path: &str) {
     gw.assert_not_found(bad_path, &[]).await;
     assert_eq!(up.request_count(), 1);
 
-    assert_log_mentions(&gw, &[file]).await;
+    gw.wait_stderr(&[file]).await;
 }
 
 #[tokio::test]
@@ -238,7 +221,7 @@ async fn duplicate_listen_path_keeps_the_file_that_sorts_first() {
     }
     assert_eq!(first.request_count(), 3);
     assert_eq!(second.request_count(), 0, "the later file was served");
-    assert_log_mentions(&gw, &["b.json", "dup-b"]).await;
+    gw.wait_stderr(&["b.json"]).await;
 }
 
 /// Two APIs, `/public/` and `/private/`, on separate upstreams.

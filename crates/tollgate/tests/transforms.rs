@@ -5,33 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 use tollgate_testkit::keys::{
     KEYED, KEYED_LISTEN, MSG_MISSING, call, create_key, session_with, with_keyed_api,
 };
 use tollgate_testkit::raw::assert_tyk_error;
-use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
-
-fn version(v: Value) -> Value {
-    let mut version = json!({"name": "Default", "use_extended_paths": true});
-    tollgate_testkit::merge_json(&mut version, v);
-    json!({"version_data": {"not_versioned": true, "versions": {"Default": version}}})
-}
-
-/// Waits until the gateway's stderr contains `needle` (5 s).
-async fn wait_log(gw: &Gateway, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = gw.stderr();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "stderr lacks {needle:?}:\n{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use tollgate_testkit::{MockUpstream, Reply, api_with, extended_version, gateway};
 
 #[tokio::test]
 async fn request_and_response_headers_are_edited_as_tyk() {
@@ -44,7 +23,7 @@ async fn request_and_response_headers_are_edited_as_tyk() {
             .header("x-internal-trace", "t"),
     );
     let extra = json!({"enable_context_vars": true});
-    let mut extra_v = version(json!({
+    let mut extra_v = extended_version(json!({
         "global_headers": {"X-Global": "g", "X-Tier": "$tyk_meta.tier",
                            "X-Client": "$tyk_context.remote_addr"},
         "global_headers_remove": ["X-Drop"],
@@ -131,16 +110,13 @@ async fn request_and_response_headers_are_edited_as_tyk() {
 #[tokio::test]
 async fn keyless_values_and_forwarded_for_removal() {
     let up = MockUpstream::start().await;
-    let plain = version(json!({
+    let plain = extended_version(json!({
         "global_headers": {"X-Who": "[$tyk_meta.user][$tyk_context.remote_addr]"}
     }));
-    let hidden = version(json!({"global_headers_remove": ["X-Forwarded-For"]}));
+    let hidden = extended_version(json!({"global_headers_remove": ["X-Forwarded-For"]}));
     let gw = gateway!()
-        .api("plain.json", api_with("plain", "/plain/", &up.url(), plain))
-        .api(
-            "hidden.json",
-            api_with("hidden", "/hidden/", &up.url(), hidden),
-        )
+        .with_api_extra("plain", "/plain/", &up.url(), plain)
+        .with_api_extra("hidden", "/hidden/", &up.url(), hidden)
         .start()
         .await;
     // Keyless: no metadata; context variables are off without `enable_context_vars`.
@@ -158,46 +134,34 @@ async fn keyless_values_and_forwarded_for_removal() {
 #[tokio::test]
 async fn a_bad_transform_refuses_only_its_definition() {
     let up = MockUpstream::start().await;
-    let bad_name = version(json!({"global_headers": {"Bad Name": "x"}}));
-    let secret = version(json!({"extended_paths": {"transform_headers": [
+    let bad_name = extended_version(json!({"global_headers": {"Bad Name": "x"}}));
+    let secret = extended_version(json!({"extended_paths": {"transform_headers": [
         {"path": "/x", "method": "GET", "add_headers": {"X-Token": "$secret_env.TOKEN"}}]}}));
-    let no_method = version(json!({"extended_paths": {"transform_response_headers": [
+    let no_method = extended_version(json!({"extended_paths": {"transform_response_headers": [
         {"path": "/x", "add_headers": {"X-A": "1"}}]}}));
     let gw = gateway!()
-        .api(
-            "badname.json",
-            api_with("badname", "/badname/", &up.url(), bad_name),
-        )
-        .api(
-            "secret.json",
-            api_with("secret", "/secret/", &up.url(), secret),
-        )
-        .api(
-            "nomethod.json",
-            api_with("nomethod", "/nomethod/", &up.url(), no_method),
-        )
+        .with_api_extra("badname", "/badname/", &up.url(), bad_name)
+        .with_api_extra("secret", "/secret/", &up.url(), secret)
+        .with_api_extra("nomethod", "/nomethod/", &up.url(), no_method)
         .with_api("good", "/good/", &up.url())
         .start()
         .await;
-    for lp in ["/badname/x", "/secret/x", "/nomethod/x"] {
-        assert_tyk_error(&call(&gw, "GET", lp, &[]).await, 404, "Not Found");
-    }
-    assert_eq!(call(&gw, "GET", "/good/x", &[]).await.status, 200);
-    let log = wait_log(&gw, "nomethod.json").await;
-    for needle in [
+    gw.assert_routed(&up, "/good/x", &[], "/x").await;
+    gw.assert_unserved(&up, &["/badname/x", "/secret/x", "/nomethod/x"])
+        .await;
+    gw.wait_stderr(&[
         "badname.json: field `version_data.versions.Default.global_headers.Bad Name`",
         "secret.json: field `version_data.versions.Default.extended_paths.transform_headers[0].add_headers.X-Token`",
         "nomethod.json: field `version_data.versions.Default.extended_paths.transform_response_headers[0].method`",
-    ] {
-        assert!(log.contains(needle), "{needle} not in:\n{log}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn url_rewrites_and_method_transforms_as_tyk() {
     let up = MockUpstream::start().await;
     let other = MockUpstream::start().await;
-    let mut extra = version(json!({"extended_paths": {
+    let mut extra = extended_version(json!({"extended_paths": {
         "url_rewrites": [
             {"path": "/books/{rest}", "method": "GET",
              "match_pattern": r"^/books/(\w+)/(\w+)",
@@ -224,7 +188,7 @@ async fn url_rewrites_and_method_transforms_as_tyk() {
     tollgate_testkit::merge_json(&mut extra, json!({"enable_context_vars": true}));
     let target = format!("{}/base", up.url());
     let gw = gateway!()
-        .api("rw.json", api_with("rw", "/rw/", &target, extra))
+        .with_api_extra("rw", "/rw/", &target, extra)
         .start()
         .await;
     let seen = |method: &str, target: &str, headers: &'static [(&'static str, &'static str)]| {
@@ -284,7 +248,7 @@ async fn url_rewrites_and_method_transforms_as_tyk() {
 #[tokio::test]
 async fn unsupported_rewrites_refuse_their_definition() {
     let up = MockUpstream::start().await;
-    let rw = |entry: Value| version(json!({"extended_paths": {"url_rewrites": [entry]}}));
+    let rw = |entry: Value| extended_version(json!({"extended_paths": {"url_rewrites": [entry]}}));
     let base = json!({"path": "/x", "method": "GET", "match_pattern": ".*"});
     let with = |extra: Value| {
         let mut e = base.clone();
@@ -315,7 +279,7 @@ async fn unsupported_rewrites_refuse_their_definition() {
         ),
         (
             "method",
-            version(json!({"extended_paths": {"method_transforms": [
+            extended_version(json!({"extended_paths": {"method_transforms": [
                 {"path": "/x", "method": "GET", "to_method": "NOT A METHOD"}]}})),
             "method_transforms[0].to_method",
         ),
@@ -328,15 +292,17 @@ async fn unsupported_rewrites_refuse_their_definition() {
         );
     }
     let gw = builder.start().await;
-    assert_eq!(call(&gw, "GET", "/good/x", &[]).await.status, 200);
-    for (name, _, field) in &cases {
-        assert_tyk_error(
-            &call(&gw, "GET", &format!("/{name}/x"), &[]).await,
-            404,
-            "Not Found",
-        );
-        let needle =
-            format!("{name}.json: field `version_data.versions.Default.extended_paths.{field}`");
-        wait_log(&gw, &needle).await;
-    }
+    gw.assert_routed(&up, "/good/x", &[], "/x").await;
+    let targets: Vec<String> = cases
+        .iter()
+        .map(|(name, ..)| format!("/{name}/x"))
+        .collect();
+    gw.assert_unserved(&up, &targets).await;
+    let needles: Vec<String> = cases
+        .iter()
+        .map(|(name, _, field)| {
+            format!("{name}.json: field `version_data.versions.Default.extended_paths.{field}`")
+        })
+        .collect();
+    gw.wait_stderr(&needles).await;
 }

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use tollgate_testkit::keys::{KEYED, KEYED_LISTEN, call, create_key, session_with, with_keyed_api};
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error};
-use tollgate_testkit::{Gateway, MockUpstream, api_with, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
 const UNKNOWN: &str = "This API version does not seem to exist";
 const NO_VERSION: &str = "Version information not found";
@@ -45,13 +45,11 @@ async fn header_versions_pick_rules_and_upstream() {
         json!({}),
     );
     let gw = gateway!()
-        .api("h.json", api_with("h", "/h/", &v1.url(), def))
+        .with_api_extra("h", "/h/", &v1.url(), def)
         .start()
         .await;
     // No version: the default one, with its black-list.
-    let r = get(&gw, "/h/a", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.dump());
-    assert_eq!(v1.last().path, "/a");
+    gw.assert_routed(&v1, "/h/a", &[], "/a").await;
     assert_tyk_error(&get(&gw, "/h/old-only", &[]).await, 403, FORBIDDEN);
     // v2: its own upstream and rules; the header is kept (no strip).
     let r = get(&gw, "/h/old-only", &[("x-api-version", "v2")]).await;
@@ -81,7 +79,7 @@ async fn query_versions_strip_and_fall_back() {
         json!({"version_data": {"fallback_to_default": true}}),
     );
     let gw = gateway!()
-        .api("q.json", api_with("q", "/q/", &v1.url(), def))
+        .with_api_extra("q", "/q/", &v1.url(), def)
         .start()
         .await;
     let r = get(&gw, "/q/items?version=v2&x=1", &[]).await;
@@ -92,9 +90,8 @@ async fn query_versions_strip_and_fall_back() {
         "the version parameter is stripped"
     );
     // Unknown: the default serves it, and the unknown value is not taken for a version.
-    let r = get(&gw, "/q/items?version=nope", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.dump());
-    assert_eq!(v1.last().uri, "/items?version=nope");
+    gw.assert_routed(&v1, "/q/items?version=nope", &[], "/items?version=nope")
+        .await;
     assert_eq!(v2.request_count(), 1);
 }
 
@@ -109,26 +106,22 @@ async fn url_versions_with_and_without_strip() {
     );
     let kept = versioned(json!({"location": "url"}), &v2.url(), json!({}));
     let gw = gateway!()
-        .api("us.json", api_with("us", "/us/", &v1.url(), stripped))
-        .api("uk.json", api_with("uk", "/uk/", &v1.url(), kept))
+        .with_api_extra("us", "/us/", &v1.url(), stripped)
+        .with_api_extra("uk", "/uk/", &v1.url(), kept)
         .start()
         .await;
-    let r = get(&gw, "/us/v2/users?x=1", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.dump());
-    assert_eq!(v2.last().uri, "/users?x=1");
+    gw.assert_routed(&v2, "/us/v2/users?x=1", &[], "/users?x=1")
+        .await;
     // The first segment names the version; an unknown one is refused.
     assert_tyk_error(&get(&gw, "/us/users", &[]).await, 403, UNKNOWN);
     // No segment at all: the default.
-    let r = get(&gw, "/us/", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.dump());
-    assert_eq!(v1.last().path, "/");
+    gw.assert_routed(&v1, "/us/", &[], "/").await;
     // Stripped: the lists see the path without the version.
     assert_tyk_error(&get(&gw, "/us/v1/old-only", &[]).await, 403, FORBIDDEN);
     // Kept: the upstream gets the segment, and patterns also read the path without it.
     assert_tyk_error(&get(&gw, "/uk/v1/old-only", &[]).await, 403, FORBIDDEN);
-    let r = get(&gw, "/uk/v1/other", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.dump());
-    assert_eq!(v1.last().path, "/v1/other");
+    gw.assert_routed(&v1, "/uk/v1/other", &[], "/v1/other")
+        .await;
 }
 
 #[tokio::test]
@@ -148,16 +141,10 @@ async fn no_default_expiry_and_bad_definitions() {
     let bad_location = versioned(json!({"location": "cookie"}), &up.url(), json!({}));
     let no_key = versioned(json!({"location": "url-param"}), &up.url(), json!({}));
     let gw = gateway!()
-        .api("nd.json", api_with("nd", "/nd/", &up.url(), no_default))
-        .api("dated.json", api_with("dated", "/dated/", &up.url(), dated))
-        .api(
-            "badloc.json",
-            api_with("badloc", "/badloc/", &up.url(), bad_location),
-        )
-        .api(
-            "nokey.json",
-            api_with("nokey", "/nokey/", &up.url(), no_key),
-        )
+        .with_api_extra("nd", "/nd/", &up.url(), no_default)
+        .with_api_extra("dated", "/dated/", &up.url(), dated)
+        .with_api_extra("badloc", "/badloc/", &up.url(), bad_location)
+        .with_api_extra("nokey", "/nokey/", &up.url(), no_key)
         .start()
         .await;
     // The default header name is x-api-version.
@@ -179,16 +166,12 @@ async fn no_default_expiry_and_bad_definitions() {
         r.header("x-tyk-api-expires"),
         Some("Tue, 30 Jun 2099 12:00:00 UTC")
     );
-    for lp in ["/badloc/a", "/nokey/a"] {
-        assert_tyk_error(&get(&gw, lp, &[]).await, 404, "Not Found");
-    }
-    let log = gw.stderr();
-    for needle in [
+    gw.assert_unserved(&up, &["/badloc/a", "/nokey/a"]).await;
+    gw.wait_stderr(&[
         "badloc.json: field `definition.location`",
         "nokey.json: field `definition.key`",
-    ] {
-        assert!(log.contains(needle), "{needle} not in:\n{log}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -220,13 +203,11 @@ async fn a_not_versioned_api_honours_its_versions_target_and_expiry() {
     let gone = json!({"version_data": {"not_versioned": true, "versions": {"Default": {
         "name": "Default", "expires": "2001-02-03 04:05"}}}});
     let gw = gateway!()
-        .api("rt.json", api_with("rt", "/rt/", &up.url(), retarget))
-        .api("gone.json", api_with("gone", "/gone/", &up.url(), gone))
+        .with_api_extra("rt", "/rt/", &up.url(), retarget)
+        .with_api_extra("gone", "/gone/", &up.url(), gone)
         .start()
         .await;
-    let r = get(&gw, "/rt/x", &[]).await;
-    assert_eq!(r.status, 200, "{}", r.dump());
-    assert_eq!(other.last().path, "/x");
+    gw.assert_routed(&other, "/rt/x", &[], "/x").await;
     assert_tyk_error(&get(&gw, "/gone/x", &[]).await, 403, EXPIRED);
     assert_eq!(up.request_count(), 0);
 }
