@@ -73,12 +73,12 @@ pub struct TykConf {
     // stops the start instead of being ignored (see `unsupported.rs`).
     /// Only match requests for this Host.
     pub hostname: serde_json::Value,
-    /// Serve the admin API on its own port.
-    pub control_api_port: serde_json::Value,
+    /// Serve the admin API on its own port (0 or `listen_port` = shared).
+    pub control_api_port: Option<u16>,
     /// Match every endpoint pattern ignoring case.
     pub ignore_endpoint_case: bool,
-    /// Host restriction for the admin endpoints.
-    pub control_api_hostname: serde_json::Value,
+    /// The admin endpoints answer only requests for this Host.
+    pub control_api_hostname: String,
     /// Organisation quotas.
     pub enforce_org_quotas: serde_json::Value,
     /// Key lifetime in storage, for every API when forced.

@@ -146,6 +146,12 @@ pub struct GatewayConfig {
     pub source: PathBuf,
     /// Where the proxy (and the admin API) listens.
     pub listen: SocketAddr,
+    /// `control_api_port`: where the admin API (`/tyk/`, `/hello`) is served instead of
+    /// `listen`, when it is another port.
+    pub control_listen: Option<SocketAddr>,
+    /// `control_api_hostname`: the admin API answers only requests for this Host (lower
+    /// case, no port).
+    pub control_hostname: Option<String>,
     /// The admin API secret; empty = admin API closed.
     pub secret: Secret,
     /// Folder of API definition files.
@@ -348,6 +354,13 @@ impl GatewayConfig {
         Ok(Self {
             source: path.to_path_buf(),
             listen: SocketAddr::new(ip, port),
+            control_listen: file
+                .control_api_port
+                .filter(|p| *p != 0 && *p != port)
+                .map(|p| SocketAddr::new(ip, p)),
+            control_hostname: Some(file.control_api_hostname.trim())
+                .filter(|h| !h.is_empty())
+                .map(str::to_ascii_lowercase),
             secret: file.secret.clone(),
             app_path,
             proxy_default_timeout,

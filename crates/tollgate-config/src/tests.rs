@@ -88,11 +88,6 @@ fn unsupported_exposure_settings_stop_the_start() {
             r#"{"http_server_options": {"ssl_certificates": ["/etc/tls/gw.pem"]}}"#,
             "http_server_options.ssl_certificates",
         ),
-        (r#"{"control_api_port": 9696}"#, "control_api_port"),
-        (
-            r#"{"control_api_hostname": "admin.internal"}"#,
-            "control_api_hostname",
-        ),
         (r#"{"hostname": "api.example.com"}"#, "hostname"),
         (
             r#"{"security": {"control_api_use_mutual_tls": true}}"#,

@@ -54,19 +54,6 @@ pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String
             not_yet("TLS certificates are"),
         ));
     }
-    // Tyk serves `/tyk/` only on the control port; ignoring it would expose the admin API on
-    // the public one. The same port as `listen_port` is the shared-port default.
-    let control_port = file.control_api_port.as_u64();
-    let listen_port = u64::from(file.listen_port.unwrap_or(8080));
-    if is_set(&file.control_api_port) && control_port != Some(listen_port) {
-        return Some(("control_api_port", not_yet("a separate admin API port is")));
-    }
-    if is_set(&file.control_api_hostname) {
-        return Some((
-            "control_api_hostname",
-            not_yet("an admin API host restriction is"),
-        ));
-    }
     if is_set(&file.hostname) {
         return Some(("hostname", not_yet("restricting every API to one Host is")));
     }

@@ -25,7 +25,7 @@ use crate::path;
 use crate::refusal::Refusal;
 use crate::request_body::{RequestBody, UpstreamBody};
 use crate::upstream;
-use crate::worker::ConnCtx;
+use crate::worker::{ConnCtx, ListenerRole};
 
 /// Serves one request, from its arrival to its observation.
 pub(crate) async fn handle(conn: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -75,10 +75,23 @@ async fn serve(
     }
     let path = req.uri().path();
 
-    // 3. The admin API and health check share the port and come before any API, as in Tyk.
-    if path == "/hello" || path == "/tyk" || path.starts_with("/tyk/") {
+    // 3. The admin API and health check come before any API, as in Tyk. `/tyk/` is served on
+    //    the shared port, or only on `control_api_port` (whose listener serves nothing else),
+    //    and with `control_api_hostname` only for that Host; `/hello` on every listener, so a
+    //    load balancer can check the port it sends traffic to.
+    let admin = if path == "/hello" {
+        true
+    } else if path == "/tyk" || path.starts_with("/tyk/") {
+        conn.role != ListenerRole::Public && admin_host_ok(conn, &req)
+    } else {
+        false
+    };
+    if admin {
         let resp = conn.gateway.admin_handle(req).await;
         return Ok(resp.map(|inner| ProxyBody::Full { inner }));
+    }
+    if conn.role == ListenerRole::Control {
+        return Err(GatewayError::NoRoute);
     }
 
     // 4. Route: the worker's own snapshot of the table; the request keeps it even if a
@@ -173,6 +186,26 @@ fn refuse(conn: &ConnCtx, cx: &mut RequestCtx, refusal: Refusal) -> Response<Pro
         h.apply(resp.headers_mut());
     }
     resp
+}
+
+/// True unless `control_api_hostname` names another host than the request's.
+fn admin_host_ok(conn: &ConnCtx, req: &Request<Incoming>) -> bool {
+    conn.gateway
+        .config
+        .control_hostname
+        .as_deref()
+        .is_none_or(|want| {
+            request_host(req).is_some_and(|h| {
+                let host = h.rsplit_once(':').map_or(h, |(host, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        host
+                    } else {
+                        h
+                    }
+                });
+                host.eq_ignore_ascii_case(want)
+            })
+        })
 }
 
 /// The host a request is for: the Host header, else the authority of an absolute-form URI.

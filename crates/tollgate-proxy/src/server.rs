@@ -27,7 +27,7 @@ use crate::Gateway;
 use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
 use crate::proxy;
 use crate::upstream::UpstreamPool;
-use crate::worker::{ConnCtx, WorkerCtx};
+use crate::worker::{ConnCtx, ListenerRole, WorkerCtx};
 use crate::write_deadline::WriteDeadline;
 
 /// Binds `count` listening sockets sharing `addr` through `SO_REUSEPORT`.
@@ -77,13 +77,18 @@ impl Workers {
     ///
     /// # Errors
     /// A thread or runtime could not be created.
+    /// `control` are the admin API's own listeners (`control_api_port`), one per worker, or
+    /// empty when it shares the public port.
     pub fn start(
         gateway: &Arc<Gateway>,
         listeners: Vec<std::net::TcpListener>,
+        control: Vec<std::net::TcpListener>,
     ) -> io::Result<Self> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::with_capacity(listeners.len());
+        let mut control = control.into_iter();
         for (i, listener) in listeners.into_iter().enumerate() {
+            let control = control.next();
             let gateway = Arc::clone(gateway);
             let shutdown_rx = shutdown_rx.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -93,7 +98,7 @@ impl Workers {
                 .name(format!("tollgate-worker-{i}"))
                 .spawn(move || {
                     let local = tokio::task::LocalSet::new();
-                    local.block_on(&runtime, worker(i, gateway, listener, shutdown_rx));
+                    local.block_on(&runtime, worker(i, gateway, listener, control, shutdown_rx));
                 })?;
             threads.push(thread);
         }
@@ -143,14 +148,28 @@ async fn worker(
     index: usize,
     gateway: Arc<Gateway>,
     listener: std::net::TcpListener,
+    control: Option<std::net::TcpListener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
+    let register = |l: std::net::TcpListener| match TcpListener::from_std(l) {
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::error!(error = %e, "worker could not register its listener");
-            return;
+            None
         }
+    };
+    let Some(listener) = register(listener) else {
+        return;
+    };
+    let control = match control.map(register) {
+        Some(None) => return,
+        Some(Some(l)) => Some(l),
+        None => None,
+    };
+    let public_role = if control.is_some() {
+        ListenerRole::Public
+    } else {
+        ListenerRole::Shared
     };
     let config = Arc::clone(&gateway.config);
     let pool = UpstreamPool::new(
@@ -188,26 +207,36 @@ async fn worker(
     });
     let tracker = Rc::new(ConnTracker::default());
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let guard = ConnGuard::new(&tracker);
-                    let task = serve_connection(Arc::clone(&gateway), Rc::clone(&worker_ctx), stream, peer, shutdown.clone());
-                    tokio::task::spawn_local(async move {
-                        task.await;
-                        drop(guard);
-                    });
-                }
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted.map(|a| (a, public_role)),
+            accepted = accept_control(control.as_ref()) => accepted.map(|a| (a, ListenerRole::Control)),
             _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok(((stream, peer), role)) => {
+                let guard = ConnGuard::new(&tracker);
+                let task = serve_connection(
+                    Arc::clone(&gateway),
+                    Rc::clone(&worker_ctx),
+                    stream,
+                    peer,
+                    role,
+                    shutdown.clone(),
+                );
+                tokio::task::spawn_local(async move {
+                    task.await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     drop(listener);
+    drop(control);
     if let Some(batch) = &worker_ctx.analytics {
         batch.flush();
     }
@@ -225,11 +254,20 @@ async fn worker(
     }
 }
 
+/// The next connection on the admin API's own listener; never, without one.
+async fn accept_control(control: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match control {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve_connection(
     gateway: Arc<Gateway>,
     worker: Rc<WorkerCtx>,
     stream: TcpStream,
     peer: SocketAddr,
+    role: ListenerRole,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -252,6 +290,7 @@ async fn serve_connection(
         scheme: "http",
         verdict,
         next_index: Cell::new(0),
+        role,
     });
     let service = service_fn(move |req| {
         let ctx = Rc::clone(&ctx);

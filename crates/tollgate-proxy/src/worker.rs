@@ -90,4 +90,17 @@ pub(crate) struct ConnCtx {
     pub(crate) scheme: &'static str,
     pub(crate) verdict: Arc<FramingVerdict>,
     pub(crate) next_index: Cell<u64>,
+    /// What the listener that accepted the connection serves.
+    pub(crate) role: ListenerRole,
+}
+
+/// What one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerRole {
+    /// The APIs and the admin API (no `control_api_port`).
+    Shared,
+    /// The APIs only: the admin API has its own port.
+    Public,
+    /// The admin API only (`control_api_port`).
+    Control,
 }

@@ -111,6 +111,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(config.listen);
+    // The admin API on its own port (`control_api_port`): bound before anything is served,
+    // so a port in use stops the start instead of leaving the admin API unreachable.
+    let control_listeners = match config.control_listen {
+        Some(addr) => server::bind(addr, config.worker_threads)
+            .with_context(|| format!("cannot listen on {addr} (control_api_port)"))?,
+        None => Vec::new(),
+    };
 
     let policies = reload::load_policies(&config)?;
     let sessions = control.block_on(open_sessions(&config))?;
@@ -147,9 +154,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let workers = Workers::start(&gateway, listeners).context("starting worker threads")?;
+    let workers = Workers::start(&gateway, listeners, control_listeners)
+        .context("starting worker threads")?;
     tracing::info!(
         address = %local,
+        control_address = config.control_listen.map(|a| a.to_string()),
         workers = config.worker_threads,
         apis = gateway.routes().apis().len(),
         policies = policy_count,

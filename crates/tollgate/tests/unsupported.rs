@@ -224,7 +224,10 @@ async fn unsupported_gateway_settings_stop_the_start_with_exit_2() {
             json!({"http_server_options": {"use_ssl": true}}),
             "http_server_options.use_ssl",
         ),
-        (json!({"control_api_port": 9696}), "control_api_port"),
+        (
+            json!({"security": {"control_api_use_mutual_tls": true}}),
+            "security.control_api_use_mutual_tls",
+        ),
         (json!({"hostname": "api.example.com"}), "hostname"),
     ];
     for (extra, field) in table {
