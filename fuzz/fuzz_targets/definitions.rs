@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use tollgate_config::GatewayConfig;
-use tollgate_definitions::{ApiSpec, MatchOptions, load_rows};
+use tollgate_definitions::{ApiSpec, LoadOptions, load_rows};
 use tollgate_proxy::Routes;
 
 static CONFIG: LazyLock<GatewayConfig> = LazyLock::new(|| {
@@ -105,7 +105,7 @@ fn set(doc: &mut Value, path: &[&str], value: Value) {
 
 fn check(doc: Value) {
     let spec = ApiSpec::from_json(&doc);
-    let outcome = load_rows(vec![("fuzz".to_owned(), doc.clone())], MatchOptions::default());
+    let outcome = load_rows(vec![("fuzz".to_owned(), doc.clone())], &LoadOptions::default());
     match spec {
         Ok(spec) => {
             if doc.is_object() {
@@ -121,7 +121,7 @@ fn check(doc: Value) {
     // The same document twice: the second is refused as a duplicate, never loaded.
     let twice = load_rows(
         vec![("a".to_owned(), doc.clone()), ("b".to_owned(), doc)],
-        MatchOptions::default(),
+        &LoadOptions::default(),
     );
     assert!(twice.apis.len() <= 1, "a duplicate api_id loaded");
     for e in &twice.errors {

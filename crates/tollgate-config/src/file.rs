@@ -49,6 +49,19 @@ pub struct TykConf {
     pub close_connections: bool,
     /// No keep-alive towards upstreams.
     pub proxy_close_connections: bool,
+    /// Accept any upstream certificate.
+    pub proxy_ssl_insecure_skip_verify: bool,
+    /// Lowest TLS version to upstreams, Go's number (0 = 1.2).
+    pub proxy_ssl_min_version: u16,
+    /// Highest TLS version to upstreams, Go's number (0 = 1.3).
+    pub proxy_ssl_max_version: u16,
+    /// TLS 1.2 cipher suites to upstreams by Go's names.
+    pub proxy_ssl_ciphers: Option<Vec<String>>,
+    /// Tollgate extension: a PEM file of CA certificates trusted for upstreams besides the
+    /// system's.
+    pub proxy_ssl_ca_cert: String,
+    /// HTTP/2 to upstreams (not built: read so it can be reported, upstreams get HTTP/1.1).
+    pub proxy_enable_http2: bool,
     /// Idle upstream connections kept per host (per worker thread in Tollgate).
     pub max_idle_connections_per_host: Option<usize>,
     /// Seconds SIGTERM waits for in-flight requests (0 = 30).
@@ -204,10 +217,30 @@ pub struct HttpServerOptions {
     pub max_request_header_bytes: Option<usize>,
     /// Tollgate extension: most request headers (default 100).
     pub max_request_headers: Option<usize>,
-    /// TLS on the listener (not supported yet: refused).
-    pub use_ssl: serde_json::Value,
-    /// Listener certificates, deprecated form (not supported yet: refused).
-    pub certificates: serde_json::Value,
-    /// Listener certificates (not supported yet: refused).
-    pub ssl_certificates: serde_json::Value,
+    /// TLS on the listener (and on the control port).
+    pub use_ssl: bool,
+    /// Listener certificates by domain (Tyk's deprecated form).
+    pub certificates: Option<Vec<CertificateConf>>,
+    /// Listener certificates: PEM files holding the chain and the key.
+    pub ssl_certificates: Option<Vec<String>>,
+    /// Lowest TLS version, Go's number (771 = 1.2, 772 = 1.3; 0 = 1.2).
+    pub min_version: u16,
+    /// Highest TLS version, Go's number (0 = 1.3).
+    pub max_version: u16,
+    /// TLS 1.2 cipher suites by Go's names (empty = every suite offered).
+    pub ssl_ciphers: Option<Vec<String>>,
+    /// Offer HTTP/2 to TLS clients (ALPN `h2`).
+    pub enable_http2: bool,
+}
+
+/// One `http_server_options.certificates` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CertificateConf {
+    /// The name this certificate answers (`*.example.com` covers one label).
+    pub domain_name: String,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
 }

@@ -17,7 +17,8 @@ mod file;
 mod unsupported;
 
 pub use file::{
-    HttpServerOptions, MessageOverride, PoliciesConf, PrometheusConf, StorageConf, TykConf,
+    CertificateConf, HttpServerOptions, MessageOverride, PoliciesConf, PrometheusConf, StorageConf,
+    TykConf,
 };
 
 /// Why a configuration could not be loaded. Every variant names the file.
@@ -41,6 +42,15 @@ pub enum ConfigError {
         field: String,
         /// serde's description, with line and column.
         message: String,
+    },
+    /// A TLS setting holds no TLS value.
+    #[error("config file {path}: field {source}")]
+    Tls {
+        /// The config file.
+        path: PathBuf,
+        /// Which field and why (its message starts with the field).
+        #[source]
+        source: tollgate_tls::TlsError,
     },
     /// The values parse but cannot work together.
     #[error("config file {path}: field `{field}`: {message}")]
@@ -199,6 +209,11 @@ pub struct GatewayConfig {
     pub policy_file: Option<PathBuf>,
     /// Tyk's `enable_analytics`.
     pub enable_analytics: bool,
+    /// TLS on the listeners (`http_server_options.use_ssl`); the certificate files are read
+    /// when the gateway starts.
+    pub tls: Option<tollgate_tls::ServerSettings>,
+    /// TLS towards `https://` upstreams (`proxy_ssl_*`).
+    pub upstream_tls: tollgate_tls::ClientSettings,
     /// The raw file model, for settings later features read.
     pub file: TykConf,
 }
@@ -346,6 +361,28 @@ impl GatewayConfig {
             None
         };
 
+        let tls_err = |source| ConfigError::Tls {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tls = opts
+            .use_ssl
+            .then(|| server_tls(&base, opts))
+            .transpose()
+            .map_err(tls_err)?;
+        let upstream_tls = tollgate_tls::ClientSettings {
+            insecure_skip_verify: file.proxy_ssl_insecure_skip_verify,
+            min_version: file.proxy_ssl_min_version,
+            max_version: file.proxy_ssl_max_version,
+            ciphers: file.proxy_ssl_ciphers.clone().unwrap_or_default(),
+            ca_files: Some(file.proxy_ssl_ca_cert.trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| base.join(p))
+                .into_iter()
+                .collect(),
+        };
+        check_upstream_tls(&upstream_tls).map_err(tls_err)?;
+
         let worker_threads = match file.worker_threads {
             Some(0) | None => std::thread::available_parallelism().map_or(1, usize::from),
             Some(n) => n,
@@ -397,9 +434,73 @@ impl GatewayConfig {
             rate_limit_headers: file.rate_limit_response_headers == "rate_limits",
             policy_file,
             enable_analytics: file.enable_analytics,
+            tls,
+            upstream_tls,
             file,
         })
     }
+}
+
+/// The listener's TLS settings; versions and ciphers are checked here, the files when the
+/// gateway starts. Relative file names are resolved against the config file's folder.
+fn server_tls(
+    base: &Path,
+    opts: &HttpServerOptions,
+) -> Result<tollgate_tls::ServerSettings, tollgate_tls::TlsError> {
+    let mut certificates = Vec::new();
+    for (i, c) in opts.certificates.iter().flatten().enumerate() {
+        certificates.push(tollgate_tls::CertSource {
+            field: format!("http_server_options.certificates[{i}]"),
+            domain: Some(c.domain_name.clone()).filter(|d| !d.trim().is_empty()),
+            cert_file: base.join(c.cert_file.trim()),
+            key_file: base.join(c.key_file.trim()),
+        });
+    }
+    for (i, f) in opts.ssl_certificates.iter().flatten().enumerate() {
+        // Tyk also takes ids of its certificate store here; Tollgate has none, so every entry
+        // is a file holding the chain and its key.
+        let file = base.join(f.trim());
+        certificates.push(tollgate_tls::CertSource {
+            field: format!("http_server_options.ssl_certificates[{i}]"),
+            domain: None,
+            cert_file: file.clone(),
+            key_file: file,
+        });
+    }
+    let ciphers = opts.ssl_ciphers.clone().unwrap_or_default();
+    tollgate_tls::settings::protocol_versions(
+        "http_server_options.min_version",
+        opts.min_version,
+        "http_server_options.max_version",
+        opts.max_version,
+    )?;
+    tollgate_tls::settings::cipher_suites(
+        "http_server_options.ssl_ciphers",
+        &ciphers,
+        &tollgate_tls::settings::default_provider(),
+    )?;
+    Ok(tollgate_tls::ServerSettings {
+        certificates,
+        min_version: opts.min_version,
+        max_version: opts.max_version,
+        ciphers,
+        http2: opts.enable_http2,
+    })
+}
+
+fn check_upstream_tls(s: &tollgate_tls::ClientSettings) -> Result<(), tollgate_tls::TlsError> {
+    tollgate_tls::settings::protocol_versions(
+        "proxy_ssl_min_version",
+        s.min_version,
+        "proxy_ssl_max_version",
+        s.max_version,
+    )?;
+    tollgate_tls::settings::cipher_suites(
+        "proxy_ssl_ciphers",
+        &s.ciphers,
+        &tollgate_tls::settings::default_provider(),
+    )?;
+    Ok(())
 }
 
 /// Deserialises JSON and reports the failing field's dotted path with the file name.

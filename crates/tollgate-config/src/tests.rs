@@ -76,18 +76,6 @@ fn secret_debug_is_redacted() {
 #[test]
 fn unsupported_exposure_settings_stop_the_start() {
     let table = [
-        (
-            r#"{"http_server_options": {"use_ssl": true}}"#,
-            "http_server_options.use_ssl",
-        ),
-        (
-            r#"{"http_server_options": {"certificates": [{"domain_name": "a", "cert_file": "c", "key_file": "k"}]}}"#,
-            "http_server_options.certificates",
-        ),
-        (
-            r#"{"http_server_options": {"ssl_certificates": ["/etc/tls/gw.pem"]}}"#,
-            "http_server_options.ssl_certificates",
-        ),
         (r#"{"hostname": "api.example.com"}"#, "hostname"),
         (
             r#"{"security": {"control_api_use_mutual_tls": true}}"#,
@@ -152,4 +140,62 @@ fn off_values_of_unsupported_settings_are_accepted() {
     load(r#"{"listen_port": 9000, "control_api_port": 9000}"#).unwrap();
     // A policy folder alone loads no policies (keys applying one are refused), nothing opens.
     load(r#"{"policies": {"policy_path": "policies"}}"#).unwrap();
+}
+
+#[test]
+fn tls_settings_are_read_with_paths_next_to_the_config() {
+    let cfg = load(
+        r#"{"http_server_options": {"use_ssl": true, "enable_http2": true,
+              "certificates": [{"domain_name": "*.example.com", "cert_file": "a.crt", "key_file": "/k/a.key"}],
+              "ssl_certificates": ["both.pem"], "min_version": 772,
+              "ssl_ciphers": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]},
+            "proxy_ssl_insecure_skip_verify": true, "proxy_ssl_ca_cert": "ca.pem",
+            "proxy_ssl_min_version": 771}"#,
+    )
+    .unwrap();
+    let tls = cfg.tls.expect("use_ssl");
+    assert!(tls.http2);
+    assert_eq!(tls.min_version, 772);
+    assert_eq!(tls.certificates.len(), 2);
+    let first = &tls.certificates[0];
+    assert_eq!(first.domain.as_deref(), Some("*.example.com"));
+    assert_eq!(first.cert_file, Path::new("/etc/tollgate/a.crt"));
+    assert_eq!(first.key_file, Path::new("/k/a.key"));
+    assert_eq!(first.field, "http_server_options.certificates[0]");
+    let second = &tls.certificates[1];
+    assert_eq!(second.cert_file, second.key_file);
+    assert_eq!(second.field, "http_server_options.ssl_certificates[0]");
+    assert!(cfg.upstream_tls.insecure_skip_verify);
+    assert_eq!(cfg.upstream_tls.min_version, 771);
+    assert_eq!(
+        cfg.upstream_tls.ca_files,
+        [Path::new("/etc/tollgate/ca.pem")]
+    );
+    // Without use_ssl the certificates are not read at all.
+    let plain = load(r#"{"http_server_options": {"certificates": [{"cert_file": "x"}]}}"#).unwrap();
+    assert!(plain.tls.is_none());
+}
+
+#[test]
+fn tls_values_that_are_not_tls_stop_the_start() {
+    for (text, field) in [
+        (
+            r#"{"http_server_options": {"use_ssl": true, "min_version": 12}}"#,
+            "http_server_options.min_version",
+        ),
+        (
+            r#"{"http_server_options": {"use_ssl": true, "ssl_ciphers": ["TLS_FOO"]}}"#,
+            "http_server_options.ssl_ciphers[0]",
+        ),
+        (r#"{"proxy_ssl_max_version": 770}"#, "proxy_ssl_max_version"),
+        (r#"{"proxy_ssl_ciphers": ["nope"]}"#, "proxy_ssl_ciphers[0]"),
+    ] {
+        let err = load(text).expect_err(text).to_string();
+        assert!(
+            err.starts_with(&format!(
+                "config file /etc/tollgate/tyk.conf: field {field}: "
+            )),
+            "{err}"
+        );
+    }
 }

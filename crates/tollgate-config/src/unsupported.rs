@@ -5,8 +5,7 @@
 //!
 //! Left alone on purpose (no change to who gets in or where the gateway is reachable):
 //! `enable_jsvm` and `coprocess_options` (the plugins they run are refused per API),
-//! `proxy_ssl_*` (https upstreams are refused per API), `http_server_options.min_version` /
-//! `max_version` / `ssl_ciphers` (only mean something with `use_ssl`), `global_session_lifetime`
+//! `global_session_lifetime`
 //! unless forced (each API's own `session_lifetime` applies and is refused per API), analytics,
 //! tracing and uptime settings.
 
@@ -34,26 +33,7 @@ fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 
 /// The first setting in `file` Tollgate cannot honour, as (field, message).
 pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String)> {
-    let opts = &file.http_server_options;
     let not_yet = |what: &str| format!("{what} not supported yet");
-    if is_set(&opts.use_ssl) {
-        return Some((
-            "http_server_options.use_ssl",
-            not_yet("TLS on the listener is"),
-        ));
-    }
-    if is_set(&opts.certificates) {
-        return Some((
-            "http_server_options.certificates",
-            not_yet("TLS certificates are"),
-        ));
-    }
-    if is_set(&opts.ssl_certificates) {
-        return Some((
-            "http_server_options.ssl_certificates",
-            not_yet("TLS certificates are"),
-        ));
-    }
     if is_set(&file.hostname) {
         return Some(("hostname", not_yet("restricting every API to one Host is")));
     }

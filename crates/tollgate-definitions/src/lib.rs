@@ -12,11 +12,12 @@ mod load;
 pub mod model;
 pub mod pg;
 mod spec;
+mod transport;
 mod unsupported;
 mod versioning;
 
 pub use ip::IpList;
-pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
+pub use load::{ApiSource, LoadOptions, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
 pub use tollgate_rules::endpoints::MatchOptions;
 pub use versioning::{ApiVersion, DefaultVersion, VersionLocation, Versioning};

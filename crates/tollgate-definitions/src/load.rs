@@ -37,6 +37,16 @@ pub struct LoadedApi {
     pub source: ApiSource,
 }
 
+/// The gateway-wide settings every definition is compiled with.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// How endpoint patterns match (`enable_path_prefix_matching`, ...).
+    pub matching: MatchOptions,
+    /// The gateway's upstream TLS settings (`proxy_ssl_*`), under each API's own
+    /// `proxy.transport`.
+    pub upstream_tls: tollgate_tls::ClientSettings,
+}
+
 /// What a scan produced.
 #[derive(Debug, Default)]
 pub struct LoadOutcome {
@@ -52,7 +62,7 @@ pub struct LoadOutcome {
 ///
 /// # Errors
 /// Only when the folder itself cannot be read.
-pub fn load_dir(dir: &Path, opts: MatchOptions) -> std::io::Result<LoadOutcome> {
+pub fn load_dir(dir: &Path, opts: &LoadOptions) -> std::io::Result<LoadOutcome> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -67,7 +77,7 @@ pub fn load_dir(dir: &Path, opts: MatchOptions) -> std::io::Result<LoadOutcome> 
 
 /// Validates database rows `(api_id, definition)` with the same rules as files, in the order
 /// given (callers sort by `api_id`).
-pub fn load_rows(rows: Vec<(String, serde_json::Value)>, opts: MatchOptions) -> LoadOutcome {
+pub fn load_rows(rows: Vec<(String, serde_json::Value)>, opts: &LoadOptions) -> LoadOutcome {
     collect(rows.into_iter().map(|(id, raw)| {
         let parsed = parse(raw, opts);
         (ApiSource::Database(id), parsed)
@@ -128,7 +138,7 @@ fn collect(
 
 fn read_file(
     file: &Path,
-    opts: MatchOptions,
+    opts: &LoadOptions,
 ) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| DefinitionError::new(".", format!("cannot read: {e}")))?;
@@ -139,7 +149,7 @@ fn read_file(
 
 fn parse(
     raw: serde_json::Value,
-    opts: MatchOptions,
+    opts: &LoadOptions,
 ) -> Result<(ApiSpec, serde_json::Value), DefinitionError> {
     if !raw.is_object() {
         return Err(DefinitionError::new(".", "must be a JSON object"));
@@ -173,7 +183,7 @@ mod tests {
             r#"{"api_id": "c", "proxy": {"listen_path": 5}}"#,
         );
         write(dir.path(), "d.txt", "ignored");
-        let out = load_dir(dir.path(), MatchOptions::default()).unwrap();
+        let out = load_dir(dir.path(), &LoadOptions::default()).unwrap();
         assert_eq!(out.apis.len(), 1);
         assert_eq!(out.errors.len(), 2);
         let msgs: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
@@ -190,7 +200,7 @@ mod tests {
         write(dir.path(), "1.json", &api("one", "/same/"));
         write(dir.path(), "2.json", &api("two", "/same/"));
         write(dir.path(), "3.json", &api("one", "/other/"));
-        let out = load_dir(dir.path(), MatchOptions::default()).unwrap();
+        let out = load_dir(dir.path(), &LoadOptions::default()).unwrap();
         assert_eq!(out.apis.len(), 1);
         assert_eq!(&*out.apis[0].spec.api_id, "one");
         assert_eq!(out.errors.len(), 2);
@@ -205,7 +215,7 @@ mod tests {
             r#"{"api_id": "one", "active": false, "proxy": {"listen_path": "/same/", "target_url": "http://h"}}"#,
         );
         write(dir.path(), "2.json", &api("two", "/same/"));
-        let out = load_dir(dir.path(), MatchOptions::default()).unwrap();
+        let out = load_dir(dir.path(), &LoadOptions::default()).unwrap();
         assert_eq!(out.apis.len(), 2);
         assert!(out.errors.is_empty());
     }

@@ -7,16 +7,16 @@ use http::header::HeaderName;
 use http::uri::{Authority, Uri};
 use tollgate_rules::cors::CorsPolicy;
 
-use tollgate_rules::endpoints::MatchOptions;
 use tollgate_rules::expiry::Expiry;
 use tollgate_rules::version::VersionRules;
+use tollgate_tls::client::{ClientSettings, ServerName, UpstreamTls};
 
 use crate::versioning::{ApiVersion, DefaultVersion, Versioning};
 
-use crate::DefinitionError;
 use crate::ip::IpList;
 use crate::model::{ApiDefinition, AuthConf};
 use crate::unsupported::is_set;
+use crate::{DefinitionError, LoadOptions};
 
 /// Where a request's credential is read from, in Tyk's order: header, then query parameter,
 /// then cookie (each later source overrides when present and non-empty).
@@ -46,6 +46,8 @@ pub enum AuthMode {
 pub enum Scheme {
     /// Plain HTTP.
     Http,
+    /// HTTP over TLS.
+    Https,
 }
 
 /// Where an API's traffic goes.
@@ -61,6 +63,12 @@ pub struct Target {
     pub base_path: String,
     /// Query of `target_url`, prepended to the request's.
     pub base_query: Option<String>,
+    /// For `https`: the TLS configuration to connect with (the gateway's `proxy_ssl_*` under
+    /// the API's `proxy.transport`), shared by every target with the same settings.
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// For `https`: the name the certificate is checked against and sent as SNI (the
+    /// target's host).
+    pub server_name: Option<ServerName<'static>>,
 }
 
 impl Target {
@@ -173,7 +181,7 @@ impl ApiSpec {
     /// # Errors
     /// The first problem found, with its field path.
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, DefinitionError> {
-        Self::from_json_with(raw, MatchOptions::default())
+        Self::from_json_with(raw, &LoadOptions::default())
     }
 
     /// Like [`ApiSpec::from_json`], with the gateway's endpoint matching options.
@@ -182,7 +190,7 @@ impl ApiSpec {
     /// The first problem found, with its field path.
     pub fn from_json_with(
         raw: &serde_json::Value,
-        opts: MatchOptions,
+        opts: &LoadOptions,
     ) -> Result<Self, DefinitionError> {
         let def: ApiDefinition = serde_path_to_error::deserialize(raw).map_err(|err| {
             DefinitionError::new(err.path().to_string(), err.into_inner().to_string())
@@ -197,7 +205,7 @@ impl ApiSpec {
     /// # Errors
     /// The first problem found, with its field path.
     pub fn from_definition(def: &ApiDefinition) -> Result<Self, DefinitionError> {
-        Self::from_definition_with(def, MatchOptions::default())
+        Self::from_definition_with(def, &LoadOptions::default())
     }
 
     /// Like [`ApiSpec::from_definition`], with the gateway's endpoint matching options.
@@ -206,7 +214,7 @@ impl ApiSpec {
     /// The first problem found, with its field path.
     pub fn from_definition_with(
         def: &ApiDefinition,
-        opts: MatchOptions,
+        opts: &LoadOptions,
     ) -> Result<Self, DefinitionError> {
         if def.api_id.trim().is_empty() {
             return Err(DefinitionError::new("api_id", "must not be empty"));
@@ -235,7 +243,11 @@ impl ApiSpec {
         } else {
             format!("/{lp}")
         };
-        let target = parse_target(&def.proxy.target_url)?;
+        let upstream_tls = opts
+            .upstream_tls
+            .with_api(&crate::transport::read(&def.proxy.transport)?);
+        let mut target = parse_target(&def.proxy.target_url)?;
+        attach_tls(&mut target, &upstream_tls)?;
         let domain = match def.domain.trim() {
             "" => None,
             d => Some(strip_port(d).to_ascii_lowercase()),
@@ -252,7 +264,12 @@ impl ApiSpec {
         let allowed_ips = ip_list("allowed_ips", &def.allowed_ips)?;
         let blacklisted_ips = ip_list("blacklisted_ips", &def.blacklisted_ips)?;
         let (version, versioning, target) = if crate::versioning::is_versioned(def) {
-            let versioning = crate::versioning::compile(def, opts)?;
+            let mut versioning = crate::versioning::compile(def, opts.matching)?;
+            for v in &mut versioning.versions {
+                if let Some(t) = &mut v.target {
+                    attach_tls(t, &upstream_tls)?;
+                }
+            }
             // Requests always get one of `versioning.versions`; this one only stands for the
             // API where no request is involved.
             let first = match versioning.default {
@@ -264,8 +281,14 @@ impl ApiSpec {
         } else {
             match crate::endpoints::served_version(def)? {
                 Some((name, raw)) => {
-                    let rules = crate::endpoints::compile(name, raw, opts)?;
-                    let target = crate::versioning::override_target(name, raw)?.unwrap_or(target);
+                    let rules = crate::endpoints::compile(name, raw, opts.matching)?;
+                    let target = match crate::versioning::override_target(name, raw)? {
+                        Some(mut t) => {
+                            attach_tls(&mut t, &upstream_tls)?;
+                            t
+                        }
+                        None => target,
+                    };
                     (Arc::new(rules), None, target)
                 }
                 None => (Arc::new(VersionRules::default()), None, target),
@@ -415,13 +438,7 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
         .map_err(|e| DefinitionError::new(field, format!("`{url}` is not a URL: {e}")))?;
     let scheme = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
-        Some(s) if s.eq_ignore_ascii_case("https") => {
-            // Refused rather than half-served: TLS to upstreams is not built yet.
-            return Err(DefinitionError::new(
-                field,
-                "https upstreams are not supported yet; use an http:// target",
-            ));
-        }
+        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
         Some(s) => {
             return Err(DefinitionError::new(
                 field,
@@ -450,6 +467,14 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
     }
     let default_port = match scheme {
         Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    let server_name = match scheme {
+        Scheme::Http => None,
+        Scheme::Https => Some(
+            tollgate_tls::client::server_name(host)
+                .map_err(|e| DefinitionError::new(field, format!("`{host}`: {e}")))?,
+        ),
     };
     let port = authority.port_u16().unwrap_or(default_port);
     let authority: Authority = format!("{host}:{port}")
@@ -471,7 +496,19 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
         host_header,
         base_path,
         base_query: uri.query().filter(|q| !q.is_empty()).map(str::to_owned),
+        tls: None,
+        server_name,
     })
+}
+
+/// Gives an `https` target the TLS configuration of `settings`.
+fn attach_tls(target: &mut Target, settings: &ClientSettings) -> Result<(), DefinitionError> {
+    if target.scheme == Scheme::Https {
+        let tls = UpstreamTls::get(settings)
+            .map_err(|e| DefinitionError::new("proxy.transport", e.to_string()))?;
+        target.tls = Some(tls);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -500,6 +537,54 @@ mod tests {
         assert_eq!(s.target.base_path, "");
         assert_eq!(s.listen_path, "/a");
         assert!(s.active);
+        assert!(s.target.tls.is_none() && s.target.server_name.is_none());
+    }
+
+    #[test]
+    fn https_targets_get_tls_by_their_settings() {
+        let s = ApiSpec::from_json(&def(
+            json!({"listen_path": "/a/", "target_url": "https://Secure.Example:8443/v1"}),
+        ))
+        .unwrap();
+        assert_eq!(s.target.scheme, Scheme::Https);
+        assert_eq!(s.target.authority.as_str(), "Secure.Example:8443");
+        assert_eq!(s.target.host_header, "Secure.Example:8443");
+        assert!(matches!(
+            s.target.server_name,
+            Some(tollgate_tls::client::ServerName::DnsName(_))
+        ));
+        let plain_tls = s.target.tls.unwrap();
+        assert!(!plain_tls.skips_verification());
+        let s = ApiSpec::from_json(&def(
+            json!({"listen_path": "/a/", "target_url": "https://up"}),
+        ))
+        .unwrap();
+        assert_eq!(s.target.authority.as_str(), "up:443");
+        assert_eq!(s.target.host_header, "up");
+        // Same settings, same configuration (so connections pool together).
+        assert_eq!(s.target.tls.as_ref().unwrap().id(), plain_tls.id());
+        let mut raw = def(json!({"listen_path": "/b/", "target_url": "https://up"}));
+        raw["proxy"]["transport"] = json!({"ssl_insecure_skip_verify": true});
+        let s = ApiSpec::from_json(&raw).unwrap();
+        assert!(s.target.tls.as_ref().unwrap().skips_verification());
+        // The gateway's skip-verify applies to every API.
+        let opts = LoadOptions {
+            upstream_tls: tollgate_tls::ClientSettings {
+                insecure_skip_verify: true,
+                ..Default::default()
+            },
+            ..LoadOptions::default()
+        };
+        let raw = def(json!({"listen_path": "/c/", "target_url": "https://up"}));
+        let s = ApiSpec::from_json_with(&raw, &opts).unwrap();
+        assert!(s.target.tls.as_ref().unwrap().skips_verification());
+        // A version's override target gets the same treatment.
+        let mut raw = def(json!({"listen_path": "/d/", "target_url": "http://up"}));
+        raw["version_data"] = json!({"not_versioned": true, "default_version": "Default",
+            "versions": {"Default": {"name": "Default", "override_target": "https://other"}}});
+        let s = ApiSpec::from_json(&raw).unwrap();
+        assert_eq!(s.target.authority.as_str(), "other:443");
+        assert!(s.target.tls.is_some());
     }
 
     #[test]

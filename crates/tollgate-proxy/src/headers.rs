@@ -126,6 +126,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// An HTTP/2 request names its host in `:authority`, which hyper puts in the URI: give it the
+/// `Host` header routing, the admin hostname check and the upstream request read, as an
+/// HTTP/1.1 request would have carried.
+pub fn host_from_authority<B>(req: &mut http::Request<B>) {
+    if req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    if let Some(host) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+}
+
 /// True when the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)

@@ -107,6 +107,9 @@ pub struct Gateway {
     pub analytics: Option<Arc<tollgate_analytics::AnalyticsQueue>>,
     /// The gateway's own error messages, after `override_messages`.
     pub messages: refusal::Messages,
+    /// The listeners' TLS (`http_server_options.use_ssl`); its certificates are read again on
+    /// every reload.
+    pub tls: Option<Arc<tollgate_tls::ServerTls>>,
 }
 
 impl Gateway {
@@ -118,6 +121,7 @@ impl Gateway {
         sessions: Arc<tollgate_storage::Sessions>,
         api_db: Option<Arc<tollgate_definitions::pg::PgApiStore>>,
         analytics: Option<Arc<tollgate_analytics::AnalyticsQueue>>,
+        tls: Option<Arc<tollgate_tls::ServerTls>>,
     ) -> Arc<Self> {
         let config_for_set = Arc::clone(&config);
         Arc::new(Self {
@@ -128,6 +132,7 @@ impl Gateway {
             sessions,
             api_db,
             analytics,
+            tls,
             messages: refusal::Messages::compile(&config_for_set.file.override_messages),
             metrics: config_for_set
                 .prometheus

@@ -24,7 +24,7 @@ use crate::observe;
 use crate::path;
 use crate::refusal::Refusal;
 use crate::request_body::{RequestBody, UpstreamBody};
-use crate::upstream;
+use crate::upstream::{self, Upstream};
 use crate::worker::{ConnCtx, ListenerRole};
 
 /// Serves one request, from its arrival to its observation.
@@ -245,7 +245,7 @@ async fn forward(
         None
     };
 
-    let mut authority = &spec.target.authority;
+    let mut upstream = Upstream::of(&spec.target);
     let rewritten_authority;
     let mut rewritten_host = None;
     parts.uri = match rewrite {
@@ -257,7 +257,7 @@ async fn forward(
             path_and_query,
         }) => {
             rewritten_authority = a;
-            authority = &rewritten_authority;
+            upstream = Upstream::plain(&rewritten_authority);
             rewritten_host = Some(host);
             Uri::from(path_and_query)
         }
@@ -283,7 +283,7 @@ async fn forward(
     let timeout = hard_timeout.unwrap_or(config.proxy_default_timeout);
 
     if let Some(on_client_upgrade) = on_client_upgrade {
-        let mut resp = upstream::send_upgrade(authority, req, timeout).await?;
+        let mut resp = upstream::send_upgrade(upstream, req, timeout).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let on_upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::task::spawn_local(tunnel(on_client_upgrade, on_upstream_upgrade));
@@ -298,7 +298,7 @@ async fn forward(
         return Ok(resp.map(ProxyBody::unpooled));
     }
 
-    let (mut resp, pool_return) = conn.worker.pool.send(authority, req, timeout).await?;
+    let (mut resp, pool_return) = conn.worker.pool.send(upstream, req, timeout).await?;
     // We speak HTTP/1.1 to the client whatever the upstream spoke.
     *resp.version_mut() = Version::HTTP_11;
     hdr::remove_hop_by_hop(resp.headers_mut(), false);

@@ -20,8 +20,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::Gateway;
 use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
@@ -206,6 +208,8 @@ async fn worker(
         }
     });
     let tracker = Rc::new(ConnTracker::default());
+    // The certificates behind it are swapped on reload; the acceptor itself never changes.
+    let acceptor = gateway.tls.as_ref().map(|t| TlsAcceptor::from(t.config()));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted.map(|a| (a, public_role)),
@@ -221,6 +225,7 @@ async fn worker(
                     stream,
                     peer,
                     role,
+                    acceptor.clone(),
                     shutdown.clone(),
                 );
                 tokio::task::spawn_local(async move {
@@ -262,36 +267,108 @@ async fn accept_control(control: Option<&TcpListener>) -> io::Result<(TcpStream,
     }
 }
 
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_connection(
     gateway: Arc<Gateway>,
     worker: Rc<WorkerCtx>,
     stream: TcpStream,
     peer: SocketAddr,
     role: ListenerRole,
-    mut shutdown: watch::Receiver<bool>,
+    acceptor: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let config = Arc::clone(&gateway.config);
+    let Some(acceptor) = acceptor else {
+        let ctx = conn_ctx(gateway, worker, peer, role, "http");
+        return serve_http1(ctx, stream, shutdown).await;
+    };
+    let timeout = gateway.config.edge.read_timeout.min(TLS_HANDSHAKE_TIMEOUT);
+    let stream = match tokio::time::timeout(timeout, refuse_plain_http(stream)).await {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "client sent nothing; closing");
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let ctx = conn_ctx(gateway, worker, peer, role, "https");
+    if h2 {
+        serve_http2(ctx, tls, shutdown).await;
+    } else {
+        serve_http1(ctx, tls, shutdown).await;
+    }
+}
+
+/// A client speaking plain HTTP to the TLS port gets Go's one-line answer instead of a
+/// handshake error it cannot read; anything that starts like a TLS record goes on.
+async fn refuse_plain_http(stream: TcpStream) -> Option<TcpStream> {
+    // Every TLS connection opens with a handshake record (content type 22).
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == HANDSHAKE_RECORD => Some(stream),
+        Ok(1) => {
+            let mut stream = stream;
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n\
+                      Client sent an HTTP request to an HTTPS server.\n",
+                )
+                .await;
+            let _ = stream.shutdown().await;
+            None
+        }
+        _ => None,
+    }
+}
+
+fn conn_ctx(
+    gateway: Arc<Gateway>,
+    worker: Rc<WorkerCtx>,
+    peer: SocketAddr,
+    role: ListenerRole,
+    scheme: &'static str,
+) -> Rc<ConnCtx> {
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    Rc::new(ConnCtx {
+        gateway,
+        worker,
+        peer_ip,
+        peer_addr: peer.ip(),
+        scheme,
+        verdict: Arc::new(FramingVerdict::default()),
+        next_index: Cell::new(0),
+        role,
+    })
+}
+
+async fn serve_http1<T>(ctx: Rc<ConnCtx>, stream: T, mut shutdown: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let config = Arc::clone(&ctx.gateway.config);
     let limits = FramingLimits {
         max_request_line: config.edge.max_request_line_bytes,
         max_head_bytes: config.edge.max_request_head_bytes,
         max_headers: config.edge.max_request_headers,
     };
-    let verdict = Arc::new(FramingVerdict::default());
     let stream = WriteDeadline::new(stream, config.edge.write_timeout);
-    let io = TokioIo::new(FramingGuard::new(stream, limits, Arc::clone(&verdict)));
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let ctx = Rc::new(ConnCtx {
-        gateway,
-        worker,
-        peer_ip,
-        peer_addr: peer.ip(),
-        scheme: "http",
-        verdict,
-        next_index: Cell::new(0),
-        role,
-    });
+    let io = TokioIo::new(FramingGuard::new(stream, limits, Arc::clone(&ctx.verdict)));
     let service = service_fn(move |req| {
         let ctx = Rc::clone(&ctx);
         async move { Ok::<_, Infallible>(proxy::handle(&ctx, req).await) }
@@ -311,6 +388,52 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             log_conn_end(conn.await);
         }
+    }
+}
+
+/// HTTP/2 (ALPN `h2` on the TLS listener). Streams run as tasks of this worker, like
+/// everything else on it; the framing guard is HTTP/1's, h2 frames its own requests.
+async fn serve_http2<T>(ctx: Rc<ConnCtx>, stream: T, mut shutdown: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let config = Arc::clone(&ctx.gateway.config);
+    let io = TokioIo::new(WriteDeadline::new(stream, config.edge.write_timeout));
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let ctx = Rc::clone(&ctx);
+        async move {
+            crate::headers::host_from_authority(&mut req);
+            Ok::<_, Infallible>(proxy::handle(&ctx, req).await)
+        }
+    });
+    let head_bytes = u32::try_from(config.edge.max_request_head_bytes).unwrap_or(u32::MAX);
+    let conn = hyper::server::conn::http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .max_header_list_size(head_bytes)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(config.edge.read_timeout))
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_end(res),
+        _ = shutdown.changed() => {
+            // GOAWAY: streams in flight finish, no new ones start.
+            conn.as_mut().graceful_shutdown();
+            log_conn_end(conn.await);
+        }
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks on the worker's own thread.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
     }
 }
 

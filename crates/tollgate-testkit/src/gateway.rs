@@ -30,6 +30,7 @@ pub struct GatewayBuilder {
     apps: Vec<(String, String)>,
     conf_equals: bool,
     env: Vec<(String, String)>,
+    tls: bool,
 }
 
 impl GatewayBuilder {
@@ -44,7 +45,15 @@ impl GatewayBuilder {
             apps: Vec::new(),
             conf_equals: false,
             env: Vec::new(),
+            tls: false,
         }
+    }
+
+    /// The gateway serves HTTPS (`use_ssl` in the conf): readiness is checked over TLS,
+    /// whatever certificate it presents.
+    pub fn serves_tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// Deep-merges `extra` into the generated tyk.conf (may be called repeatedly).
@@ -247,20 +256,41 @@ impl Gateway {
             if let Some(status) = self.try_wait() {
                 return Err(format!("gateway exited before it was ready: {status}"));
             }
-            let req = format!(
-                "GET /hello HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-                self.port
-            );
-            if let Ok(ex) = raw::exchange(self.addr(), req.as_bytes(), Duration::from_secs(2)).await
-                && ex.responses.first().is_some_and(|r| r.status == 200)
-            {
-                return Ok(());
+            if self.builder.tls {
+                if self.hello_over_tls().await {
+                    return Ok(());
+                }
+            } else {
+                let req = format!(
+                    "GET /hello HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                if let Ok(ex) =
+                    raw::exchange(self.addr(), req.as_bytes(), Duration::from_secs(2)).await
+                    && ex.responses.first().is_some_and(|r| r.status == 200)
+                {
+                    return Ok(());
+                }
             }
             if Instant::now() >= deadline {
                 return Err(format!("GET /hello did not answer 200 within {timeout:?}"));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    async fn hello_over_tls(&self) -> bool {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}/hello", self.port);
+        client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     }
 
     /// The port the gateway listens on (127.0.0.1).

@@ -14,6 +14,7 @@
 //! - [`traffic`]: load over several nodes and polling for an answer.
 //! - [`pg`]: a private PostgreSQL database per test.
 //! - [`encoding`]: base64, percent-encoding, query and cookie pairs.
+//! - [`tls`]: a test CA issuing certificates, TLS configurations and HTTPS clients.
 //!
 //! Test support code: failing loudly (panicking with context) is the
 //! intended way to report a broken precondition to the calling test.
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod pg;
 pub mod raw;
 pub mod redis;
+pub mod tls;
 pub mod traffic;
 mod upstream;
 

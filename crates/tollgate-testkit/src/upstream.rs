@@ -229,7 +229,21 @@ impl MockUpstream {
         Self::start_inner(SocketAddr::from(([127, 0, 0, 1], 0)), Some(idle)).await
     }
 
+    /// Starts on a free port, speaking HTTPS with `tls` (see [`crate::tls::TestCa`]).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), None, Some(acceptor)).await
+    }
+
     async fn start_inner(addr: SocketAddr, idle: Option<Duration>) -> Self {
+        Self::start_with(addr, idle, None).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        idle: Option<Duration>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock upstream addr");
         let state = Arc::new(State::default());
@@ -241,16 +255,30 @@ impl MockUpstream {
                 };
                 let conn_id = st.next_conn.fetch_add(1, Ordering::SeqCst) + 1;
                 let st = Arc::clone(&st);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(Arc::clone(&st), conn_id, peer, req));
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     if let Some(idle) = idle {
                         builder.timer(TokioTimer::new()).header_read_timeout(idle);
                     }
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A handshake the client gives up on (unknown CA) ends here.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });

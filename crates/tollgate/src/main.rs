@@ -97,6 +97,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.validate {
         return validate(&config, api_db.as_deref(), &control);
     }
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|settings| {
+            tollgate_tls::ServerTls::new(settings)
+                .map(Arc::new)
+                .with_context(|| format!("config file {}", config.source.display()))
+        })
+        .transpose()?;
     let routes = control
         .block_on(reload::load_routes(&config, api_db.as_deref()))
         .context("loading API definitions")?;
@@ -134,6 +143,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         sessions,
         api_db,
         analytics,
+        tls,
     );
     // Signal handlers go in before the port serves, so an early SIGHUP/SIGTERM is never
     // taken by the default action (which would kill the process).
@@ -159,6 +169,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     tracing::info!(
         address = %local,
         control_address = config.control_listen.map(|a| a.to_string()),
+        tls = gateway.tls.is_some(),
         workers = config.worker_threads,
         apis = gateway.routes().apis().len(),
         policies = policy_count,
@@ -211,9 +222,9 @@ fn validate(
             control
                 .block_on(db.load())
                 .context("loading API definitions")?,
-            reload::match_options(config),
+            &reload::load_options(config),
         ),
-        None => tollgate_definitions::load_dir(&config.app_path, reload::match_options(config))
+        None => tollgate_definitions::load_dir(&config.app_path, &reload::load_options(config))
             .with_context(|| format!("cannot read {}", config.app_path.display()))?,
     };
     for err in &outcome.errors {

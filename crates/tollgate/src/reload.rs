@@ -9,17 +9,21 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::pg::PgApiStore;
-use tollgate_definitions::{MatchOptions, load_dir, load_rows};
+use tollgate_definitions::{LoadOptions, MatchOptions, load_dir, load_rows};
 use tollgate_proxy::{Gateway, ReloadError, ReloadRequest, Routes};
 use tollgate_session::PolicySet;
 
-/// The gateway-wide endpoint matching options, as the definitions loader takes them.
-pub(crate) fn match_options(config: &GatewayConfig) -> MatchOptions {
+/// The gateway-wide settings the definitions loader compiles every API with: endpoint
+/// matching and upstream TLS.
+pub(crate) fn load_options(config: &GatewayConfig) -> LoadOptions {
     let m = config.path_matching;
-    MatchOptions {
-        prefix: m.prefix,
-        suffix: m.suffix,
-        ignore_case: m.ignore_case,
+    LoadOptions {
+        matching: MatchOptions {
+            prefix: m.prefix,
+            suffix: m.suffix,
+            ignore_case: m.ignore_case,
+        },
+        upstream_tls: config.upstream_tls.clone(),
     }
 }
 
@@ -33,10 +37,10 @@ pub(crate) async fn load_routes(
     db: Option<&PgApiStore>,
 ) -> anyhow::Result<Routes> {
     let outcome = match db {
-        Some(db) => load_rows(db.load().await?, match_options(config)),
+        Some(db) => load_rows(db.load().await?, &load_options(config)),
         None => {
             let cfg = Arc::clone(config);
-            tokio::task::spawn_blocking(move || load_dir(&cfg.app_path, match_options(&cfg)))
+            tokio::task::spawn_blocking(move || load_dir(&cfg.app_path, &load_options(&cfg)))
                 .await
                 .map_err(|e| anyhow::anyhow!("loading task failed: {e}"))?
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.app_path.display()))?
@@ -110,6 +114,14 @@ async fn reload_once(
             tracing::info!(policies = count, "policies loaded");
         }
         Err(e) => tracing::error!("{e:#}; keeping the current policies"),
+    }
+    if let Some(tls) = gateway.tls.clone() {
+        // Read off the runtime: certificate files are small, but a slow disk must not stall it.
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(n)) => tracing::info!(certificates = n, "TLS certificates loaded"),
+            Ok(Err(e)) => tracing::error!("{e}; keeping the current TLS certificates"),
+            Err(e) => tracing::error!(error = %e, "TLS certificate reload failed"),
+        }
     }
     match load_routes(&gateway.config, gateway.api_db.as_deref()).await {
         Ok(routes) => {

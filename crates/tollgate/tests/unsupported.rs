@@ -221,8 +221,8 @@ fn validate_fails_naming_every_refused_definition() {
 async fn unsupported_gateway_settings_stop_the_start_with_exit_2() {
     let table = [
         (
-            json!({"http_server_options": {"use_ssl": true}}),
-            "http_server_options.use_ssl",
+            json!({"storage": {"type": "redis", "use_ssl": true}}),
+            "storage.use_ssl",
         ),
         (
             json!({"security": {"control_api_use_mutual_tls": true}}),

@@ -1,0 +1,31 @@
+//! TLS for the gateway, on rustls with the `ring` provider (no OpenSSL).
+//!
+//! - [`server`]: the listener's certificates (`http_server_options.certificates` /
+//!   `ssl_certificates`), chosen per handshake by SNI and swapped on reload without touching
+//!   open connections.
+//! - [`client`]: the configurations the upstream pool connects with (system roots plus CA
+//!   files, skip-verify, versions, ciphers), one per distinct setting, shared by every API that
+//!   uses it so their connections and sessions pool together.
+//! - [`settings`]: Tyk's TLS values (versions as Go's numbers, Go cipher names) read into
+//!   rustls terms, so a wrong value is refused where it is written.
+//!
+//! Everything here runs at start, at load or during a handshake; nothing on the request path.
+
+pub mod client;
+mod error;
+mod pem;
+pub mod server;
+pub mod settings;
+
+pub use client::{ClientSettings, UpstreamTls};
+pub use error::TlsError;
+pub use server::{CertSource, ServerSettings, ServerTls};
+
+/// The one crypto provider every configuration here is built with.
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: std::sync::OnceLock<std::sync::Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::OnceLock::new();
+    std::sync::Arc::clone(
+        PROVIDER.get_or_init(|| std::sync::Arc::new(rustls::crypto::ring::default_provider())),
+    )
+}
