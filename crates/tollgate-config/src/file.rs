@@ -135,8 +135,20 @@ pub struct StorageConf {
     pub database: i64,
     /// Redis Cluster mode.
     pub enable_cluster: bool,
-    /// TLS to Redis.
+    /// TLS to Redis (`rediss://`).
     pub use_ssl: bool,
+    /// Accept any Redis server certificate.
+    pub ssl_insecure_skip_verify: bool,
+    /// PEM CA certificates the Redis servers are verified against (instead of the system's).
+    pub ca_file: String,
+    /// Client certificate for Redis (not supported yet: refused).
+    pub cert_file: String,
+    /// Client key for Redis (not supported yet: refused).
+    pub key_file: String,
+    /// Lowest TLS version to Redis ("1.2" or "1.3"; "" = 1.2).
+    pub tls_min_version: String,
+    /// Highest TLS version to Redis.
+    pub tls_max_version: String,
     /// Network timeout in seconds.
     pub timeout: Option<u64>,
 }

@@ -118,7 +118,7 @@ pub enum StorageSettings {
         path: PathBuf,
     },
     /// Redis (Tyk's `storage` fields).
-    Redis(StorageConf),
+    Redis(Box<StorageConf>),
 }
 
 /// Key handling settings (Tyk's names).
@@ -302,7 +302,7 @@ impl GatewayConfig {
             "embedded" | "" => StorageSettings::Embedded {
                 path: base.join(file.storage.path.as_deref().unwrap_or("data")),
             },
-            "redis" => StorageSettings::Redis(file.storage.clone()),
+            "redis" => StorageSettings::Redis(Box::new(file.storage.clone())),
             other => {
                 return Err(invalid(
                     "storage.type",

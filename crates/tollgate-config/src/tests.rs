@@ -99,8 +99,12 @@ fn unsupported_exposure_settings_stop_the_start() {
             "global_session_lifetime",
         ),
         (
-            r#"{"storage": {"type": "redis", "use_ssl": true}}"#,
-            "storage.use_ssl",
+            r#"{"storage": {"type": "redis", "use_ssl": true, "key_file": "k.pem"}}"#,
+            "storage.cert_file",
+        ),
+        (
+            r#"{"storage": {"type": "redis", "use_ssl": true, "tls_min_version": "1.3"}}"#,
+            "storage.tls_min_version",
         ),
         (
             r#"{"policies": {"policy_path": "policies", "policy_record_name": "policies.json"}}"#,

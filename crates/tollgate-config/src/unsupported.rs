@@ -72,8 +72,21 @@ pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String
             not_yet("key lifetimes (force_global_session_lifetime) are"),
         ));
     }
-    if redis && file.storage.use_ssl {
-        return Some(("storage.use_ssl", not_yet("TLS to Redis is")));
+    let storage = &file.storage;
+    if redis && storage.use_ssl {
+        if !storage.cert_file.trim().is_empty() || !storage.key_file.trim().is_empty() {
+            return Some((
+                "storage.cert_file",
+                not_yet("client certificates towards Redis are"),
+            ));
+        }
+        // rustls offers 1.2 and 1.3: only a 1.3 floor would be weaker than asked.
+        if storage.tls_min_version.trim() == "1.3" {
+            return Some((
+                "storage.tls_min_version",
+                not_yet("a TLS 1.3 minimum towards Redis is"),
+            ));
+        }
     }
     // Tyk reads the folder and ignores the file when both are set: loading the file would
     // apply other access rights than Tyk.

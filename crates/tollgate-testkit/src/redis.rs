@@ -77,6 +77,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     child: Option<Child>,
     starts: u32,
+    /// For a TLS-only server: the CA file its certificate chains to.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -108,6 +110,7 @@ impl RedisServer {
                 extra,
                 child: None,
                 starts: 0,
+                tls_ca: None,
             };
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
@@ -118,6 +121,67 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start: {last_err}");
+    }
+
+    /// Starts a standalone redis-server that speaks only TLS, with a certificate for
+    /// `127.0.0.1` and `localhost` issued by `ca` (clients are not asked for certificates).
+    /// Returns the server and the CA file to trust.
+    pub async fn start_tls(ca: &crate::tls::TestCa) -> (Self, PathBuf) {
+        let dir = Arc::new(temp_dir("tollgate-redis-tls-"));
+        let leaf = ca.issue(&["127.0.0.1", "localhost"]);
+        let (cert, key) = leaf.write(dir.path(), "redis");
+        let ca_file = ca.write(dir.path(), "ca.pem");
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = pick_redis_port(false);
+            let path = |p: &Path| p.display().to_string();
+            let mut server = Self {
+                port,
+                dir: Arc::clone(&dir),
+                extra: vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    path(&cert),
+                    "--tls-key-file".into(),
+                    path(&key),
+                    "--tls-ca-cert-file".into(),
+                    path(&ca_file),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ],
+                child: None,
+                starts: 0,
+                tls_ca: Some(ca_file.clone()),
+            };
+            match server.spawn_and_wait().await {
+                Ok(()) => return (server, ca_file),
+                Err(e) => {
+                    last_err = e;
+                    server.kill();
+                }
+            }
+        }
+        panic!("redis-server (TLS) did not start: {last_err}");
+    }
+
+    /// PING over TLS with redis-cli.
+    async fn ping_tls(&self, ca: &Path) -> bool {
+        let (ca, port) = (ca.to_owned(), self.port.to_string());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("redis-cli")
+                .args(["--tls", "--cacert"])
+                .arg(ca)
+                .args(["-h", "127.0.0.1", "-p", &port, "PING"])
+                .stdin(Stdio::null())
+                .output()
+        });
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), out).await,
+            Ok(Ok(Ok(o))) if String::from_utf8_lossy(&o.stdout).trim() == "PONG"
+        )
     }
 
     fn log_path(&self) -> PathBuf {
@@ -170,7 +234,11 @@ impl RedisServer {
                     self.log()
                 ));
             }
-            if ping(self.port).await {
+            let up = match &self.tls_ca {
+                Some(ca) => self.ping_tls(ca).await,
+                None => ping(self.port).await,
+            };
+            if up {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -21,6 +21,12 @@ pub use client::{ClientSettings, UpstreamTls};
 pub use error::TlsError;
 pub use server::{CertSource, ServerSettings, ServerTls};
 
+/// Makes the gateway's provider the process default, for libraries that build their own
+/// rustls configurations (redis-rs for `rediss://`). Idempotent.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The one crypto provider every configuration here is built with.
 fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     static PROVIDER: std::sync::OnceLock<std::sync::Arc<rustls::crypto::CryptoProvider>> =

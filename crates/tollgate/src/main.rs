@@ -35,6 +35,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // redis-rs builds its TLS configurations from the process-wide provider.
+    tollgate_tls::install_default_provider();
     // Held until exit: dropping it flushes the log lines still queued.
     let _log_flush = init_logging();
     match run(&cli) {
@@ -349,7 +351,6 @@ fn redis_settings(
     config: &GatewayConfig,
     conf: &tollgate_config::StorageConf,
 ) -> anyhow::Result<tollgate_storage::redis::RedisSettings> {
-    // `storage.use_ssl` is refused when the config loads.
     let mut hosts: Vec<String> = conf.addrs.clone();
     if hosts.is_empty() {
         let host = if conf.host.is_empty() {
@@ -368,11 +369,35 @@ fn redis_settings(
     } else {
         format!("/{}", conf.database)
     };
+    // TLS: `rediss://`; `#insecure` is redis-rs' switch for not verifying the server.
+    let (scheme, fragment) = match (conf.use_ssl, conf.ssl_insecure_skip_verify) {
+        (false, _) => ("redis", ""),
+        (true, false) => ("rediss", ""),
+        (true, true) => ("rediss", "#insecure"),
+    };
+    let ca_pem = match conf.ca_file.trim() {
+        "" => None,
+        _ if !conf.use_ssl => None,
+        file => {
+            let path = config
+                .source
+                .parent()
+                .map_or_else(|| std::path::PathBuf::from(file), |dir| dir.join(file));
+            Some(std::fs::read(&path).with_context(|| {
+                format!(
+                    "config file {}: field `storage.ca_file`: cannot read {}",
+                    config.source.display(),
+                    path.display()
+                )
+            })?)
+        }
+    };
     Ok(tollgate_storage::redis::RedisSettings {
         urls: hosts
             .iter()
-            .map(|h| format!("redis://{auth}{h}{db}"))
+            .map(|h| format!("{scheme}://{auth}{h}{db}{fragment}"))
             .collect(),
+        ca_pem,
         cluster: conf.enable_cluster,
         timeout: std::time::Duration::from_secs(conf.timeout.filter(|t| *t > 0).unwrap_or(2)),
         node_secret: config.file.node_secret.expose().to_owned(),

@@ -221,8 +221,8 @@ fn validate_fails_naming_every_refused_definition() {
 async fn unsupported_gateway_settings_stop_the_start_with_exit_2() {
     let table = [
         (
-            json!({"storage": {"type": "redis", "use_ssl": true}}),
-            "storage.use_ssl",
+            json!({"storage": {"type": "redis", "use_ssl": true, "cert_file": "client.pem"}}),
+            "storage.cert_file",
         ),
         (
             json!({"security": {"control_api_use_mutual_tls": true}}),

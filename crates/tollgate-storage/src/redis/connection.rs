@@ -110,11 +110,14 @@ impl RedisStore {
                 )
             }
             None => {
-                let client = redis::cluster::ClusterClientBuilder::new(self.settings.urls.clone())
-                    .connection_timeout(self.settings.timeout)
-                    .response_timeout(self.settings.timeout)
-                    .build()
-                    .map_err(RedisFailure::from)?;
+                let mut builder =
+                    redis::cluster::ClusterClientBuilder::new(self.settings.urls.clone())
+                        .connection_timeout(self.settings.timeout)
+                        .response_timeout(self.settings.timeout);
+                if let Some(certs) = self.settings.certificates() {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(RedisFailure::from)?;
                 match tokio::time::timeout(self.settings.timeout, client.get_async_connection())
                     .await
                 {

@@ -44,6 +44,26 @@ pub struct RedisSettings {
     pub node_secret: String,
     /// Accept unsigned notifications (`allow_insecure_configs`).
     pub allow_insecure: bool,
+    /// With `rediss://` URLs: the CA certificates (PEM) the servers are verified against
+    /// instead of the system's (`storage.ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisSettings {
+    /// A client for `url`, with the configured CA when there is one.
+    pub(crate) fn client(&self, url: &str) -> Result<redis::Client, RedisFailure> {
+        Ok(match self.certificates() {
+            Some(certs) => redis::Client::build_with_tls(url, certs)?,
+            None => redis::Client::open(url)?,
+        })
+    }
+
+    pub(crate) fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_pem.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
 }
 
 /// The Redis backend.
@@ -83,7 +103,7 @@ impl RedisStore {
             None
         } else {
             let url = settings.urls.first().ok_or(RedisFailure::NoAddress)?;
-            Some(redis::Client::open(url.as_str()).map_err(RedisFailure::from)?)
+            Some(settings.client(url)?)
         };
         Ok(Arc::new(Self {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),

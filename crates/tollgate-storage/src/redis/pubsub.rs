@@ -34,7 +34,7 @@ impl RedisStore {
     }
 
     async fn subscribe_to(&self, url: &str) -> Result<redis::aio::PubSub, RedisFailure> {
-        let client = redis::Client::open(url)?;
+        let client = self.settings.client(url)?;
         let mut pubsub = tokio::time::timeout(self.settings.timeout, client.get_async_pubsub())
             .await
             .map_err(|_| RedisFailure::ConnectTimedOut)??;

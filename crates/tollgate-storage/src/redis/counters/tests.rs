@@ -125,6 +125,7 @@ async fn private_redis() -> (
         timeout: Duration::from_secs(2),
         node_secret: String::new(),
         allow_insecure: false,
+        ca_pem: None,
     })
     .unwrap();
     let conn = redis::Client::open(url)
