@@ -7,8 +7,8 @@
 //! `enable_jsvm` and `coprocess_options` (the plugins they run are refused per API),
 //! `proxy_ssl_*` (https upstreams are refused per API), `http_server_options.min_version` /
 //! `max_version` / `ssl_ciphers` (only mean something with `use_ssl`), `global_session_lifetime`
-//! unless forced (each API's own `session_lifetime` applies and is refused per API), analytics,
-//! tracing and uptime settings.
+//! unless forced (each API's own `session_lifetime` applies and is refused per API), analytics
+//! and tracing settings. `uptime_tests` is read (`lib.rs`).
 
 use serde_json::Value;
 

@@ -19,8 +19,8 @@ mod versioning;
 pub use ip::IpList;
 pub use load::{ApiSource, LoadOutcome, LoadedApi, load_dir, load_rows};
 pub use spec::{ApiSpec, AuthMode, CredentialSource, LoadBalancing, Scheme, Target};
-pub use uptime::{DEFAULT_CHECK_TIMEOUT, UptimeCheck, UptimeTests};
 pub use tollgate_rules::endpoints::MatchOptions;
+pub use uptime::{DEFAULT_CHECK_TIMEOUT, UptimeCheck, UptimeTests};
 pub use versioning::{ApiVersion, DefaultVersion, VersionLocation, Versioning};
 
 /// Why one API definition was rejected.

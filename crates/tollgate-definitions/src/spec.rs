@@ -651,8 +651,10 @@ mod balancing_tests {
 
     #[test]
     fn an_empty_target_url_is_fine_while_balancing() {
-        let s = with(json!({"proxy": {"target_url": "", "enable_load_balancing": true,
-            "target_list": ["http://first:90", "http://second:91"]}}))
+        let s = with(
+            json!({"proxy": {"target_url": "", "enable_load_balancing": true,
+            "target_list": ["http://first:90", "http://second:91"]}}),
+        )
         .unwrap();
         assert_eq!(s.target.authority.as_str(), "first:90");
         assert_eq!(authorities(&s), ["first:90", "second:91"]);
@@ -662,15 +664,18 @@ mod balancing_tests {
 
     #[test]
     fn bad_lists_are_refused_naming_the_entry() {
-        let e = with(json!({"proxy": {"enable_load_balancing": true, "target_list": []}}))
-            .unwrap_err();
+        let e =
+            with(json!({"proxy": {"enable_load_balancing": true, "target_list": []}})).unwrap_err();
         assert_eq!(e.field, "proxy.target_list");
         assert_eq!(
             e.reason(),
             "all load balancing targets have weight 0, at least one target must have weight > 0"
         );
         // Logs still name the field.
-        assert!(e.to_string().starts_with("field `proxy.target_list`: all load"));
+        assert!(
+            e.to_string()
+                .starts_with("field `proxy.target_list`: all load")
+        );
         let e = with(json!({"proxy": {"enable_load_balancing": true, "target_list": null}}))
             .unwrap_err();
         assert_eq!(e.field, "proxy.target_list");
@@ -692,8 +697,10 @@ mod balancing_tests {
     #[test]
     fn an_override_target_replaces_the_balancer() {
         let lb = json!({"enable_load_balancing": true, "target_list": ["http://a", "http://b"]});
-        let s = with(json!({"proxy": lb, "version_data": {"not_versioned": true, "versions": {
-            "Default": {"name": "Default", "override_target": "http://only:70"}}}}))
+        let s = with(
+            json!({"proxy": lb, "version_data": {"not_versioned": true, "versions": {
+            "Default": {"name": "Default", "override_target": "http://only:70"}}}}),
+        )
         .unwrap();
         assert!(s.load_balancing.is_none());
         assert_eq!(s.target.authority.as_str(), "only:70");
