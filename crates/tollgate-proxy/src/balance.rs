@@ -3,7 +3,7 @@
 //!
 //! The pick happens in the forward phase, after every stage passed (a refused request or a
 //! mock answer never advances the round robin), and takes no lock and allocates nothing: each
-//! worker has its own [`Balancer`] (routes are compiled per worker) whose position is a
+//! worker has its own `Balancer` (routes are compiled per worker) whose position is a
 //! relaxed atomic only that worker writes. With `check_host_against_uptime_tests` a target
 //! whose host the checker found down is skipped; when every target is down the request gets
 //! 503 `all hosts are down`, as from Tyk's stub.
