@@ -1,7 +1,8 @@
 //! Load balancing (`proxy.enable_load_balancing` + `target_list`) and uptime checks
 //! (`uptime_tests`, `proxy.check_host_against_uptime_tests`): round robin over real upstreams,
 //! weights by repetition, a host taken out by its failing check and put back, 503 `all hosts
-//! are down`, and the empty list refused at load and by the admin API.
+//! are down`, the empty list refused at load and by the admin API, and uptime records in
+//! Redis for Tyk Pump.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -236,4 +237,76 @@ async fn an_empty_target_list_is_refused() {
         json!({"status": "error", "message": "Validation of API Definition failed. Reason: \
             all load balancing targets have weight 0, at least one target must have weight > 0."})
     );
+}
+
+#[tokio::test]
+async fn uptime_results_are_recorded_for_tyk_pump() {
+    use tollgate_testkit::redis::{RedisServer, node, redis_storage};
+
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    up.on("/health", Reply::fixed(200, "ok"));
+    let ok = format!("{}/health", up.url());
+    let refused = format!(
+        "http://127.0.0.1:{}/health",
+        tollgate_testkit::refused_port()
+    );
+    let def = api_with(
+        "recorded",
+        "/recorded/",
+        &up.url(),
+        json!({"uptime_tests": {"check_list": [{"url": ok}, {"url": refused}],
+            "config": {"expire_utime_after": 60}}}),
+    );
+    let _gw = node(gateway!(), &redis_storage(redis.port()))
+        .conf(
+            json!({"uptime_tests": {"config": {"time_wait": 1, "enable_uptime_analytics": true}}}),
+        )
+        .api("recorded.json", def)
+        .start()
+        .await;
+
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port())).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let raw: Vec<Vec<u8>> = loop {
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg("host-checker:tyk-uptime-analytics")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if raw.len() >= 2 {
+            break raw;
+        }
+        assert!(Instant::now() < deadline, "no uptime records: {raw:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let field = |rec: &rmpv::Value, name: &str| {
+        rec.as_map()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("record has no field {name}: {rec}"))
+    };
+    let records: Vec<rmpv::Value> = raw
+        .iter()
+        .map(|b| rmpv::decode::read_value(&mut &b[..]).expect("record is msgpack"))
+        .collect();
+    let by_url = |url: &str| {
+        records
+            .iter()
+            .find(|r| field(r, "URL").as_str() == Some(url))
+            .unwrap_or_else(|| panic!("no record for {url}: {records:?}"))
+    };
+    let passed = by_url(&ok);
+    assert_eq!(field(passed, "ResponseCode").as_i64(), Some(200));
+    assert_eq!(field(passed, "TCPError").as_bool(), Some(false));
+    assert_eq!(field(passed, "APIID").as_str(), Some("recorded"));
+    assert_eq!(field(passed, "OrgID").as_str(), Some("default"));
+    let failed = by_url(&refused);
+    assert_eq!(field(failed, "ResponseCode").as_i64(), Some(521));
+    assert_eq!(field(failed, "TCPError").as_bool(), Some(true));
 }
