@@ -106,7 +106,13 @@ async fn read_definition(req: Request<Incoming>) -> Result<serde_json::Value, Ad
 
 fn validate(doc: &serde_json::Value) -> Result<(), AdminError> {
     ApiSpec::from_json(doc).map(|_| ()).map_err(|e| {
-        AdminError::Invalid(format!("Validation of API Definition failed. Reason: {e}.").into())
+        AdminError::Invalid(
+            format!(
+                "Validation of API Definition failed. Reason: {}.",
+                e.reason()
+            )
+            .into(),
+        )
     })
 }
 

@@ -13,8 +13,10 @@
 
 mod aggregates;
 pub mod pg;
+mod uptime;
 
 pub use aggregates::{Aggregates, KeyCount, RECENT_RECORDS, Summary};
+pub use uptime::{TCP_ERROR_CODE, UPTIME_REDIS_LIST, UptimeRecord};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -82,6 +82,8 @@ pub struct TykConf {
     pub worker_threads: Option<usize>,
     /// Error id → replacement status and message for the gateway's own error responses.
     pub override_messages: std::collections::BTreeMap<String, MessageOverride>,
+    /// The uptime checker (the checks themselves are in the API definitions).
+    pub uptime_tests: UptimeTestsConf,
     // Not implemented yet; read (as raw JSON, `null` = absent) only so that turning one on
     // stops the start instead of being ignored (see `unsupported.rs`).
     /// Only match requests for this Host.
@@ -166,6 +168,33 @@ pub struct AnalyticsConf {
     pub kind: String,
     /// Tollgate extension: the `postgres://` URL for `type: postgres`.
     pub connection_string: Secret,
+}
+
+/// `uptime_tests`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UptimeTestsConf {
+    /// No uptime checks on this node.
+    pub disable: bool,
+    /// Tyk elects one checking node per group through Redis; every Tollgate node checks, so
+    /// this is not read.
+    pub poller_group: String,
+    /// How checks are run.
+    pub config: UptimeCheckerConf,
+}
+
+/// `uptime_tests.config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UptimeCheckerConf {
+    /// Failed checks that mark a host down (0 = 3).
+    pub failure_trigger_sample_size: Option<u32>,
+    /// Seconds between two rounds of checks (0 = 10). Whole seconds, as Tyk's `int`.
+    pub time_wait: Option<u64>,
+    /// Checks sent at once (0 = one per CPU, as Tyk).
+    pub checker_pool_size: Option<usize>,
+    /// Record each check's result for Tyk Pump (Redis storage only).
+    pub enable_uptime_analytics: bool,
 }
 
 /// `prometheus` (Tollgate extension).

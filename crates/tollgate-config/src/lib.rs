@@ -18,7 +18,7 @@ mod unsupported;
 
 pub use file::{
     CertificateConf, HttpServerOptions, MessageOverride, PoliciesConf, PrometheusConf, StorageConf,
-    TykConf,
+    TykConf, UptimeCheckerConf, UptimeTestsConf,
 };
 
 /// Why a configuration could not be loaded. Every variant names the file.
@@ -121,6 +121,20 @@ pub enum StorageSettings {
     Redis(Box<StorageConf>),
 }
 
+/// How the uptime checker runs (`uptime_tests`), with Tyk's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UptimeSettings {
+    /// Failed checks after which a host counts as down, and successes after which it is up
+    /// again (`failure_trigger_sample_size`).
+    pub failure_trigger_sample_size: u32,
+    /// Time between two rounds of checks (`time_wait`).
+    pub time_wait: Duration,
+    /// Checks sent at once (`checker_pool_size`).
+    pub checker_pool_size: usize,
+    /// Record every check's result (`enable_uptime_analytics`).
+    pub analytics: bool,
+}
+
 /// Key handling settings (Tyk's names).
 /// Gateway-wide endpoint pattern matching (Tyk's `http_server_options` switches).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -214,6 +228,8 @@ pub struct GatewayConfig {
     pub tls: Option<tollgate_tls::ServerSettings>,
     /// TLS towards `https://` upstreams (`proxy_ssl_*`).
     pub upstream_tls: tollgate_tls::ClientSettings,
+    /// The uptime checker; `None` with `uptime_tests.disable` (no host is ever down).
+    pub uptime: Option<UptimeSettings>,
     /// The raw file model, for settings later features read.
     pub file: TykConf,
 }
@@ -383,10 +399,23 @@ impl GatewayConfig {
         };
         check_upstream_tls(&upstream_tls).map_err(tls_err)?;
 
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let worker_threads = match file.worker_threads {
-            Some(0) | None => std::thread::available_parallelism().map_or(1, usize::from),
+            Some(0) | None => cpus,
             Some(n) => n,
         };
+        let uptime = (!file.uptime_tests.disable).then(|| {
+            let c = &file.uptime_tests.config;
+            UptimeSettings {
+                failure_trigger_sample_size: c
+                    .failure_trigger_sample_size
+                    .filter(|n| *n > 0)
+                    .unwrap_or(3),
+                time_wait: secs(c.time_wait, 10),
+                checker_pool_size: c.checker_pool_size.filter(|n| *n > 0).unwrap_or(cpus),
+                analytics: c.enable_uptime_analytics,
+            }
+        });
 
         Ok(Self {
             source: path.to_path_buf(),
@@ -436,6 +465,7 @@ impl GatewayConfig {
             enable_analytics: file.enable_analytics,
             tls,
             upstream_tls,
+            uptime,
             file,
         })
     }

@@ -203,3 +203,48 @@ fn tls_values_that_are_not_tls_stop_the_start() {
         );
     }
 }
+
+#[test]
+fn uptime_tests_defaults_and_values() {
+    let cfg = load(r#"{"secret": "s"}"#).unwrap();
+    let u = cfg.uptime.unwrap();
+    assert_eq!(u.failure_trigger_sample_size, 3);
+    assert_eq!(u.time_wait, Duration::from_secs(10));
+    assert!(u.checker_pool_size >= 1);
+    assert!(!u.analytics);
+    let cfg = load(
+        r#"{"uptime_tests": {"disable": false, "poller_group": "g", "config": {
+            "failure_trigger_sample_size": 2, "time_wait": 1, "checker_pool_size": 5,
+            "enable_uptime_analytics": true}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.uptime,
+        Some(UptimeSettings {
+            failure_trigger_sample_size: 2,
+            time_wait: Duration::from_secs(1),
+            checker_pool_size: 5,
+            analytics: true,
+        })
+    );
+    // Zero means Tyk's default.
+    let cfg =
+        load(r#"{"uptime_tests": {"config": {"failure_trigger_sample_size": 0, "time_wait": 0}}}"#)
+            .unwrap();
+    let u = cfg.uptime.unwrap();
+    assert_eq!(
+        (u.failure_trigger_sample_size, u.time_wait),
+        (3, Duration::from_secs(10))
+    );
+    assert!(
+        load(r#"{"uptime_tests": {"disable": true}}"#)
+            .unwrap()
+            .uptime
+            .is_none()
+    );
+    // Tyk's `time_wait` is whole seconds: a fraction is refused, naming the field.
+    let err = load(r#"{"uptime_tests": {"config": {"time_wait": 0.5}}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("uptime_tests.config.time_wait"), "{err}");
+}

@@ -5,9 +5,8 @@
 //!
 //! Left alone on purpose (no change to who gets in or where the gateway is reachable):
 //! `enable_jsvm` and `coprocess_options` (the plugins they run are refused per API),
-//! `global_session_lifetime`
-//! unless forced (each API's own `session_lifetime` applies and is refused per API), analytics,
-//! tracing and uptime settings.
+//! `global_session_lifetime` unless forced (each API's own `session_lifetime` applies and is
+//! refused per API), analytics and tracing settings. `uptime_tests` is read (`lib.rs`).
 
 use serde_json::Value;
 

@@ -14,12 +14,14 @@ pub mod pg;
 mod spec;
 mod transport;
 mod unsupported;
+mod uptime;
 mod versioning;
 
 pub use ip::IpList;
 pub use load::{ApiSource, LoadOptions, LoadOutcome, LoadedApi, load_dir, load_rows};
-pub use spec::{ApiSpec, AuthMode, CredentialSource, Scheme, Target};
+pub use spec::{ApiSpec, AuthMode, CredentialSource, LoadBalancing, Scheme, Target};
 pub use tollgate_rules::endpoints::MatchOptions;
+pub use uptime::{DEFAULT_CHECK_TIMEOUT, UptimeCheck, UptimeTests};
 pub use versioning::{ApiVersion, DefaultVersion, VersionLocation, Versioning};
 
 /// Why one API definition was rejected.
@@ -32,6 +34,9 @@ pub struct DefinitionError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// `message` is the text of one of Tyk's own validation rules (see
+    /// [`DefinitionError::reason`]).
+    tyk_rule: bool,
 }
 
 fn field_prefix(field: &str) -> String {
@@ -55,6 +60,27 @@ impl DefinitionError {
             origin: None,
             field: field.into(),
             message: message.into(),
+            tyk_rule: false,
+        }
+    }
+
+    /// A refusal Tyk's own validator makes too, with Tyk's message: clients of the admin API
+    /// that match on Tyk's text see the same words (see [`DefinitionError::reason`]).
+    pub(crate) fn tyk_rule(field: impl Into<String>, message: &'static str) -> Self {
+        Self {
+            tyk_rule: true,
+            ..Self::new(field, message)
+        }
+    }
+
+    /// The reason as the admin API words it after `Validation of API Definition failed.
+    /// Reason: `: Tyk's own message for the rules Tyk's validator has, else the field and
+    /// what is wrong with it.
+    pub fn reason(&self) -> String {
+        if self.tyk_rule {
+            self.message.clone()
+        } else {
+            format!("{}{}", field_prefix(&self.field), self.message)
         }
     }
 

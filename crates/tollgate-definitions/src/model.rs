@@ -63,6 +63,9 @@ pub struct ApiDefinition {
     pub use_go_plugin_auth: bool,
     /// Coprocess auth (not supported).
     pub enable_coprocess_auth: bool,
+    /// Health checks of the upstream hosts.
+    #[serde(deserialize_with = "null_as_default")]
+    pub uptime_tests: UptimeTests,
     // The fields below switch on rules Tollgate does not implement yet. They are raw JSON
     // (any type; `null` = absent) so an odd value never makes an otherwise good definition
     // fail to parse; they exist only so a definition turning one on is refused rather than
@@ -164,14 +167,74 @@ pub struct ProxyConf {
     pub preserve_host_header: bool,
     /// Keep the target's trailing slash when the remaining path is empty.
     pub disable_strip_slash: bool,
-    /// Round-robin over `target_list` (not supported yet: refused).
-    pub enable_load_balancing: serde_json::Value,
-    /// Load-balancing targets.
-    pub target_list: serde_json::Value,
+    /// Round-robin over `target_list` instead of sending everything to `target_url`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub enable_load_balancing: bool,
+    /// Load-balancing targets; an entry listed n times gets n shares.
+    #[serde(deserialize_with = "null_as_default")]
+    pub target_list: Vec<String>,
+    /// The load balancer skips targets whose host the uptime checks found down.
+    #[serde(deserialize_with = "null_as_default")]
+    pub check_host_against_uptime_tests: bool,
     /// Targets from a discovery service (not supported yet: refused when used).
     pub service_discovery: serde_json::Value,
     /// Per-API upstream TLS and HTTP proxy settings (not supported yet: refused when set).
     pub transport: serde_json::Value,
+}
+
+/// `uptime_tests`: requests the gateway sends to the upstream hosts to find which are down.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UptimeTests {
+    /// The checks.
+    #[serde(deserialize_with = "null_as_default")]
+    pub check_list: Vec<HostCheck>,
+    /// Settings of this API's checks.
+    #[serde(deserialize_with = "null_as_default")]
+    pub config: UptimeTestsConfig,
+}
+
+/// An entry of `uptime_tests.check_list` (Tyk's `HostCheckObject`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HostCheck {
+    /// The URL requested.
+    #[serde(deserialize_with = "null_as_default")]
+    pub url: String,
+    /// Method (default `GET`).
+    #[serde(deserialize_with = "null_as_default")]
+    pub method: String,
+    /// Request headers.
+    #[serde(deserialize_with = "null_as_default")]
+    pub headers: BTreeMap<String, String>,
+    /// Request body, base64 (Tyk decodes it before sending).
+    #[serde(deserialize_with = "null_as_default")]
+    pub body: String,
+    /// `tcp` / `tls` checks instead of HTTP (not supported yet: refused).
+    #[serde(deserialize_with = "null_as_default")]
+    pub protocol: String,
+    /// How long the check may take, in nanoseconds (Go's `time.Duration`); 0 = 500 ms.
+    #[serde(deserialize_with = "null_as_default")]
+    pub timeout: u64,
+    /// PROXY protocol header on TCP checks (not supported yet: refused).
+    pub enable_proxy_protocol: serde_json::Value,
+    /// TCP check script (not supported yet: refused).
+    pub commands: serde_json::Value,
+}
+
+/// `uptime_tests.config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UptimeTestsConfig {
+    /// Seconds an uptime analytics record is kept (0 = Tyk's 100 years).
+    #[serde(deserialize_with = "null_as_default")]
+    pub expire_utime_after: i64,
+    /// Check targets from a discovery service (not supported yet: refused when used).
+    pub service_discovery: serde_json::Value,
+    /// Seconds before re-reading the discovery service after a failure (only used with
+    /// service discovery).
+    #[serde(deserialize_with = "null_as_default")]
+    pub recheck_wait: i64,
 }
 
 /// `definition`: where a versioned API reads the version from.

@@ -1,5 +1,6 @@
 //! The validated API definition the proxy compiles routes from.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -16,6 +17,7 @@ use crate::versioning::{ApiVersion, DefaultVersion, Versioning};
 use crate::ip::IpList;
 use crate::model::{ApiDefinition, AuthConf};
 use crate::unsupported::is_set;
+use crate::uptime::UptimeTests;
 use crate::{DefinitionError, LoadOptions};
 
 /// Where a request's credential is read from, in Tyk's order: header, then query parameter,
@@ -85,6 +87,26 @@ impl Target {
     }
 }
 
+/// `proxy.enable_load_balancing`: the targets requests are spread over.
+#[derive(Debug, Clone)]
+pub struct LoadBalancing {
+    /// `proxy.target_list`, in order; an entry listed n times gets n shares (Tyk's weights).
+    pub targets: Box<[Target]>,
+    /// `proxy.check_host_against_uptime_tests`: skip targets whose host the uptime checks
+    /// found down.
+    pub check_hosts: bool,
+}
+
+impl LoadBalancing {
+    /// A copy that shares no buffer with `self`.
+    pub fn detached(&self) -> Self {
+        Self {
+            targets: self.targets.iter().map(Target::detached).collect(),
+            check_hosts: self.check_hosts,
+        }
+    }
+}
+
 /// A validated API definition.
 #[derive(Debug, Clone)]
 pub struct ApiSpec {
@@ -100,8 +122,15 @@ pub struct ApiSpec {
     pub listen_path: String,
     /// `domain`, lower-cased, without port; `None` = any host.
     pub domain: Option<String>,
-    /// `proxy.target_url`.
+    /// `proxy.target_url` (or the version's `override_target`). With load balancing and an
+    /// empty `target_url`, the first `target_list` entry: requests go to
+    /// [`ApiSpec::load_balancing`]'s pick, this only names the upstream (analytics).
     pub target: Target,
+    /// `proxy.enable_load_balancing` with its `target_list`; `None` when requests go to
+    /// `target`, also for a version with its own `override_target`.
+    pub load_balancing: Option<Arc<LoadBalancing>>,
+    /// `uptime_tests`, when it lists checks.
+    pub uptime: Option<Arc<UptimeTests>>,
     /// `proxy.strip_listen_path`.
     pub strip_listen_path: bool,
     /// `proxy.preserve_host_header`.
@@ -146,6 +175,10 @@ impl ApiSpec {
     pub fn detached(&self) -> Self {
         let mut copy = self.clone();
         copy.target = self.target.detached();
+        copy.load_balancing = self
+            .load_balancing
+            .as_deref()
+            .map(|lb| Arc::new(lb.detached()));
         copy.cors = self.cors.as_deref().map(|c| Arc::new(c.detached()));
         copy.version = Arc::new(self.version.detached());
         copy.versioning = self.versioning.as_deref().map(|v| {
@@ -165,13 +198,15 @@ impl ApiSpec {
     }
 
     /// The API as version `index` of [`ApiSpec::versioning`] serves it: that version's rules
-    /// and, when it has one, its `override_target`.
+    /// and, when it has one, its `override_target` (which then also replaces the load
+    /// balancer: the version names its one upstream).
     pub fn for_version(&self, index: usize) -> Option<Self> {
         let v = self.versioning.as_ref()?.versions.get(index)?;
         let mut copy = self.clone();
         copy.version = Arc::clone(&v.rules);
         if let Some(t) = &v.target {
             copy.target = t.clone();
+            copy.load_balancing = None;
         }
         Some(copy)
     }
@@ -246,7 +281,17 @@ impl ApiSpec {
         let upstream_tls = opts
             .upstream_tls
             .with_api(&crate::transport::read(&def.proxy.transport)?);
-        let mut target = parse_target(&def.proxy.target_url)?;
+        let mut load_balancing = load_balancing(def)?;
+        if let Some(lb) = &mut load_balancing {
+            for t in &mut lb.targets {
+                attach_tls(t, &upstream_tls)?;
+            }
+        }
+        let mut target = match &load_balancing {
+            // Tyk does not read `target_url` while it balances: an empty one is fine.
+            Some(lb) if def.proxy.target_url.trim().is_empty() => lb.targets[0].clone(),
+            _ => parse_target(&def.proxy.target_url)?,
+        };
         attach_tls(&mut target, &upstream_tls)?;
         let domain = match def.domain.trim() {
             "" => None,
@@ -283,8 +328,10 @@ impl ApiSpec {
                 Some((name, raw)) => {
                     let rules = crate::endpoints::compile(name, raw, opts.matching)?;
                     let target = match crate::versioning::override_target(name, raw)? {
+                        // The version names its one upstream, as a versioned API's does.
                         Some(mut t) => {
                             attach_tls(&mut t, &upstream_tls)?;
+                            load_balancing = None;
                             t
                         }
                         None => target,
@@ -305,7 +352,14 @@ impl ApiSpec {
             }
         };
         let cors = CorsPolicy::from_json("CORS", &def.cors)?.map(Arc::new);
+        let mut uptime = crate::uptime::compile(def)?;
+        for c in uptime.iter_mut().flat_map(|u| u.checks.iter_mut()) {
+            attach_tls(&mut c.target, &upstream_tls)?;
+        }
+        let uptime = uptime.map(Arc::new);
         Ok(Self {
+            load_balancing: load_balancing.map(Arc::new),
+            uptime,
             version,
             versioning,
             expiration,
@@ -427,6 +481,40 @@ fn parse_target(url: &str) -> Result<Target, DefinitionError> {
     parse_target_at("proxy.target_url", url)
 }
 
+/// `proxy.enable_load_balancing` and `proxy.target_list`. Off, the list is not read, as in
+/// Tyk. Each entry is a target URL (`http://` added when it names no scheme) with the same
+/// rules as `target_url`.
+fn load_balancing(def: &ApiDefinition) -> Result<Option<LoadBalancing>, DefinitionError> {
+    let p = &def.proxy;
+    if !p.enable_load_balancing {
+        return Ok(None);
+    }
+    if p.target_list.is_empty() {
+        return Err(DefinitionError::tyk_rule(
+            "proxy.target_list",
+            "all load balancing targets have weight 0, at least one target must have weight > 0",
+        ));
+    }
+    let targets = p
+        .target_list
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let entry = entry.trim();
+            let url = if entry.is_empty() || entry.contains("://") {
+                Cow::Borrowed(entry)
+            } else {
+                Cow::Owned(format!("http://{entry}"))
+            };
+            parse_target_at(&format!("proxy.target_list[{i}]"), &url)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(LoadBalancing {
+        targets,
+        check_hosts: p.check_host_against_uptime_tests,
+    }))
+}
+
 /// A target URL read from `field`.
 pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, DefinitionError> {
     let url = url.trim();
@@ -476,7 +564,22 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
                 .map_err(|e| DefinitionError::new(field, format!("`{host}`: {e}")))?,
         ),
     };
-    let port = authority.port_u16().unwrap_or(default_port);
+    // `Authority::port` is silent about a port that is not a number: read the text.
+    let written_port = authority
+        .as_str()
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']'));
+    let port = match (written_port, authority.port_u16()) {
+        (None, _) => default_port,
+        (Some(_), Some(p)) => p,
+        (Some(p), None) => {
+            return Err(DefinitionError::new(
+                field,
+                format!("`{p}` is not a port number"),
+            ));
+        }
+    };
     let authority: Authority = format!("{host}:{port}")
         .parse()
         .map_err(|e| DefinitionError::new(field, format!("bad host: {e}")))?;
@@ -538,6 +641,14 @@ mod tests {
         assert_eq!(s.listen_path, "/a");
         assert!(s.active);
         assert!(s.target.tls.is_none() && s.target.server_name.is_none());
+    }
+
+    #[test]
+    fn bad_ports_are_refused() {
+        for url in ["http://b:x/", "https://b:99999/", "http://b:/"] {
+            let e = ApiSpec::from_json(&def(json!({"listen_path": "/a/", "target_url": url})));
+            assert!(e.is_err(), "{url} loaded");
+        }
     }
 
     #[test]
@@ -618,6 +729,109 @@ mod tests {
         );
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("host"), "host");
+    }
+}
+
+#[cfg(test)]
+mod balancing_tests {
+    use super::ip_tests::with;
+    use serde_json::json;
+
+    fn authorities(s: &super::ApiSpec) -> Vec<&str> {
+        let lb = s.load_balancing.as_deref().expect("load balancing on");
+        lb.targets.iter().map(|t| t.authority.as_str()).collect()
+    }
+
+    #[test]
+    fn target_list_is_read_only_with_load_balancing() {
+        let s = with(json!({"proxy": {"enable_load_balancing": true,
+            "target_list": ["http://a:81/x", "b:82", "http://a:81/x"],
+            "check_host_against_uptime_tests": true}}))
+        .unwrap();
+        assert_eq!(authorities(&s), ["a:81", "b:82", "a:81"]);
+        let lb = s.load_balancing.as_deref().unwrap();
+        assert!(lb.check_hosts);
+        assert_eq!(lb.targets[0].base_path, "/x");
+        // `target_url` still names the upstream.
+        assert_eq!(s.target.authority.as_str(), "up:80");
+        // Off: the list is not even parsed.
+        let s = with(json!({"proxy": {"enable_load_balancing": false,
+            "target_list": ["ftp://nope"]}}))
+        .unwrap();
+        assert!(s.load_balancing.is_none());
+    }
+
+    #[test]
+    fn an_empty_target_url_is_fine_while_balancing() {
+        let s = with(
+            json!({"proxy": {"target_url": "", "enable_load_balancing": true,
+            "target_list": ["http://first:90", "http://second:91"]}}),
+        )
+        .unwrap();
+        assert_eq!(s.target.authority.as_str(), "first:90");
+        assert_eq!(authorities(&s), ["first:90", "second:91"]);
+        let e = with(json!({"proxy": {"target_url": ""}})).unwrap_err();
+        assert_eq!(e.field, "proxy.target_url");
+    }
+
+    #[test]
+    fn bad_lists_are_refused_naming_the_entry() {
+        let e =
+            with(json!({"proxy": {"enable_load_balancing": true, "target_list": []}})).unwrap_err();
+        assert_eq!(e.field, "proxy.target_list");
+        assert_eq!(
+            e.reason(),
+            "all load balancing targets have weight 0, at least one target must have weight > 0"
+        );
+        // Logs still name the field.
+        assert!(
+            e.to_string()
+                .starts_with("field `proxy.target_list`: all load")
+        );
+        let e = with(json!({"proxy": {"enable_load_balancing": true, "target_list": null}}))
+            .unwrap_err();
+        assert_eq!(e.field, "proxy.target_list");
+        for (list, field) in [
+            (json!(["http://a", "ftp://b"]), "proxy.target_list[1]"),
+            (json!(["http://a", ""]), "proxy.target_list[1]"),
+            (json!(["http://user:pw@a"]), "proxy.target_list[0]"),
+            (json!(["http://a", 5]), "proxy.target_list[1]"),
+        ] {
+            let e = with(json!({"proxy": {"enable_load_balancing": true, "target_list": list}}))
+                .unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(!e.message.contains("weight"), "{e}");
+        }
+        let e = with(json!({"proxy": {"enable_load_balancing": "yes"}})).unwrap_err();
+        assert_eq!(e.field, "proxy.enable_load_balancing");
+    }
+
+    #[test]
+    fn an_override_target_replaces_the_balancer() {
+        let lb = json!({"enable_load_balancing": true, "target_list": ["http://a", "http://b"]});
+        let s = with(
+            json!({"proxy": lb, "version_data": {"not_versioned": true, "versions": {
+            "Default": {"name": "Default", "override_target": "http://only:70"}}}}),
+        )
+        .unwrap();
+        assert!(s.load_balancing.is_none());
+        assert_eq!(s.target.authority.as_str(), "only:70");
+        let s = with(json!({"proxy": lb, "version_data": {"not_versioned": false,
+            "default_version": "v1", "versions": {"v1": {"name": "v1"},
+            "v2": {"name": "v2", "override_target": "http://v2:71"}}}}))
+        .unwrap();
+        let v = s.versioning.as_deref().unwrap();
+        let v1 = s.for_version(v.find("v1").unwrap()).unwrap();
+        let v2 = s.for_version(v.find("v2").unwrap()).unwrap();
+        assert_eq!(authorities(&v1), ["a:80", "b:80"]);
+        assert!(v2.load_balancing.is_none());
+        assert_eq!(v2.target.authority.as_str(), "v2:71");
+        // Each worker's copy has its own targets.
+        let d = s.detached();
+        assert!(!std::sync::Arc::ptr_eq(
+            s.load_balancing.as_ref().unwrap(),
+            d.load_balancing.as_ref().unwrap()
+        ));
     }
 }
 

@@ -10,8 +10,10 @@
 //! Left alone on purpose (they change neither who gets in nor what the upstream receives):
 //! analytics and tracking (`enable_detailed_recording`, `tags`, `tag_headers`,
 //! `track_endpoints`, `do_not_track_endpoints`, `event_handlers`), response caching
-//! (`cache_options`, `extended_paths.cache`, `advance_cache_config`), `uptime_tests`, `config_data`, `error_overrides`, `basic_auth` caching and body
-//! extraction (ignoring them can only refuse a request Tyk would let in).
+//! (`cache_options`, `extended_paths.cache`, `advance_cache_config`), `config_data`,
+//! `error_overrides`, `basic_auth` caching and body extraction (ignoring them can only refuse
+//! a request Tyk would let in). Load balancing and `uptime_tests` are read (`spec.rs`,
+//! `uptime.rs`), which refuse the parts not built.
 
 use serde_json::{Map, Value};
 
@@ -180,9 +182,6 @@ fn exposure(def: &ApiDefinition) -> Result<(), DefinitionError> {
 /// What the upstream receives and how it is reached.
 fn upstream(def: &ApiDefinition) -> Result<(), DefinitionError> {
     let p = &def.proxy;
-    if is_set(&p.enable_load_balancing) {
-        return Err(refuse("proxy.enable_load_balancing", "load balancing is"));
-    }
     if field_set(&p.service_discovery, "use_discovery_service") {
         return Err(refuse(
             "proxy.service_discovery.use_discovery_service",
@@ -352,10 +351,6 @@ mod tests {
             ),
             (json!({"graphql": {"enabled": true}}), "graphql.enabled"),
             (
-                json!({"proxy": {"enable_load_balancing": true, "target_list": ["http://a", "http://b"]}}),
-                "proxy.enable_load_balancing",
-            ),
-            (
                 json!({"proxy": {"service_discovery": {"use_discovery_service": true}}}),
                 "proxy.service_discovery.use_discovery_service",
             ),
@@ -514,7 +509,10 @@ mod tests {
              "upstream_auth": {"enabled": false}, "request_signing": {"is_enabled": false},
              "graphql": {"enabled": false}, "external_oauth": {"enabled": false},
              "auth": {"auth_header_name": "Authorization", "use_certificate": false, "validate_signature": false},
-             "proxy": {"enable_load_balancing": false, "target_list": [],
+             "uptime_tests": {"check_list": [], "config": {"expire_utime_after": 0,
+                 "service_discovery": {"use_discovery_service": false}, "recheck_wait": 0}},
+             "proxy": {"enable_load_balancing": false, "target_list": ["not even a URL"],
+                       "check_host_against_uptime_tests": false,
                        "service_discovery": {"use_discovery_service": false, "query_endpoint": ""},
                        "transport": {"ssl_insecure_skip_verify": false, "ssl_ciphers": null,
                                      "ssl_min_version": 0, "ssl_max_version": 0, "proxy_url": ""}},

@@ -163,7 +163,7 @@ impl RequestCtx {
     pub fn failed(&mut self, err: &GatewayError) {
         match err {
             GatewayError::Refused(r) => self.refused(r.kind),
-            GatewayError::Upstream(_) => self.upstream_error = true,
+            GatewayError::Upstream(_) | GatewayError::AllHostsDown => self.upstream_error = true,
             _ => self.refusal = Some(RefusalClass::Other),
         }
     }

@@ -22,6 +22,10 @@ pub enum GatewayError {
     /// The upstream could not be reached, broke the exchange or did not answer in time.
     #[error(transparent)]
     Upstream(UpstreamError),
+    /// The API balances with `check_host_against_uptime_tests` and the uptime checks found
+    /// every target's host down.
+    #[error("all hosts are down, uptime tests are failing")]
+    AllHostsDown,
     /// The client's request body failed mid-way (bad chunking, reset).
     #[error("reading the request body: {0}")]
     ClientBody(String),

@@ -7,13 +7,15 @@
 //! 2. [`framing`]: strict HTTP/1.1 framing and size limits before hyper parses a head.
 //! 3. The lifecycle (`proxy.rs`, one function top to bottom): path normalisation ([`path`]),
 //!    admin paths, routing ([`router`]), the API's stage chain ([`chain`]) working on the
-//!    request context ([`ctx`]) and refusing with typed refusals ([`refusal`]), forwarding
-//!    ([`upstream`]), the response, and the observe phase (metrics, analytics, access log).
+//!    request context ([`ctx`]) and refusing with typed refusals ([`refusal`]), the load
+//!    balancer's pick ([`balance`]), forwarding ([`upstream`]), the response, and the observe
+//!    phase (metrics, analytics, access log).
 //!
 //! [`Gateway`] is the state every worker shares: the config and the current routing table,
 //! swapped whole on reload.
 
 mod auth;
+pub mod balance;
 pub mod body;
 pub mod chain;
 mod cors;

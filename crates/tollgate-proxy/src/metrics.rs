@@ -204,7 +204,7 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP tollgate_upstream_errors_total Upstream refused, reset or timed out.\n# TYPE tollgate_upstream_errors_total counter\n");
+        out.push_str("# HELP tollgate_upstream_errors_total Upstream refused, reset or timed out, or every load-balanced host was down.\n# TYPE tollgate_upstream_errors_total counter\n");
         for (api, m) in &apis {
             let _ = writeln!(
                 out,

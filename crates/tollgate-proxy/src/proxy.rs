@@ -13,8 +13,9 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tollgate_definitions::ApiSpec;
+use tollgate_definitions::{ApiSpec, Target};
 
+use crate::balance::Balancer;
 use crate::body::ProxyBody;
 use crate::chain::{Flow, Reply};
 use crate::ctx::{RequestCtx, RewriteTo, StageRequest};
@@ -106,12 +107,12 @@ async fn serve(
     //    request itself (a CORS preflight).
     let (mut parts, body) = req.into_parts();
     // A versioned API serves each version with its own stages and upstream.
-    let (spec, chain) = match &route.versions {
-        None => (&route.spec, &route.chain),
+    let (spec, chain, balancer) = match &route.versions {
+        None => (&route.spec, &route.chain, route.balancer.as_ref()),
         Some(versions) => match versions.select(&mut parts) {
             Ok(v) => {
                 observe::versioned(v, cx);
-                (&v.spec, &v.chain)
+                (&v.spec, &v.chain, v.balancer.as_ref())
             }
             Err(refusal) => return Ok(refuse(conn, cx, refusal)),
         },
@@ -128,11 +129,13 @@ async fn serve(
         Err(refusal) => return Ok(refuse(conn, cx, refusal)),
     }
 
-    // 6. Forward; the limit headers go on the upstream's response.
+    // 6. Forward (to the load balancer's pick, when the API balances); the limit headers go
+    //    on the upstream's response.
     let sent = cx.started.is_some().then(Instant::now);
     let result = forward(
         conn,
         spec,
+        balancer,
         parts,
         body,
         cx.body_limit,
@@ -226,15 +229,24 @@ fn with_path(uri: &Uri, path: &str) -> Result<Uri, GatewayError> {
     Uri::from_parts(parts).map_err(|_| GatewayError::BadPath)
 }
 
+#[allow(clippy::too_many_arguments)] // each is one thing the earlier phases decided
 async fn forward(
     conn: &ConnCtx,
     spec: &ApiSpec,
+    balancer: Option<&Balancer>,
     mut parts: Parts,
     body: Incoming,
     body_limit: Option<u64>,
     hard_timeout: Option<Duration>,
     rewrite: Option<RewriteTo>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
+    // The upstream: a rewrite to another host goes there whatever the balancer would pick (in
+    // Tyk the retained host replaces the balanced target too, even when all are down); else
+    // the balancer's pick, before anything of the request is committed (a tunnel included).
+    let target = match (&rewrite, balancer) {
+        (Some(RewriteTo::Url { .. }), _) | (_, None) => &spec.target,
+        (_, Some(b)) => b.pick().ok_or(GatewayError::AllHostsDown)?,
+    };
     let config = &conn.gateway.config;
     let upgrade = config.websockets && hdr::wants_upgrade(&parts.headers);
     let on_client_upgrade = if upgrade {
@@ -245,12 +257,12 @@ async fn forward(
         None
     };
 
-    let mut upstream = Upstream::of(&spec.target);
+    let mut upstream = Upstream::of(target);
     let rewritten_authority;
     let mut rewritten_host = None;
     parts.uri = match rewrite {
-        None => upstream_uri(spec, &parts.uri)?,
-        Some(RewriteTo::Path(pq)) => target_uri(spec, pq.path(), pq.query())?,
+        None => upstream_uri(spec, target, &parts.uri)?,
+        Some(RewriteTo::Path(pq)) => target_uri(spec, target, pq.path(), pq.query())?,
         Some(RewriteTo::Url {
             authority: a,
             host,
@@ -263,7 +275,7 @@ async fn forward(
         }
     };
     parts.version = Version::HTTP_11;
-    rewrite_request_headers(conn, spec, &mut parts.headers, upgrade);
+    rewrite_request_headers(conn, spec, target, &mut parts.headers, upgrade);
     // A rewrite to another host talks to that host as itself (Tyk's retained host).
     if let Some(host) = rewritten_host {
         parts.headers.insert(header::HOST, host);
@@ -307,26 +319,29 @@ async fn forward(
 
 /// The upstream URI: target path prefix + (listen-path-stripped) request path, target query
 /// then request query. Origin-form, since the connection already names the upstream.
-fn upstream_uri(spec: &ApiSpec, uri: &Uri) -> Result<Uri, GatewayError> {
+fn upstream_uri(spec: &ApiSpec, target: &Target, uri: &Uri) -> Result<Uri, GatewayError> {
     let path = uri.path();
     let rest = if spec.strip_listen_path {
         path.strip_prefix(spec.listen_path.as_str()).unwrap_or(path)
     } else {
         path
     };
-    let target = &spec.target;
     // Common case: nothing to prepend; the (already normalised) path and query pass as they are.
     if target.base_path.is_empty() && target.base_query.is_none() && rest.len() == path.len() {
         return Ok(uri
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())));
     }
-    target_uri(spec, rest, uri.query())
+    target_uri(spec, target, rest, uri.query())
 }
 
 /// The target's path joined with `rest`, the target's query then `query`.
-fn target_uri(spec: &ApiSpec, rest: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
-    let target = &spec.target;
+fn target_uri(
+    spec: &ApiSpec,
+    target: &Target,
+    rest: &str,
+    query: Option<&str>,
+) -> Result<Uri, GatewayError> {
     let mut out =
         String::with_capacity(target.base_path.len() + rest.len() + query.map_or(0, str::len) + 2);
     join_paths(&mut out, &target.base_path, rest, spec.disable_strip_slash);
@@ -373,6 +388,7 @@ fn join_paths(out: &mut String, base: &str, rest: &str, keep_trailing_slash: boo
 fn rewrite_request_headers(
     conn: &ConnCtx,
     spec: &ApiSpec,
+    target: &Target,
     headers: &mut http::HeaderMap,
     upgrade: bool,
 ) {
@@ -388,7 +404,7 @@ fn rewrite_request_headers(
         headers.insert(X_FORWARDED_HOST, host);
     }
     if !spec.preserve_host_header || !headers.contains_key(header::HOST) {
-        headers.insert(header::HOST, spec.target.host_header.clone());
+        headers.insert(header::HOST, target.host_header.clone());
     }
 }
 
@@ -428,7 +444,9 @@ mod tests {
     }
 
     fn up(s: &ApiSpec, uri: &str) -> String {
-        upstream_uri(s, &uri.parse().unwrap()).unwrap().to_string()
+        upstream_uri(s, &s.target, &uri.parse().unwrap())
+            .unwrap()
+            .to_string()
     }
 
     #[test]

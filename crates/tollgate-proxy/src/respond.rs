@@ -3,7 +3,9 @@
 //! mapping from what went wrong to what a client reads exists once.
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
@@ -34,11 +36,15 @@ impl GatewayError {
                 "There was a problem with reading Body of the Request.",
             ),
             Self::ClientTimeout => (StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
+            Self::AllHostsDown => (StatusCode::SERVICE_UNAVAILABLE, ALL_HOSTS_DOWN),
         }
     }
 
     /// The response a client gets.
     pub fn into_response(self, messages: &Messages) -> Response<ProxyBody> {
+        if let Self::AllHostsDown = self {
+            return all_hosts_down();
+        }
         let (status, message) = self.status_and_message(messages);
         let mut resp = error_response(status, message);
         let closes = match &self {
@@ -47,7 +53,7 @@ impl GatewayError {
                 r.kind.closes_connection()
             }
             Self::Framing(_) | Self::ClientBody(_) | Self::ClientTimeout | Self::BadPath => true,
-            Self::NoRoute | Self::Upstream(_) => false,
+            Self::NoRoute | Self::Upstream(_) | Self::AllHostsDown => false,
         };
         if closes {
             // The connection's byte stream can no longer be trusted.
@@ -65,6 +71,23 @@ fn refusal_headers(r: &Refusal, headers: &mut http::HeaderMap) {
     if let Some(secs) = r.retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+}
+
+/// What Tyk's all-hosts-down stub answers.
+const ALL_HOSTS_DOWN: &str = "all hosts are down";
+
+/// Tyk sends a request whose every load-balanced host is down to a stub that answers with Go's
+/// `http.Error`: plain text (with its newline), not the JSON error template.
+fn all_hosts_down() -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(b"all hosts are down\n")));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
 }
 
 /// A gateway-generated error in Tyk's stock JSON template: `{\n    "error": "<message>"\n}`.
@@ -122,6 +145,23 @@ mod tests {
             .into_response(&Messages::default());
         assert_eq!(resp.status(), 413);
         assert_eq!(resp.headers()[CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn all_hosts_down_is_tyks_plain_text() {
+        let err = GatewayError::AllHostsDown;
+        assert_eq!(
+            err.status_and_message(&Messages::default()),
+            (StatusCode::SERVICE_UNAVAILABLE, "all hosts are down")
+        );
+        let resp = err.into_response(&Messages::default());
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(resp.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(!resp.headers().contains_key("x-generator"));
+        assert!(!resp.headers().contains_key(CONNECTION));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"all hosts are down\n");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, LoadedApi};
 
+use crate::balance::{Balancer, HostHealth};
 use crate::chain::Chain;
 use crate::ctx::RecordTexts;
 use crate::versions::VersionRoutes;
@@ -24,6 +25,8 @@ pub struct ApiRoute {
     pub(crate) chain: Chain,
     /// A versioned API's versions, each with its own stages (then `chain` is unused).
     pub(crate) versions: Option<VersionRoutes>,
+    /// This worker's round robin over `target_list`, when the API balances.
+    pub(crate) balancer: Option<Balancer>,
     /// Strings every analytics record of this API carries, made once.
     pub(crate) record_texts: Arc<RecordTexts>,
 }
@@ -35,18 +38,31 @@ pub struct Routes {
     any_domain: Vec<Arc<ApiRoute>>,
     loaded: Vec<LoadedApi>,
     strict: bool,
+    health: Option<Arc<HostHealth>>,
 }
 
 impl Routes {
     /// Compiles a routing table from loaded definitions. Inactive APIs stay listed (the admin
-    /// API shows them) but are not routed.
+    /// API shows them) but are not routed. No host is ever down (see
+    /// [`Routes::build_with_health`]).
     pub fn build(loaded: Vec<LoadedApi>, config: &GatewayConfig) -> Self {
+        Self::build_with_health(loaded, config, None)
+    }
+
+    /// Like [`Routes::build`]; load balancers that check hosts against the uptime tests
+    /// read the hosts' state from `health`.
+    pub fn build_with_health(
+        loaded: Vec<LoadedApi>,
+        config: &GatewayConfig,
+        health: Option<Arc<HostHealth>>,
+    ) -> Self {
         let mut by_domain: HashMap<Box<str>, Vec<Arc<ApiRoute>>> = HashMap::new();
         let mut any_domain = Vec::new();
         for api in loaded.iter().filter(|a| a.spec.active) {
             let route = Arc::new(ApiRoute {
                 chain: Chain::compile(&api.spec, config),
-                versions: VersionRoutes::compile(&api.spec, config),
+                versions: VersionRoutes::compile(&api.spec, config, health.as_deref()),
+                balancer: Balancer::compile(&api.spec, health.as_deref()),
                 record_texts: Arc::new(RecordTexts::new(&api.spec)),
                 spec: api.spec.clone(),
             });
@@ -70,6 +86,7 @@ impl Routes {
             any_domain,
             loaded,
             strict: config.strict_routes,
+            health,
         }
     }
 
@@ -104,7 +121,8 @@ impl Routes {
             .find(|r| listen_path_matches(&r.spec.listen_path, path, self.strict))
     }
 
-    /// An equal table whose APIs share no buffers with this one (see [`ApiSpec::detached`]).
+    /// An equal table whose APIs share no buffers with this one (see [`ApiSpec::detached`]),
+    /// with load balancers of its own and the same host health.
     pub fn detached(&self, config: &GatewayConfig) -> Self {
         let loaded = self
             .loaded
@@ -115,7 +133,12 @@ impl Routes {
                 source: a.source.clone(),
             })
             .collect();
-        Self::build(loaded, config)
+        Self::build_with_health(loaded, config, self.health.clone())
+    }
+
+    /// The host health the load balancers read, when the uptime checker runs.
+    pub fn health(&self) -> Option<&Arc<HostHealth>> {
+        self.health.as_ref()
     }
 
     /// Every loaded definition, active or not, in file-name order.

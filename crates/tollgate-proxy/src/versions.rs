@@ -16,6 +16,7 @@ use http::uri::{PathAndQuery, Uri};
 use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, DefaultVersion, VersionLocation, Versioning};
 
+use crate::balance::{Balancer, HostHealth};
 use crate::chain::Chain;
 use crate::ctx::RecordTexts;
 use crate::endpoints::listen_prefix;
@@ -29,6 +30,9 @@ pub(crate) struct VersionRoute {
     pub(crate) spec: ApiSpec,
     /// This version's stages.
     pub(crate) chain: Chain,
+    /// This worker's round robin, when the API balances and the version has no
+    /// `override_target`.
+    pub(crate) balancer: Option<Balancer>,
     /// What its analytics records carry (the version's name among them).
     pub(crate) record_texts: Arc<RecordTexts>,
 }
@@ -43,12 +47,17 @@ pub(crate) struct VersionRoutes {
 
 impl VersionRoutes {
     /// The versions of `spec`, or `None` when it is not versioned.
-    pub(crate) fn compile(spec: &ApiSpec, config: &GatewayConfig) -> Option<Self> {
+    pub(crate) fn compile(
+        spec: &ApiSpec,
+        config: &GatewayConfig,
+        health: Option<&HostHealth>,
+    ) -> Option<Self> {
         let versioning = Arc::clone(spec.versioning.as_ref()?);
         let each = (0..versioning.versions.len())
             .filter_map(|i| spec.for_version(i))
             .map(|spec| VersionRoute {
                 chain: Chain::compile(&spec, config),
+                balancer: Balancer::compile(&spec, health),
                 record_texts: Arc::new(RecordTexts::new(&spec)),
                 spec,
             })

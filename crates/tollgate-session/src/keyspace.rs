@@ -21,6 +21,9 @@ pub const BUCKETS_SUFFIX: &str = ":b";
 pub const NOTIFICATION_CHANNEL: &str = "tyk.cluster.notifications";
 /// Tyk's analytics list in Redis, where Tyk Pump reads records.
 pub const ANALYTICS_LIST: &str = "analytics-tyk-system-analytics";
+/// Tyk's list of uptime check results (its host checker's `host-checker:` prefix and
+/// `tyk-uptime-analytics`), where Tyk Pump's uptime pumps read them.
+pub const UPTIME_ANALYTICS_LIST: &str = "host-checker:tyk-uptime-analytics";
 /// The embedded store's table of sessions (storage id → session JSON).
 pub const EMBEDDED_SESSIONS: &str = "sessions";
 /// The embedded store's table of quota counters (quota id → used, renewal time).

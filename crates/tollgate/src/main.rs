@@ -5,6 +5,7 @@
 
 mod metrics;
 mod reload;
+mod uptime;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -108,8 +109,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("config file {}", config.source.display()))
         })
         .transpose()?;
-    let routes = control
-        .block_on(reload::load_routes(&config, api_db.as_deref()))
+    let mut uptime = uptime::Uptime::new(&config);
+    let (routes, uptime_plan) = control
+        .block_on(reload::load_routes(&config, api_db.as_deref(), &uptime))
         .context("loading API definitions")?;
 
     let listeners = server::bind(config.listen, config.worker_threads).with_context(|| {
@@ -134,6 +136,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let sessions = control.block_on(open_sessions(&config))?;
     let policy_count = policies.len();
     control.block_on(sessions.set_policies(policies));
+    uptime.record_to(sessions.redis_store());
 
     let (reload_handle, reload_rx) = ReloadHandle::channel();
     let admin = tollgate_admin::Admin::new(reload_handle.clone());
@@ -180,7 +183,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     );
 
     control.block_on(async {
-        tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx));
+        // The checker runs on this runtime, off the workers' threads.
+        uptime.commit(uptime_plan);
+        tokio::spawn(reload::reloader(Arc::clone(&gateway), reload_rx, uptime));
         tokio::spawn(flush_counters(Arc::clone(&gateway)));
         if let Some(writer) = analytics_writer {
             tokio::spawn(writer);

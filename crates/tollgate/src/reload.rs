@@ -13,6 +13,8 @@ use tollgate_definitions::{LoadOptions, MatchOptions, load_dir, load_rows};
 use tollgate_proxy::{Gateway, ReloadError, ReloadRequest, Routes};
 use tollgate_session::PolicySet;
 
+use crate::uptime::{Plan, Uptime};
+
 /// The gateway-wide settings the definitions loader compiles every API with: endpoint
 /// matching and upstream TLS.
 pub(crate) fn load_options(config: &GatewayConfig) -> LoadOptions {
@@ -28,14 +30,17 @@ pub(crate) fn load_options(config: &GatewayConfig) -> LoadOptions {
 }
 
 /// Loads every definition (from `app_path`, or the database table) and compiles a routing
-/// table. Broken definitions are logged with their origin and reason and left out.
+/// table, with the uptime checks of the loaded APIs: once the table is live, hand the plan
+/// to [`Uptime::commit`]. Broken definitions are logged with their origin and reason and left
+/// out.
 ///
 /// # Errors
 /// The folder or the database cannot be read.
 pub(crate) async fn load_routes(
     config: &Arc<GatewayConfig>,
     db: Option<&PgApiStore>,
-) -> anyhow::Result<Routes> {
+    uptime: &Uptime,
+) -> anyhow::Result<(Routes, Plan)> {
     let outcome = match db {
         Some(db) => load_rows(db.load().await?, &load_options(config)),
         None => {
@@ -52,7 +57,9 @@ pub(crate) async fn load_routes(
     for api in outcome.apis.iter().filter(|a| !a.spec.active) {
         tracing::info!(api_id = %api.spec.api_id, "API is inactive (active: false); not served");
     }
-    Ok(Routes::build(outcome.apis, config))
+    let plan = uptime.plan(&outcome.apis);
+    let routes = Routes::build_with_health(outcome.apis, config, Some(plan.health()));
+    Ok((routes, plan))
 }
 
 /// Reads `policies.policy_record_name` (no file configured = no policies).
@@ -77,17 +84,19 @@ pub(crate) fn load_policies(config: &GatewayConfig) -> anyhow::Result<PolicySet>
     })
 }
 
-/// Drains reload requests until the gateway stops.
+/// Drains reload requests until the gateway stops; each reload also gives the uptime checker
+/// the reloaded APIs' checks.
 pub(crate) async fn reloader(
     gateway: Arc<Gateway>,
     mut rx: mpsc::UnboundedReceiver<ReloadRequest>,
+    mut uptime: Uptime,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = reload_once(&gateway, batch[0].reason, batch.len()).await;
+        let result = reload_once(&gateway, &mut uptime, batch[0].reason, batch.len()).await;
         for req in batch {
             if let Some(done) = req.done {
                 let _ = done.send(result.clone());
@@ -100,6 +109,7 @@ pub(crate) async fn reloader(
 /// version; the reload reports failure only when the API folder cannot be read.
 async fn reload_once(
     gateway: &Gateway,
+    uptime: &mut Uptime,
     reason: &'static str,
     coalesced: usize,
 ) -> Result<(), ReloadError> {
@@ -123,10 +133,12 @@ async fn reload_once(
             Err(e) => tracing::error!(error = %e, "TLS certificate reload failed"),
         }
     }
-    match load_routes(&gateway.config, gateway.api_db.as_deref()).await {
-        Ok(routes) => {
+    match load_routes(&gateway.config, gateway.api_db.as_deref(), uptime).await {
+        Ok((routes, plan)) => {
             let count = routes.apis().len();
             gateway.swap_routes(routes);
+            // After the swap: until now the old checks kept the old table current.
+            uptime.commit(plan);
             tracing::info!(apis = count, reason, coalesced, "reloaded");
             Ok(())
         }

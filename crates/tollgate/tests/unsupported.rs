@@ -37,9 +37,9 @@ fn refused_table() -> Vec<(&'static str, Value, &'static str)> {
             "version_data.versions.Default.global_enforce_timeout",
         ),
         (
-            "balanced",
-            json!({"proxy": {"enable_load_balancing": true, "target_list": ["http://127.0.0.1:9"]}}),
-            "proxy.enable_load_balancing",
+            "tcpcheck",
+            json!({"uptime_tests": {"check_list": [{"url": "http://127.0.0.1:9/", "protocol": "tcp"}]}}),
+            "uptime_tests.check_list[0].protocol",
         ),
         (
             "discovery",
