@@ -23,6 +23,7 @@ async fn https_upstreams_are_verified_and_their_connections_reused() {
     let up = MockUpstream::start_tls(ca.issue(&["localhost"]).server_config()).await;
     let stranger = TestCa::new("Someone Else");
     let other = MockUpstream::start_tls(stranger.issue(&["localhost"]).server_config()).await;
+    let expired = MockUpstream::start_tls(ca.issue_expired(&["localhost"]).server_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write(dir.path(), "ca.pem");
 
@@ -36,6 +37,7 @@ async fn https_upstreams_are_verified_and_their_connections_reused() {
             "/unknown-ca/",
             &https("localhost", &other, "/"),
         )
+        .with_api("expired", "/expired/", &https("localhost", &expired, "/"))
         .with_api_extra(
             "skip",
             "/skip/",
@@ -64,7 +66,7 @@ async fn https_upstreams_are_verified_and_their_connections_reused() {
     // One handshake, then the pooled connection: no TLS handshake per request.
     assert_eq!(up.distinct_connections(), 1);
 
-    for path in ["/by-ip/x", "/unknown-ca/x"] {
+    for path in ["/by-ip/x", "/unknown-ca/x", "/expired/x"] {
         let r = get(gw.addr(), path, &[]).await;
         assert_tyk_error(&r, 502, "There was a problem proxying the request");
     }
@@ -74,8 +76,9 @@ async fn https_upstreams_are_verified_and_their_connections_reused() {
         "a request reached an unverified host"
     );
     assert_eq!(other.request_count(), 0);
+    assert_eq!(expired.request_count(), 0);
     let log = gw
-        .wait_stderr(&["certificate not valid for name", "UnknownIssuer"])
+        .wait_stderr(&["certificate not valid for name", "UnknownIssuer", "xpired"])
         .await;
     assert!(log.contains("TLS"), "{log}");
 
