@@ -1,7 +1,7 @@
 //! The listener's TLS: certificates picked by SNI, swapped on reload.
 //!
-//! A handshake asks the [`SniStore`] for a certificate: the entry whose `domain_name` is the
-//! requested name, then one whose `*.` wildcard covers it, then the first certificate whose own
+//! Each handshake gets, from the current certificate set, the entry whose `domain_name` is
+//! the requested name, then one whose `*.` wildcard covers it, then the first certificate whose own
 //! names (SAN) cover it, else the first certificate configured (what Go, and so Tyk, answers a
 //! client that sends no or an unknown name). A reload reads every file again and swaps the whole
 //! set at once: connections already open keep the certificate they shook hands with, and a
