@@ -28,14 +28,8 @@ UP_PORT=$((BASE + 1))
 GW_PORT=$((BASE + 2))
 ORIGIN="https://app.example.com"
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ -n "${BENCH_PERF:-}" ] && echo "gateway pid file: $TMP/gw.pid"
 
 mkdir -p "$TMP/apps" "$TMP/nginx-tmp"
@@ -111,13 +105,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/rules/o
 [ "$code" = 403 ] || { echo "rules.sh: the white-list did not refuse /rules/other/1 ($code)" >&2; exit 1; }
 
 run() { # path -> "rps p99_ms errors"
-  wrk -t"$THREADS" -c"$CONNS" -d"${SEGMENT}s" --latency -H "Origin: $ORIGIN" \
-    "http://127.0.0.1:$GW_PORT$1" | awk '
-    /Requests\/sec/ {rps=$2}
-    /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
-    /Non-2xx/ {err+=$4}
-    /Socket errors/ {err+=1}
-    END {printf "%s %s %d\n", rps, p99, err}'
+  bench_wrk "http://127.0.0.1:$GW_PORT$1" -H "Origin: $ORIGIN"
 }
 run /plain/items/1 >/dev/null   # warm-up
 run /rules/items/1 >/dev/null
@@ -145,5 +133,4 @@ for r in $(seq "$ROUNDS"); do
   ratios+=("$(awk -v a="$rrps" -v b="$prps" 'BEGIN{printf "%.3f", a/b}')")
   p99s+=("$(awk -v a="$rp99" -v b="$pp99" 'BEGIN{printf "%.3f", a/b}')")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
-echo "rules_vs_plain=$(median "${ratios[@]}") rules_p99_vs_plain=$(median "${p99s[@]}") (rounds: ${ratios[*]})"
+echo "rules_vs_plain=$(bench_median "${ratios[@]}") rules_p99_vs_plain=$(bench_median "${p99s[@]}") (rounds: ${ratios[*]})"

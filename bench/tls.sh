@@ -31,14 +31,8 @@ NG_PORT=$((BASE + 3))      # nginx terminating TLS
 GWS_PORT=$((BASE + 4))     # tollgate with use_ssl
 GWP_PORT=$((BASE + 5))     # tollgate, plain listener
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 mkdir -p "$TMP/apps" "$TMP/nginx-tmp"
 
 # A CA and one certificate for localhost / 127.0.0.1, used by every TLS server here.
@@ -148,12 +142,7 @@ check() { # url: must reach the upstream body, over a verified TLS connection wh
 for u in "$N_URL" "$T_URL" "$P_URL" "$U_URL"; do check "$u"; done
 
 run() { # url -> "rps p99_ms errors"
-  wrk -t"$THREADS" -c"$CONNS" -d"${SEGMENT}s" --latency "$1" | awk '
-    /Requests\/sec/ {rps=$2}
-    /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
-    /Non-2xx/ {err+=$4}
-    /Socket errors/ {err+=1}
-    END {printf "%s %s %d\n", rps, p99, err}'
+  bench_wrk "$1"
 }
 for u in "$N_URL" "$T_URL" "$P_URL" "$U_URL"; do run "$u" >/dev/null; done   # warm-up
 
@@ -173,5 +162,4 @@ for r in $(seq "$ROUNDS"); do
   t_n+=("$(ratio "${rps[t]}" "${rps[n]}")"); t_n99+=("$(ratio "${p99[t]}" "${p99[n]}")")
   u_p+=("$(ratio "${rps[u]}" "${rps[p]}")"); u_p99+=("$(ratio "${p99[u]}" "${p99[p]}")")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
-echo "tls_listener_vs_nginx=$(median "${t_n[@]}") tls_listener_p99_vs_nginx=$(median "${t_n99[@]}") https_upstream_vs_plain=$(median "${u_p[@]}") https_upstream_p99_vs_plain=$(median "${u_p99[@]}") (rounds: ${t_n[*]} | ${u_p[*]})"
+echo "tls_listener_vs_nginx=$(bench_median "${t_n[@]}") tls_listener_p99_vs_nginx=$(bench_median "${t_n99[@]}") https_upstream_vs_plain=$(bench_median "${u_p[@]}") https_upstream_p99_vs_plain=$(bench_median "${u_p99[@]}") (rounds: ${t_n[*]} | ${u_p[*]})"

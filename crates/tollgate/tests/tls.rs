@@ -147,6 +147,39 @@ fn tls_conf(dir: &Path, a: &Leaf, b: &Leaf, extra: Value) -> Value {
     conf
 }
 
+/// A TLS gateway ([`tls_conf`]) with one keyless API `/api/` on a plain upstream.
+struct TlsGateway {
+    ca: TestCa,
+    a: Leaf,
+    b: Leaf,
+    up: MockUpstream,
+    gw: tollgate_testkit::Gateway,
+    dir: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    async fn start() -> Self {
+        let ca = TestCa::default();
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (ca.issue(&["a.test"]), ca.issue(&["b.test"]));
+        let up = MockUpstream::start().await;
+        let gw = gateway!()
+            .conf(tls_conf(dir.path(), &a, &b, json!({})))
+            .serves_tls()
+            .with_api("api", "/api/", &up.url())
+            .start()
+            .await;
+        Self {
+            ca,
+            a,
+            b,
+            up,
+            gw,
+            dir,
+        }
+    }
+}
+
 fn peer_cert(r: &reqwest::Response) -> Vec<u8> {
     r.extensions()
         .get::<reqwest::tls::TlsInfo>()
@@ -157,17 +190,15 @@ fn peer_cert(r: &reqwest::Response) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_listener_picks_certificates_by_sni_and_speaks_http2() {
-    let ca = TestCa::default();
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (ca.issue(&["a.test"]), ca.issue(&["b.test"]));
-    let up = MockUpstream::start().await;
+    let TlsGateway {
+        ca,
+        a,
+        b,
+        up,
+        gw,
+        dir: _dir,
+    } = TlsGateway::start().await;
     up.on("/api/echo", Reply::echo_body());
-    let gw = gateway!()
-        .conf(tls_conf(dir.path(), &a, &b, json!({})))
-        .serves_tls()
-        .with_api("api", "/api/", &up.url())
-        .start()
-        .await;
     let port = gw.port();
     let tls_client = |http1_only: bool| {
         let mut b = ca
@@ -264,16 +295,9 @@ async fn tls_to_a_plain_port_is_refused_without_harm() {
 
 #[tokio::test]
 async fn certificates_reload_on_sighup_without_dropping_connections() {
-    let ca = TestCa::default();
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (ca.issue(&["a.test"]), ca.issue(&["b.test"]));
-    let up = MockUpstream::start().await;
-    let gw = gateway!()
-        .conf(tls_conf(dir.path(), &a, &b, json!({})))
-        .serves_tls()
-        .with_api("api", "/api/", &up.url())
-        .start()
-        .await;
+    let TlsGateway {
+        ca, a, up, gw, dir, ..
+    } = TlsGateway::start().await;
     let port = gw.port();
     let client = ca
         .client_builder()
