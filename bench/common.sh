@@ -12,6 +12,18 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
+# The http-block lines every nginx here shares: no access log, temp files under $TMP, no
+# keep-alive request limit.
+mkdir -p "$TMP/nginx-tmp"
+NGINX_HTTP_COMMON="
+    access_log off;
+    client_body_temp_path $TMP/nginx-tmp/body;
+    proxy_temp_path       $TMP/nginx-tmp/proxy;
+    fastcgi_temp_path     $TMP/nginx-tmp/fastcgi;
+    uwsgi_temp_path       $TMP/nginx-tmp/uwsgi;
+    scgi_temp_path        $TMP/nginx-tmp/scgi;
+    keepalive_requests 100000000;"
+
 # bench_wrk URL [wrk options...] -> "rps p99_ms errors" (THREADS, CONNS, SEGMENT from the caller)
 bench_wrk() {
   local url="$1"

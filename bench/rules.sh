@@ -40,13 +40,7 @@ pid $TMP/upstream.pid;
 error_log $TMP/upstream-error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
-    client_body_temp_path $TMP/nginx-tmp/body;
-    proxy_temp_path       $TMP/nginx-tmp/proxy;
-    fastcgi_temp_path     $TMP/nginx-tmp/fastcgi;
-    uwsgi_temp_path       $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path        $TMP/nginx-tmp/scgi;
-    keepalive_requests 100000000;
+    $NGINX_HTTP_COMMON
     server {
         listen 127.0.0.1:$UP_PORT;
         location / { default_type application/json; return 200 '{"ok":true}'; }

@@ -44,14 +44,7 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$TMP/san.ext"
 openssl x509 -req -in "$TMP/server.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" \
   -CAcreateserial -days 2 -extfile "$TMP/san.ext" -out "$TMP/server.crt" 2>/dev/null
 
-nginx_common="
-    access_log off;
-    client_body_temp_path $TMP/nginx-tmp/body;
-    proxy_temp_path       $TMP/nginx-tmp/proxy;
-    fastcgi_temp_path     $TMP/nginx-tmp/fastcgi;
-    uwsgi_temp_path       $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path        $TMP/nginx-tmp/scgi;
-    keepalive_requests 100000000;
+nginx_common="$NGINX_HTTP_COMMON
     ssl_protocols TLSv1.2 TLSv1.3;"
 cat > "$TMP/upstream.conf" <<EOF
 daemon off;

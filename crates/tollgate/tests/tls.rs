@@ -180,6 +180,10 @@ impl TlsGateway {
     }
 }
 
+async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
 fn peer_cert(r: &reqwest::Response) -> Vec<u8> {
     r.extensions()
         .get::<reqwest::tls::TlsInfo>()
@@ -213,19 +217,11 @@ async fn the_listener_picks_certificates_by_sni_and_speaks_http2() {
     };
 
     let h1 = tls_client(true);
-    let r = h1
-        .get(format!("https://a.test:{port}/api/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&h1, format!("https://a.test:{port}/api/x")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     assert_eq!(peer_cert(&r), a.der);
-    let r = h1
-        .get(format!("https://b.test:{port}/api/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&h1, format!("https://b.test:{port}/api/x")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(peer_cert(&r), b.der);
     let rec = up.last();
@@ -249,17 +245,9 @@ async fn the_listener_picks_certificates_by_sni_and_speaks_http2() {
     assert_eq!(rec.version, http::Version::HTTP_11);
     assert_eq!(rec.header("host"), Some(up.host().as_str()));
     // Routing and refusals work the same over h2.
-    let r = h2
-        .get(format!("https://a.test:{port}/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&h2, format!("https://a.test:{port}/nothing-here")).await;
     assert_eq!(r.status(), 404);
-    let r = h2
-        .get(format!("https://a.test:{port}/hello"))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&h2, format!("https://a.test:{port}/hello")).await;
     assert_eq!(r.status(), 200);
 
     // Plain HTTP to the TLS port: Go's one-line answer, and the gateway goes on.
@@ -270,11 +258,7 @@ async fn the_listener_picks_certificates_by_sni_and_speaks_http2() {
         "{}",
         r.dump()
     );
-    let r = h1
-        .get(format!("https://a.test:{port}/api/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = fetch(&h1, format!("https://a.test:{port}/api/x")).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -307,7 +291,7 @@ async fn certificates_reload_on_sighup_without_dropping_connections() {
         .build()
         .unwrap();
     let url = format!("https://a.test:{port}/api/x");
-    let r = client.get(&url).send().await.unwrap();
+    let r = fetch(&client, &url).await;
     assert_eq!(peer_cert(&r), a.der);
 
     // A broken file: the reload keeps the served certificates.
@@ -322,7 +306,7 @@ async fn certificates_reload_on_sighup_without_dropping_connections() {
             .build()
             .unwrap()
     };
-    let r = fresh().get(&url).send().await.unwrap();
+    let r = fetch(&fresh(), &url).await;
     assert_eq!(peer_cert(&r), a.der);
 
     let renewed = ca.issue(&["a.test"]);
@@ -330,7 +314,7 @@ async fn certificates_reload_on_sighup_without_dropping_connections() {
     gw.sighup();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let r = fresh().get(&url).send().await.unwrap();
+        let r = fetch(&fresh(), &url).await;
         if peer_cert(&r) == renewed.der {
             break;
         }
@@ -342,7 +326,7 @@ async fn certificates_reload_on_sighup_without_dropping_connections() {
     }
     // The connection opened before the reloads still serves.
     let before = up.distinct_connections();
-    let r = client.get(&url).send().await.unwrap();
+    let r = fetch(&client, &url).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         peer_cert(&r),
