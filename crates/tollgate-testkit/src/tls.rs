@@ -89,6 +89,33 @@ impl TestCa {
         self.client_builder().build().unwrap()
     }
 
+    /// A raw TLS connection to `addr` asking for `name` (SNI), trusting this CA only and
+    /// offering HTTP/1.1 alone: for exact bytes over TLS (upgrades, tunnels).
+    pub async fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca: CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(self.pem.as_bytes()).unwrap();
+        roots.add(ca).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
     /// A client builder that trusts this CA only, for more settings.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()

@@ -263,6 +263,53 @@ async fn the_listener_picks_certificates_by_sni_and_speaks_http2() {
 }
 
 #[tokio::test]
+async fn websockets_tunnel_with_tls_on_both_sides() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::default();
+    let up = MockUpstream::start_tls(ca.issue(&["localhost"]).server_config()).await;
+    up.on("/", Reply::upgrade());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (a, b) = (ca.issue(&["a.test"]), ca.issue(&["b.test"]));
+    let gw = gateway!()
+        .conf(tls_conf(
+            dir.path(),
+            &a,
+            &b,
+            json!({"proxy_ssl_ca_cert": ca_file}),
+        ))
+        .serves_tls()
+        .with_api("ws", "/ws/", &https("localhost", &up, "/"))
+        .start()
+        .await;
+    let mut s = ca.connect(gw.addr(), "a.test").await;
+    s.write_all(
+        b"GET /ws/ HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Bytes through the tunnel: TLS to the gateway, TLS from the gateway to the upstream.
+    let payload = b"through two TLS legs";
+    s.write_all(payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, payload);
+    assert_eq!(up.last().header("upgrade"), Some("websocket"));
+}
+
+#[tokio::test]
 async fn tls_to_a_plain_port_is_refused_without_harm() {
     let up = MockUpstream::start().await;
     let gw = gateway!().with_api("a", "/a/", &up.url()).start().await;
