@@ -226,6 +226,9 @@ pub struct GatewayConfig {
     /// TLS on the listeners (`http_server_options.use_ssl`); the certificate files are read
     /// when the gateway starts.
     pub tls: Option<tollgate_tls::ServerSettings>,
+    /// `http_server_options.enable_http2` without `use_ssl`: the plain listeners also take
+    /// HTTP/2 from clients that open with its preface (h2c with prior knowledge).
+    pub h2c: bool,
     /// TLS towards `https://` upstreams (`proxy_ssl_*`).
     pub upstream_tls: tollgate_tls::ClientSettings,
     /// The uptime checker; `None` with `uptime_tests.disable` (no host is ever down).
@@ -396,6 +399,7 @@ impl GatewayConfig {
                 .map(|p| base.join(p))
                 .into_iter()
                 .collect(),
+            http2: file.proxy_enable_http2,
         };
         check_upstream_tls(&upstream_tls).map_err(tls_err)?;
 
@@ -463,6 +467,7 @@ impl GatewayConfig {
             rate_limit_headers: file.rate_limit_response_headers == "rate_limits",
             policy_file,
             enable_analytics: file.enable_analytics,
+            h2c: opts.enable_http2 && tls.is_none(),
             tls,
             upstream_tls,
             uptime,

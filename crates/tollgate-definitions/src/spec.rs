@@ -50,12 +50,26 @@ pub enum Scheme {
     Http,
     /// HTTP over TLS.
     Https,
+    /// HTTP/2 without TLS, spoken from the first byte (`h2c://`, Tyk's scheme for gRPC
+    /// services that take no TLS).
+    H2c,
+}
+
+impl Scheme {
+    /// As written in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::H2c => "h2c",
+        }
+    }
 }
 
 /// Where an API's traffic goes.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http` or `https`.
+    /// `http`, `https` or `h2c`.
     pub scheme: Scheme,
     /// `host:port`, port always explicit, used as the upstream pool key.
     pub authority: Authority,
@@ -527,6 +541,7 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
     let scheme = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
         Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+        Some(s) if s.eq_ignore_ascii_case("h2c") => Scheme::H2c,
         Some(s) => {
             return Err(DefinitionError::new(
                 field,
@@ -536,7 +551,7 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
         None => {
             return Err(DefinitionError::new(
                 field,
-                format!("`{url}` has no http:// or https:// scheme"),
+                format!("`{url}` has no http://, https:// or h2c:// scheme"),
             ));
         }
     };
@@ -554,11 +569,11 @@ pub(crate) fn parse_target_at(field: &str, url: &str) -> Result<Target, Definiti
         return Err(DefinitionError::new(field, format!("`{url}` has no host")));
     }
     let default_port = match scheme {
-        Scheme::Http => 80,
+        Scheme::Http | Scheme::H2c => 80,
         Scheme::Https => 443,
     };
     let server_name = match scheme {
-        Scheme::Http => None,
+        Scheme::Http | Scheme::H2c => None,
         Scheme::Https => Some(
             tollgate_tls::client::server_name(host)
                 .map_err(|e| DefinitionError::new(field, format!("`{host}`: {e}")))?,
@@ -649,6 +664,24 @@ mod tests {
             let e = ApiSpec::from_json(&def(json!({"listen_path": "/a/", "target_url": url})));
             assert!(e.is_err(), "{url} loaded");
         }
+    }
+
+    #[test]
+    fn h2c_targets_are_plain_http2() {
+        let s = ApiSpec::from_json(&def(
+            json!({"listen_path": "/a/", "target_url": "H2C://grpc.internal/svc"}),
+        ))
+        .unwrap();
+        assert_eq!(s.target.scheme, Scheme::H2c);
+        assert_eq!(s.target.authority.as_str(), "grpc.internal:80");
+        assert_eq!(s.target.host_header, "grpc.internal");
+        assert_eq!(s.target.base_path, "/svc");
+        assert!(s.target.tls.is_none() && s.target.server_name.is_none());
+        let e = ApiSpec::from_json(&def(
+            json!({"listen_path": "/a/", "target_url": "ws://up/"}),
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("unsupported scheme `ws`"), "{e}");
     }
 
     #[test]

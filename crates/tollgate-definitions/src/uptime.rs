@@ -52,10 +52,7 @@ pub struct UptimeCheck {
 impl UptimeCheck {
     /// The URL without its query, for logs (a query may carry a credential).
     pub fn display_url(&self) -> String {
-        let scheme = match self.target.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
+        let scheme = self.target.scheme.as_str();
         let path = if self.target.base_path.is_empty() {
             "/"
         } else {
@@ -137,6 +134,14 @@ fn check(field: &str, c: &HostCheck) -> Result<UptimeCheck, DefinitionError> {
         ));
     }
     let target = parse_target_at(&at("url"), &c.url)?;
+    if target.scheme == Scheme::H2c {
+        // The checker speaks HTTP/1.1 (plain or over TLS); a check it cannot make would
+        // report a healthy host down.
+        return Err(DefinitionError::new(
+            at("url"),
+            "h2c:// uptime checks are not supported; check the host over http:// or https://",
+        ));
+    }
     let method = match c.method.trim() {
         "" => Method::GET,
         m => Method::from_bytes(m.as_bytes()).map_err(|_| {

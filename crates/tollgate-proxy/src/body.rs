@@ -41,17 +41,17 @@ impl ProxyBody {
         Self::Upstream { inner, pool: None }
     }
 
-    /// An upstream body; `pool` gets the connection back when the body has been read to its end.
-    pub(crate) fn upstream(inner: Incoming, pool: PoolReturn) -> Self {
+    /// An upstream body; `pool` gets the connection back when the body has been read to its
+    /// end (none for a shared HTTP/2 connection).
+    pub(crate) fn upstream(inner: Incoming, pool: Option<PoolReturn>) -> Self {
         if inner.is_end_stream() {
             // The server will never poll an empty body, so hand the connection back now.
-            pool.give_back();
+            if let Some(pool) = pool {
+                pool.give_back();
+            }
             return Self::Upstream { inner, pool: None };
         }
-        Self::Upstream {
-            inner,
-            pool: Some(pool),
-        }
+        Self::Upstream { inner, pool }
     }
 }
 

@@ -142,15 +142,25 @@ pub fn host_from_authority<B>(req: &mut http::Request<B>) {
     }
 }
 
-/// True when the request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+/// True when the request asks to switch to WebSocket (`Connection: upgrade` + `Upgrade:
+/// websocket`), the one protocol switch the gateway tunnels.
+///
+/// Any other `Upgrade` (`h2c` above all) is dropped as a hop-by-hop header instead: a tunnel
+/// to an upstream that switches to HTTP/2 would let the client send it further requests that
+/// no rule of the gateway ever sees ("h2c smuggling").
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    let mut upgrade = list_items(headers, &header::UPGRADE, ',').peekable();
+    upgrade.peek().is_some()
+        && upgrade.all(|p| p.eq_ignore_ascii_case("websocket"))
+        && list_items(headers, &header::CONNECTION, ',').any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// True when the client takes trailers (`TE: trailers`).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    list_items(headers, &header::TE, ',').any(|t| {
+        let name = t.split(';').next().unwrap_or(t).trim();
+        name.eq_ignore_ascii_case("trailers")
+    })
 }
 
 /// Appends the client address to `X-Forwarded-For` (joining earlier values with `, `).
@@ -217,11 +227,40 @@ mod tests {
     }
 
     #[test]
+    fn only_websocket_upgrades_are_tunnelled() {
+        let with = |connection: &str, upgrade: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_str(connection).unwrap(),
+            );
+            h.insert(header::UPGRADE, HeaderValue::from_str(upgrade).unwrap());
+            wants_websocket(&h)
+        };
+        assert!(with("Upgrade", "websocket"));
+        assert!(with("keep-alive, upgrade", "WebSocket"));
+        assert!(!with("Upgrade, HTTP2-Settings", "h2c"));
+        assert!(!with("Upgrade", "websocket, h2c"));
+        assert!(!with("Upgrade", ""));
+        assert!(!with("keep-alive", "websocket"));
+    }
+
+    #[test]
+    fn trailers_taken() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_trailers(&h));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        assert!(accepts_trailers(&h));
+        h.insert(header::TE, HeaderValue::from_static("gzip;q=0.5"));
+        assert!(!accepts_trailers(&h));
+    }
+
+    #[test]
     fn upgrade_is_kept_for_tunnels() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(wants_upgrade(&h));
+        assert!(wants_websocket(&h));
         remove_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");

@@ -248,7 +248,8 @@ async fn forward(
         (_, Some(b)) => b.pick().ok_or(GatewayError::AllHostsDown)?,
     };
     let config = &conn.gateway.config;
-    let upgrade = config.websockets && hdr::wants_upgrade(&parts.headers);
+    let upgrade = config.websockets && hdr::wants_websocket(&parts.headers);
+    let trailers = hdr::accepts_trailers(&parts.headers);
     let on_client_upgrade = if upgrade {
         // From here on the client's bytes are tunnel data, not HTTP.
         conn.verdict.stop_inspecting();
@@ -310,7 +311,11 @@ async fn forward(
         return Ok(resp.map(ProxyBody::unpooled));
     }
 
-    let (mut resp, pool_return) = conn.worker.pool.send(upstream, req, timeout).await?;
+    let (mut resp, pool_return) = conn
+        .worker
+        .pool
+        .send(upstream, req, timeout, trailers)
+        .await?;
     // We speak HTTP/1.1 to the client whatever the upstream spoke.
     *resp.version_mut() = Version::HTTP_11;
     hdr::remove_hop_by_hop(resp.headers_mut(), false);

@@ -29,7 +29,7 @@ use crate::Gateway;
 use crate::framing::{FramingGuard, FramingLimits, FramingVerdict};
 use crate::proxy;
 use crate::upstream::UpstreamPool;
-use crate::worker::{ConnCtx, ListenerRole, WorkerCtx};
+use crate::worker::{ConnCtx, ListenerRole, LocalExec, WorkerCtx};
 use crate::write_deadline::WriteDeadline;
 
 /// Binds `count` listening sockets sharing `addr` through `SO_REUSEPORT`.
@@ -281,7 +281,12 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = acceptor else {
+        let h2c = gateway.config.h2c
+            && opens_with_http2_preface(&stream, gateway.config.edge.read_timeout).await;
         let ctx = conn_ctx(gateway, worker, peer, role, "http");
+        if h2c {
+            return serve_http2(ctx, stream, shutdown).await;
+        }
         return serve_http1(ctx, stream, shutdown).await;
     };
     let timeout = gateway.config.edge.read_timeout.min(TLS_HANDSHAKE_TIMEOUT);
@@ -311,6 +316,28 @@ async fn serve_connection(
     } else {
         serve_http1(ctx, tls, shutdown).await;
     }
+}
+
+/// Whether a plain connection opens with HTTP/2's connection preface (h2c with prior
+/// knowledge). Nothing is consumed: an HTTP/1.1 request stays in the socket for its parser.
+async fn opens_with_http2_preface(stream: &TcpStream, timeout: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let look = async {
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 || buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // A preface split over segments: peek returns at once while the socket holds
+            // anything, so wait a little for the rest.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    matches!(tokio::time::timeout(timeout, look).await, Ok(Some(true)))
 }
 
 /// A client speaking plain HTTP to the TLS port gets Go's one-line answer instead of a
@@ -391,8 +418,9 @@ where
     }
 }
 
-/// HTTP/2 (ALPN `h2` on the TLS listener). Streams run as tasks of this worker, like
-/// everything else on it; the framing guard is HTTP/1's, h2 frames its own requests.
+/// HTTP/2: ALPN `h2` on the TLS listener, or h2c on a plain one. Streams run as tasks of
+/// this worker, like everything else on it; the framing guard is HTTP/1's, h2 frames its own
+/// requests.
 async fn serve_http2<T>(ctx: Rc<ConnCtx>, stream: T, mut shutdown: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -421,19 +449,6 @@ where
             conn.as_mut().graceful_shutdown();
             log_conn_end(conn.await);
         }
-    }
-}
-
-/// Runs hyper's HTTP/2 stream tasks on the worker's own thread.
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: std::future::Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
     }
 }
 

@@ -104,3 +104,17 @@ pub(crate) enum ListenerRole {
     /// The admin API only (`control_api_port`).
     Control,
 }
+
+/// Runs hyper's HTTP/2 tasks (a client connection's streams, an upstream connection) on the
+/// worker's own thread, like everything else on it.
+#[derive(Clone, Copy)]
+pub(crate) struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}

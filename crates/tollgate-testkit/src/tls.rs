@@ -151,4 +151,11 @@ impl Leaf {
         .unwrap();
         Arc::new(config)
     }
+
+    /// [`Leaf::server_config`] offering HTTP/2 by ALPN (`h2`, then `http/1.1`).
+    pub fn server_config_h2(&self) -> Arc<rustls::ServerConfig> {
+        let mut config = (*self.server_config()).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
 }

@@ -71,6 +71,7 @@ enum ReplyKind {
         status: u16,
         headers: Vec<(String, String)>,
         body: Bytes,
+        trailers: Vec<(String, String)>,
     },
     Stream {
         len: usize,
@@ -109,6 +110,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: body.into(),
+            trailers: Vec::new(),
         })
     }
 
@@ -116,6 +118,15 @@ impl Reply {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         if let ReplyKind::Fixed { headers, .. } = &mut self.kind {
             headers.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
+    /// Adds a trailer sent after the body (for [`Reply::fixed`]; ignored otherwise), as a
+    /// gRPC server sends `grpc-status`.
+    pub fn trailer(mut self, name: &str, value: &str) -> Self {
+        if let ReplyKind::Fixed { trailers, .. } = &mut self.kind {
+            trailers.push((name.to_owned(), value.to_owned()));
         }
         self
     }
@@ -229,21 +240,28 @@ impl MockUpstream {
         Self::start_inner(SocketAddr::from(([127, 0, 0, 1], 0)), Some(idle)).await
     }
 
-    /// Starts on a free port, speaking HTTPS with `tls` (see [`crate::tls::TestCa`]).
+    /// Starts on a free port, speaking HTTPS with `tls` (see [`crate::tls::TestCa`]): HTTP/2
+    /// when the client picks `h2` among the configuration's ALPN protocols, else HTTP/1.1.
     pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), None, Some(acceptor)).await
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
+            Transport::Tls(acceptor),
+        )
+        .await
+    }
+
+    /// Starts on a free port speaking only HTTP/2 without TLS (h2c with prior knowledge).
+    pub async fn start_h2c() -> Self {
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), None, Transport::H2c).await
     }
 
     async fn start_inner(addr: SocketAddr, idle: Option<Duration>) -> Self {
-        Self::start_with(addr, idle, None).await
+        Self::start_with(addr, idle, Transport::Plain).await
     }
 
-    async fn start_with(
-        addr: SocketAddr,
-        idle: Option<Duration>,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> Self {
+    async fn start_with(addr: SocketAddr, idle: Option<Duration>, transport: Transport) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("mock upstream addr");
         let state = Arc::new(State::default());
@@ -255,23 +273,29 @@ impl MockUpstream {
                 };
                 let conn_id = st.next_conn.fetch_add(1, Ordering::SeqCst) + 1;
                 let st = Arc::clone(&st);
-                let tls = tls.clone();
+                let transport = transport.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(Arc::clone(&st), conn_id, peer, req));
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     if let Some(idle) = idle {
                         builder.timer(TokioTimer::new()).header_read_timeout(idle);
                     }
-                    match tls {
-                        None => {
+                    match transport {
+                        Transport::Plain => {
                             let _ = builder
                                 .serve_connection(TokioIo::new(stream), svc)
                                 .with_upgrades()
                                 .await;
                         }
-                        Some(acceptor) => {
+                        Transport::H2c => serve_http2(stream, svc).await,
+                        Transport::Tls(acceptor) => {
                             // A handshake the client gives up on (unknown CA) ends here.
-                            if let Ok(stream) = acceptor.accept(stream).await {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                serve_http2(stream, svc).await;
+                            } else {
                                 let _ = builder
                                     .serve_connection(TokioIo::new(stream), svc)
                                     .with_upgrades()
@@ -403,6 +427,26 @@ impl MockUpstream {
     }
 }
 
+/// How a mock upstream's connections are spoken.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    H2c,
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+async fn serve_http2<T, S>(io: T, svc: S)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = RespBody> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+}
+
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
     let mut resp = Response::new(
         Full::new(body.into())
@@ -513,8 +557,21 @@ async fn handle(
                     status,
                     headers,
                     body,
+                    trailers,
                 } => {
-                    let mut resp = full(StatusCode::from_u16(status).expect("valid status"), body);
+                    let status = StatusCode::from_u16(status).expect("valid status");
+                    let mut resp = if trailers.is_empty() {
+                        full(status, body)
+                    } else {
+                        let trailers = header_map(&trailers);
+                        let body = Full::new(body)
+                            .map_err(|never: Infallible| match never {})
+                            .with_trailers(async move { Some(Ok(trailers)) })
+                            .boxed();
+                        let mut resp = Response::new(body);
+                        *resp.status_mut() = status;
+                        resp
+                    };
                     for (k, v) in headers {
                         resp.headers_mut().append(
                             HeaderName::from_bytes(k.as_bytes()).expect("header name"),
@@ -536,6 +593,17 @@ async fn handle(
             }
         }
     }
+}
+
+fn header_map(pairs: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    map
 }
 
 /// The JSON echo response body: method, path, query, headers, body length.

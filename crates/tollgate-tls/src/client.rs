@@ -33,6 +33,8 @@ pub struct ClientSettings {
     pub ciphers: Vec<String>,
     /// Extra trusted CA files, PEM (`proxy_ssl_ca_cert`, a Tollgate extension).
     pub ca_files: Vec<PathBuf>,
+    /// Offer `h2` by ALPN (`proxy_enable_http2`); an upstream that picks it gets HTTP/2.
+    pub http2: bool,
 }
 
 /// An API's own `proxy.transport` TLS settings; unset parts fall back to the gateway's.
@@ -62,6 +64,7 @@ impl ClientSettings {
                 api.ciphers.clone()
             },
             ca_files: self.ca_files.clone(),
+            http2: self.http2,
         }
     }
 }
@@ -71,6 +74,9 @@ impl ClientSettings {
 pub struct UpstreamTls {
     id: u64,
     config: Arc<ClientConfig>,
+    /// The same, offering HTTP/1.1 only: a connection that may switch protocols (a WebSocket)
+    /// must not end up speaking HTTP/2.
+    http1_config: Arc<ClientConfig>,
     skips_verification: bool,
 }
 
@@ -126,9 +132,17 @@ impl UpstreamTls {
                 .with_no_client_auth()
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http1_config = Arc::new(config.clone());
+        let config = if settings.http2 {
+            config.alpn_protocols.insert(0, b"h2".to_vec());
+            Arc::new(config)
+        } else {
+            Arc::clone(&http1_config)
+        };
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            config: Arc::new(config),
+            config,
+            http1_config,
             skips_verification: settings.insecure_skip_verify,
         })
     }
@@ -138,9 +152,19 @@ impl UpstreamTls {
         self.id
     }
 
-    /// The rustls configuration to connect with.
+    /// The rustls configuration to connect with (offering `h2` when the settings ask for it).
     pub fn config(&self) -> &Arc<ClientConfig> {
         &self.config
+    }
+
+    /// Whether connections offer `h2` (`proxy_enable_http2`).
+    pub fn offers_http2(&self) -> bool {
+        !Arc::ptr_eq(&self.config, &self.http1_config)
+    }
+
+    /// The configuration for a connection that must speak HTTP/1.1 (a protocol upgrade).
+    pub fn http1_config(&self) -> &Arc<ClientConfig> {
+        &self.http1_config
     }
 
     /// Whether certificates go unchecked (`insecure_skip_verify`).
@@ -258,6 +282,7 @@ mod tests {
             max_version: 0,
             ciphers: vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into()],
             ca_files: vec!["/ca.pem".into()],
+            http2: true,
         };
         let merged = gw.with_api(&ApiTransport {
             insecure_skip_verify: true,
@@ -283,6 +308,24 @@ mod tests {
         .unwrap();
         assert_ne!(a.id(), skip.id());
         assert!(skip.skips_verification() && !a.skips_verification());
+    }
+
+    #[test]
+    fn http2_is_offered_by_alpn_except_for_upgrades() {
+        let plain = UpstreamTls::get(&ClientSettings::default()).unwrap();
+        assert_eq!(plain.config().alpn_protocols, [b"http/1.1".to_vec()]);
+        let h2 = UpstreamTls::get(&ClientSettings {
+            http2: true,
+            ..ClientSettings::default()
+        })
+        .unwrap();
+        assert_ne!(plain.id(), h2.id());
+        assert_eq!(
+            h2.config().alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(h2.http1_config().alpn_protocols, [b"http/1.1".to_vec()]);
+        assert!(h2.offers_http2() && !plain.offers_http2());
     }
 
     #[test]

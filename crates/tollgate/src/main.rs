@@ -70,16 +70,6 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = Arc::new(GatewayConfig::load(&cli.conf)?);
-    if config.file.proxy_enable_http2 {
-        tracing::warn!(
-            "proxy_enable_http2: HTTP/2 to upstreams is not built; upstreams get HTTP/1.1"
-        );
-    }
-    if config.file.http_server_options.enable_http2 && config.tls.is_none() {
-        tracing::warn!(
-            "http_server_options.enable_http2 without use_ssl: unencrypted HTTP/2 (h2c) is not offered; clients get HTTP/1.1"
-        );
-    }
     if config.secret.is_empty() {
         tracing::warn!(
             file = %config.source.display(),

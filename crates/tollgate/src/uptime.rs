@@ -358,11 +358,14 @@ async fn send(check: &UptimeCheck) -> Result<StatusCode, ProbeError> {
     let tcp = TcpStream::connect(target.authority.as_str()).await?;
     match target.scheme {
         Scheme::Http => exchange(check, tcp).await,
+        // Refused when the definition loads.
+        Scheme::H2c => Err(std::io::Error::other("h2c checks are not supported").into()),
         Scheme::Https => {
             let (Some(tls), Some(name)) = (&target.tls, &target.server_name) else {
                 return Err(std::io::Error::other("https check without TLS settings").into());
             };
-            let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls.config()));
+            // The check speaks HTTP/1.1 even where upstreams are offered HTTP/2.
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls.http1_config()));
             let stream = connector.connect(name.clone(), tcp).await?;
             exchange(check, stream).await
         }
