@@ -9,6 +9,7 @@ use http::uri::{Authority, Uri};
 use tollgate_rules::cors::CorsPolicy;
 
 use tollgate_rules::expiry::Expiry;
+use tollgate_rules::rewrite::UrlRewrite;
 use tollgate_rules::version::VersionRules;
 use tollgate_tls::client::{ClientSettings, ServerName, UpstreamTls};
 
@@ -180,6 +181,9 @@ pub struct ApiSpec {
     pub expiration: Option<Expiry>,
     /// `CORS`, when `CORS.enable` is true.
     pub cors: Option<Arc<CorsPolicy>>,
+    /// The TLS configuration (the API's settings, as for an `https` target) for URL rewrites
+    /// to an `https://` host; set when some version has one.
+    pub rewrite_tls: Option<Arc<UpstreamTls>>,
 }
 
 impl ApiSpec {
@@ -371,7 +375,19 @@ impl ApiSpec {
             attach_tls(&mut c.target, &upstream_tls)?;
         }
         let uptime = uptime.map(Arc::new);
+        let rewrites_to_https = std::iter::once(&version)
+            .chain(
+                versioning
+                    .iter()
+                    .flat_map(|v| v.versions.iter().map(|v| &v.rules)),
+            )
+            .any(|rules| rules.url_rewrites.values().any(UrlRewrite::reaches_https));
+        let rewrite_tls = rewrites_to_https
+            .then(|| UpstreamTls::get(&upstream_tls))
+            .transpose()
+            .map_err(|e| DefinitionError::new("proxy.transport", e.to_string()))?;
         Ok(Self {
+            rewrite_tls,
             load_balancing: load_balancing.map(Arc::new),
             uptime,
             version,

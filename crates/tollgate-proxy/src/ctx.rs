@@ -84,14 +84,16 @@ pub struct RequestCtx {
 pub enum RewriteTo {
     /// This path and query, joined to the API's target as the request path would be.
     Path(PathAndQuery),
-    /// Another upstream (`rewrite_to` was an `http://` URL).
+    /// Another upstream (`rewrite_to` was an `http://` or `https://` URL).
     Url {
-        /// Where to connect.
+        /// Where to connect (`host:port`, the port always written).
         authority: Authority,
-        /// Its Host header.
+        /// Its Host header (as the URL wrote it).
         host: HeaderValue,
         /// Path and query sent as they are.
         path_and_query: PathAndQuery,
+        /// For `https`: the name its certificate is checked against and sent as SNI.
+        tls: Option<tollgate_tls::client::ServerName<'static>>,
     },
 }
 

@@ -259,18 +259,19 @@ async fn forward(
     };
 
     let mut upstream = Upstream::of(target);
-    let rewritten_authority;
+    let rewritten;
     let mut rewritten_host = None;
     parts.uri = match rewrite {
         None => upstream_uri(spec, target, &parts.uri)?,
         Some(RewriteTo::Path(pq)) => target_uri(spec, target, pq.path(), pq.query())?,
         Some(RewriteTo::Url {
-            authority: a,
+            authority,
             host,
             path_and_query,
+            tls,
         }) => {
-            rewritten_authority = a;
-            upstream = Upstream::plain(&rewritten_authority);
+            rewritten = (authority, tls);
+            upstream = Upstream::rewritten(&rewritten.0, rewritten.1.as_ref(), spec)?;
             rewritten_host = Some(host);
             Uri::from(path_and_query)
         }

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Uri, header};
 use tollgate_definitions::ApiSpec;
 use tollgate_rules::headers::{HeaderOps, apply_edits};
@@ -149,8 +149,23 @@ fn parse_rewrite(r: &Rewritten) -> Option<RewriteTo> {
             PathAndQuery::try_from(p).ok().map(RewriteTo::Path)
         }
         Rewritten::Url(u) => Uri::try_from(u.as_str()).ok().and_then(|uri| {
-            let authority = uri.authority()?.clone();
-            let host = HeaderValue::from_str(authority.as_str()).ok()?;
+            let written = uri.authority()?;
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let host = HeaderValue::from_str(written.as_str()).ok()?;
+            // The pool connects to `host:port`: a URL that leaves the port out means the
+            // scheme's.
+            let authority = match written.port_u16() {
+                Some(_) => written.clone(),
+                None => {
+                    let port = if https { 443 } else { 80 };
+                    Authority::try_from(format!("{}:{port}", written.host())).ok()?
+                }
+            };
+            let tls = if https {
+                Some(tollgate_tls::client::server_name(written.host()).ok()?)
+            } else {
+                None
+            };
             let pq = uri
                 .path_and_query()
                 .cloned()
@@ -159,6 +174,7 @@ fn parse_rewrite(r: &Rewritten) -> Option<RewriteTo> {
                 authority,
                 host,
                 path_and_query: pq,
+                tls,
             })
         }),
     };
@@ -292,5 +308,41 @@ mod tests {
             ..on
         };
         assert_eq!(render("[$tyk_context.path]", &off), "[]");
+    }
+
+    #[test]
+    fn rewritten_urls_connect_to_an_explicit_port() {
+        let url = |u: &str| parse_rewrite(&Rewritten::Url(u.into()));
+        let Some(RewriteTo::Url {
+            authority,
+            host,
+            path_and_query,
+            tls,
+        }) = url("https://Api.Example/v2?q=1")
+        else {
+            panic!("not a URL rewrite");
+        };
+        assert_eq!(authority.as_str(), "Api.Example:443");
+        assert_eq!(host, "Api.Example");
+        assert_eq!(path_and_query.as_str(), "/v2?q=1");
+        assert!(tls.is_some());
+        let Some(RewriteTo::Url {
+            authority,
+            host,
+            tls,
+            ..
+        }) = url("http://10.0.0.7:8080")
+        else {
+            panic!("not a URL rewrite");
+        };
+        assert_eq!(
+            (authority.as_str(), host.to_str().unwrap()),
+            ("10.0.0.7:8080", "10.0.0.7:8080")
+        );
+        assert!(tls.is_none());
+        assert!(
+            matches!(url("http://plain/x"), Some(RewriteTo::Url { authority, .. }) if authority == "plain:80")
+        );
+        assert_eq!(url("http://bad host/"), None);
     }
 }

@@ -58,13 +58,31 @@ impl<'a> Upstream<'a> {
         }
     }
 
-    /// A plain-HTTP upstream (a URL rewrite to another host).
-    pub(crate) fn plain(authority: &'a Authority) -> Self {
-        Self {
+    /// The host a URL rewrite sends to; `https` (`server_name` given) with the API's TLS
+    /// configuration.
+    pub(crate) fn rewritten(
+        authority: &'a Authority,
+        server_name: Option<&'a ServerName<'static>>,
+        spec: &'a tollgate_definitions::ApiSpec,
+    ) -> Result<Self, UpstreamError> {
+        let tls = match server_name {
+            None => None,
+            // Loading gives every API with an `https://` rewrite its configuration.
+            Some(name) => match spec.rewrite_tls.as_deref() {
+                Some(tls) => Some((tls, name)),
+                None => {
+                    return Err(UpstreamError::Tls {
+                        authority: authority.to_string(),
+                        source: std::io::Error::other("no TLS configuration for the rewrite"),
+                    });
+                }
+            },
+        };
+        Ok(Self {
             authority,
-            tls: None,
+            tls,
             h2c: false,
-        }
+        })
     }
 
     fn key(&self) -> PoolKey {

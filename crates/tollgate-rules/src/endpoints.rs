@@ -337,6 +337,11 @@ impl<T> EndpointTable<T> {
         self.rules.is_empty()
     }
 
+    /// The values, in the definition's order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.rules.iter().map(|(_, _, v)| v)
+    }
+
     /// The value of the first entry for `method` whose pattern matches.
     pub fn find(&self, method: &Method, paths: &Candidates<'_>) -> Option<&T> {
         self.find_with_pattern(method, paths).map(|(_, v)| v)

@@ -102,16 +102,18 @@ pub struct Trigger {
 #[derive(Debug, Clone)]
 pub struct Target {
     template: Template,
-    /// The template starts with `http://`: the host may change.
+    /// The template starts with `http://` or `https://`: the host may change.
     absolute: bool,
+    /// It starts with `https://`.
+    https: bool,
 }
 
 impl Target {
     /// Compiles `rewrite_to`.
     ///
     /// # Errors
-    /// `tyk://` (looping to another API) and `https://` targets, not supported yet; a
-    /// `$secret_*` variable.
+    /// `tyk://` (looping to another API), not supported yet; a URL whose host is not written
+    /// out; a `$secret_*` variable.
     pub fn compile(field: &str, source: &str) -> Result<Self, RuleError> {
         let lower = source.trim_start().to_ascii_lowercase();
         if lower.starts_with("tyk://") {
@@ -120,14 +122,8 @@ impl Target {
                 "looping to another API (`tyk://`) is not supported yet",
             ));
         }
-        if lower.starts_with("https://") {
-            return Err(RuleError::new(
-                field,
-                "rewriting to an https:// target is not supported yet",
-            ));
-        }
         let template = Template::compile(field, source.trim_start(), true)?;
-        let absolute = lower.starts_with("http://");
+        let absolute = lower.starts_with("http://") || lower.starts_with("https://");
         if absolute && !template.literal_authority() {
             return Err(RuleError::new(
                 field,
@@ -135,7 +131,12 @@ impl Target {
                  a request choose where it is sent",
             ));
         }
-        Ok(Self { template, absolute })
+        let https = lower.starts_with("https://");
+        Ok(Self {
+            template,
+            absolute,
+            https,
+        })
     }
 }
 
@@ -163,11 +164,17 @@ pub struct RewriteInput<'a> {
 pub enum Rewritten {
     /// A new path and query on the same upstream.
     Path(String),
-    /// A full `http://` URL: another upstream.
+    /// A full `http://` or `https://` URL: another upstream.
     Url(String),
 }
 
 impl UrlRewrite {
+    /// Whether this entry (its `rewrite_to` or a trigger's) can send requests to another host
+    /// over TLS.
+    pub fn reaches_https(&self) -> bool {
+        self.rewrite_to.https || self.triggers.iter().any(|t| t.rewrite_to.https)
+    }
+
     /// Compiles an entry.
     ///
     /// # Errors
@@ -508,13 +515,15 @@ mod tests {
     }
 
     #[test]
-    fn looping_and_https_targets_are_refused() {
+    fn looping_and_variable_hosts_are_refused() {
         assert!(Target::compile("f", "http://$tyk_meta.host/x").is_err());
         assert!(Target::compile("f", "http://a$1:80").is_err());
         assert!(Target::compile("f", "http://a:80/$1").is_ok());
         assert!(Target::compile("f", "http://a:80?q=$1").is_ok());
         assert!(Target::compile("f", "tyk://other/path").is_err());
-        assert!(Target::compile("f", "HTTPS://x/").is_err());
+        assert!(Target::compile("f", "HTTPS://x/").is_ok_and(|t| t.absolute && t.https));
+        assert!(Target::compile("f", "https://$1/").is_err());
+        assert!(Target::compile("f", "http://x/").is_ok_and(|t| !t.https));
         assert!(Target::compile("f", "$tyk_context.path").is_ok_and(|t| !t.absolute));
     }
 

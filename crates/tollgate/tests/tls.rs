@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tollgate_testkit::raw::{assert_tyk_error, get};
 use tollgate_testkit::tls::{Leaf, TestCa};
-use tollgate_testkit::{MockUpstream, Reply, client, gateway};
+use tollgate_testkit::{MockUpstream, Reply, client, extended_version, gateway};
 
 fn https(host: &str, up: &MockUpstream, path: &str) -> String {
     format!("https://{host}:{}{path}", up.port())
@@ -85,6 +85,49 @@ async fn https_upstreams_are_verified_and_their_connections_reused() {
     let r = get(gw.addr(), "/skip/x", &[]).await;
     assert_eq!(r.status, 200, "{}", r.dump());
     assert_eq!(other.request_count(), 1);
+}
+
+#[tokio::test]
+async fn url_rewrites_to_https_hosts_are_verified_like_targets() {
+    let ca = TestCa::default();
+    let secure = MockUpstream::start_tls(ca.issue(&["localhost"]).server_config()).await;
+    let stranger = TestCa::new("Someone Else");
+    let unknown = MockUpstream::start_tls(stranger.issue(&["localhost"]).server_config()).await;
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let rewrites = extended_version(json!({"extended_paths": {"url_rewrites": [
+        {"path": "/secure/{rest}", "method": "GET", "match_pattern": "^/secure/(.*)",
+         "rewrite_to": https("localhost", &secure, "/there/$1")},
+        {"path": "/unknown", "method": "GET", "match_pattern": ".*",
+         "rewrite_to": https("localhost", &unknown, "/x")}
+    ]}}));
+    let gw = gateway!()
+        .conf(json!({"proxy_ssl_ca_cert": ca_file, "worker_threads": 1}))
+        .with_api_extra("rw", "/rw/", &up.url(), rewrites)
+        .start()
+        .await;
+    for _ in 0..3 {
+        let r = get(gw.addr(), "/rw/secure/a?b=1", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.dump());
+    }
+    let rec = secure.last();
+    assert_eq!(rec.uri, "/there/a?b=1");
+    assert_eq!(
+        rec.header("host"),
+        Some(format!("localhost:{}", secure.port()).as_str())
+    );
+    // Pooled like any https upstream: one handshake (one worker, so one pool).
+    assert_eq!(secure.distinct_connections(), 1);
+    let r = get(gw.addr(), "/rw/unknown", &[]).await;
+    assert_tyk_error(&r, 502, "There was a problem proxying the request");
+    assert_eq!(unknown.request_count(), 0);
+    assert_eq!(
+        up.request_count(),
+        0,
+        "a rewritten request went to the target"
+    );
+    gw.wait_stderr(&["UnknownIssuer"]).await;
 }
 
 #[tokio::test]

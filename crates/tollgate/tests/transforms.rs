@@ -262,8 +262,8 @@ async fn unsupported_rewrites_refuse_their_definition() {
             "url_rewrites[0].rewrite_to",
         ),
         (
-            "tls",
-            with(json!({"rewrite_to": "https://x/"})),
+            "host-variable",
+            with(json!({"rewrite_to": "https://$tyk_meta.host/"})),
             "url_rewrites[0].rewrite_to",
         ),
         (
