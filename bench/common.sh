@@ -40,3 +40,46 @@ bench_wrk() {
 bench_median() {
   printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
+
+# bench_init NAME ROUNDS PORT_BASE [BIN] TOOL... : checks the gateway binary (default
+# target/release/tollgate) and the tools, and sets BIN, ROUNDS, SEGMENT, THREADS, CONNS and BASE
+# from the BENCH_* knobs (ROUNDS and PORT_BASE are this script's defaults).
+bench_init() {
+  local name="$1" rounds="$2" base="$3" bin="${4:-target/release/tollgate}"
+  shift 4
+  [ -x "$bin" ] || { echo "$name: not executable: $bin (cargo build --release)" >&2; exit 2; }
+  BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$name: $tool not found (run ../shared/bench/setup.sh)" >&2; exit 2; }
+  done
+  ROUNDS="${BENCH_ROUNDS:-$rounds}"
+  SEGMENT="${BENCH_SEGMENT:-3}"
+  THREADS="${BENCH_THREADS:-2}"
+  CONNS="${BENCH_CONNS:-50}"
+  BASE="${BENCH_PORT_BASE:-$base}"
+}
+
+# bench_upstream PORT [SERVER...] : starts the upstream every case shares, one nginx worker
+# answering 200 with a small JSON body on PORT; each SERVER is one more server block for it.
+bench_upstream() {
+  local port="$1" extra=""
+  shift
+  for block in "$@"; do extra+="$block"; done
+  cat > "$TMP/upstream.conf" <<UPSTREAM
+daemon off;
+worker_processes 1;
+pid $TMP/upstream.pid;
+error_log $TMP/upstream-error.log warn;
+events { worker_connections 4096; }
+http {
+    $NGINX_HTTP_COMMON
+    server {
+        listen 127.0.0.1:$port;
+        location / { default_type application/json; return 200 '{"ok":true}'; }
+    }
+    $extra
+}
+UPSTREAM
+  nginx -e "$TMP/upstream-error.log" -p "$TMP" -c "$TMP/upstream.conf" >/dev/null 2>&1 &
+  PIDS+=($!)
+}

@@ -13,42 +13,17 @@
 #        rules case with `perf record -g` instead of measuring).
 set -euo pipefail
 
-BIN="${1:-target/release/tollgate}"
-[ -x "$BIN" ] || { echo "rules.sh: not executable: $BIN (cargo build --release)" >&2; exit 2; }
-BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
-for tool in nginx wrk curl; do
-  command -v "$tool" >/dev/null || { echo "rules.sh: $tool not found (run ../shared/bench/setup.sh)" >&2; exit 2; }
-done
-ROUNDS="${BENCH_ROUNDS:-9}"
-SEGMENT="${BENCH_SEGMENT:-3}"
-THREADS="${BENCH_THREADS:-2}"
-CONNS="${BENCH_CONNS:-50}"
-BASE="${BENCH_PORT_BASE:-18180}"
+# shellcheck source=bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_init rules.sh 9 18180 "${1:-}" nginx wrk curl
 UP_PORT=$((BASE + 1))
 GW_PORT=$((BASE + 2))
 ORIGIN="https://app.example.com"
 
-# shellcheck source=bench/common.sh
-. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ -n "${BENCH_PERF:-}" ] && echo "gateway pid file: $TMP/gw.pid"
 
 mkdir -p "$TMP/apps" "$TMP/nginx-tmp"
-cat > "$TMP/upstream.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $TMP/upstream.pid;
-error_log $TMP/upstream-error.log warn;
-events { worker_connections 4096; }
-http {
-    $NGINX_HTTP_COMMON
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / { default_type application/json; return 200 '{"ok":true}'; }
-    }
-}
-EOF
-nginx -e "$TMP/upstream-error.log" -p "$TMP" -c "$TMP/upstream.conf" >/dev/null 2>&1 &
-PIDS+=($!)
+bench_upstream "$UP_PORT"
 
 cat > "$TMP/tyk.conf" <<EOF
 {"listen_port": $GW_PORT, "secret": "bench-secret", "app_path": "$TMP/apps",

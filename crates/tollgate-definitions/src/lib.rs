@@ -8,6 +8,7 @@
 
 mod endpoints;
 mod ip;
+pub mod jwt;
 mod load;
 pub mod model;
 pub mod pg;

@@ -47,8 +47,11 @@ pub struct ApiDefinition {
     pub disable_rate_limit: bool,
     /// Skip quotas (nothing counted).
     pub disable_quota: bool,
-    /// JWT (not supported yet).
+    /// JWT authentication.
     pub enable_jwt: bool,
+    /// The JWT settings (`jwt_*`).
+    #[serde(flatten)]
+    pub jwt: crate::jwt::JwtConf,
     /// OAuth 2 (not supported yet).
     pub use_oauth2: bool,
     /// HMAC signatures (not supported yet).

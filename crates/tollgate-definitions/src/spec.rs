@@ -42,6 +42,8 @@ pub enum AuthMode {
     Token(CredentialSource),
     /// Basic auth; the realm is the API name.
     Basic(CredentialSource),
+    /// JWT (`enable_jwt`): the token's source and how it is verified.
+    Jwt(CredentialSource, Arc<tollgate_auth::JwtSettings>),
 }
 
 /// Upstream scheme.
@@ -315,7 +317,7 @@ impl ApiSpec {
             "" => None,
             d => Some(strip_port(d).to_ascii_lowercase()),
         };
-        let auth = auth_mode(def)?;
+        let auth = auth_mode(def, &upstream_tls)?;
         crate::unsupported::check(def)?;
         // Tyk's current rule: a non-empty list is enforced unless access control is off;
         // `enable_ip_whitelisting` / `enable_ip_blacklisting` are not consulted.
@@ -422,12 +424,11 @@ impl ApiSpec {
     }
 }
 
-fn auth_mode(def: &ApiDefinition) -> Result<AuthMode, DefinitionError> {
+fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, DefinitionError> {
     if def.use_keyless {
         return Ok(AuthMode::Keyless);
     }
     let unsupported = [
-        (def.enable_jwt, "enable_jwt", "JWT"),
         (def.use_oauth2, "use_oauth2", "OAuth 2"),
         (
             def.enable_signature_checking,
@@ -460,6 +461,19 @@ fn auth_mode(def: &ApiDefinition) -> Result<AuthMode, DefinitionError> {
         ));
     }
     let conf = |method: &str| def.auth_configs.get(method).unwrap_or(&def.auth);
+    if def.enable_jwt {
+        if def.use_basic_auth || def.use_standard_auth {
+            return Err(DefinitionError::new(
+                "enable_jwt",
+                "combining JWT with other auth methods is not supported yet",
+            ));
+        }
+        let settings = crate::jwt::compile(&def.jwt, tls)?;
+        return Ok(AuthMode::Jwt(
+            source(conf("jwt"), "auth_configs.jwt")?,
+            Arc::new(settings),
+        ));
+    }
     if def.use_basic_auth {
         if def.use_standard_auth {
             return Err(DefinitionError::new(

@@ -199,22 +199,25 @@ impl KeyChecks {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Location {
+pub(crate) enum Location {
     Header,
     Param,
     Cookie,
 }
 
-struct Credential<'a> {
+pub(crate) struct Credential<'a> {
     /// The value with a `Bearer ` prefix removed (tokens).
-    value: Cow<'a, str>,
+    pub(crate) value: Cow<'a, str>,
     /// The value as sent (basic auth parses it itself).
-    raw: Cow<'a, str>,
-    location: Location,
+    pub(crate) raw: Cow<'a, str>,
+    pub(crate) location: Location,
 }
 
 /// Header, then query parameter, then cookie; a later non-empty source overrides.
-fn find_credential<'a>(head: &'a Parts, source: &CredentialSource) -> Option<Credential<'a>> {
+pub(crate) fn find_credential<'a>(
+    head: &'a Parts,
+    source: &CredentialSource,
+) -> Option<Credential<'a>> {
     let mut found = None;
     if let Some(name) = &source.header
         && let Some(v) = head.headers.get(name).and_then(|v| v.to_str().ok())
@@ -273,7 +276,7 @@ fn cookie_value<'a>(head: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 /// Removes the credential from where it was found (`strip_auth_data`).
-fn strip_credential(head: &mut Parts, source: &CredentialSource, location: Location) {
+pub(crate) fn strip_credential(head: &mut Parts, source: &CredentialSource, location: Location) {
     match location {
         Location::Header => {
             if let Some(name) = &source.header {

@@ -34,6 +34,7 @@ use crate::ctx::{RequestCtx, StageRequest};
 use crate::endpoint_rules::{HardTimeouts, MockResponses, SizeLimits};
 use crate::endpoints::EndpointRules;
 use crate::ip_rules::IpRules;
+use crate::jwt::JwtAuth;
 use crate::limits::{ApiRateLimit, KeyLimits};
 use crate::refusal::{Refusal, RefusalKind};
 use crate::transforms::Transforms;
@@ -90,6 +91,8 @@ pub(crate) enum Stage {
     TokenAuth(TokenAuth),
     /// Basic auth → key.
     BasicAuth(BasicAuth),
+    /// JWT → the identity's key.
+    JwtAuth(JwtAuth),
     /// Inactive, expired, access rights, allowed URLs.
     KeyChecks,
     /// The key's rate limit and quota.
@@ -121,6 +124,7 @@ impl Stage {
             Self::SizeLimits(s) => s.on_request(req)?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
             Self::BasicAuth(s) => s.on_request(req, cx).await?,
+            Self::JwtAuth(s) => s.on_request(req, cx).await?,
             Self::KeyChecks => KeyChecks::on_request(req, cx)?,
             Self::KeyLimits(s) => s.on_request(req, cx).await?,
             Self::ApiRateLimit(s) => s.on_request(req, cx).await?,
@@ -137,6 +141,7 @@ impl Stage {
             self,
             Self::TokenAuth(_)
                 | Self::BasicAuth(_)
+                | Self::JwtAuth(_)
                 | Self::KeyChecks
                 | Self::KeyLimits(_)
                 | Self::ApiRateLimit(_)
@@ -204,6 +209,14 @@ impl Chain {
                         .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"tollgate\"")),
                     strip: spec.strip_auth_data,
                     verified: papaya::HashMap::new(),
+                }));
+                true
+            }
+            AuthMode::Jwt(source, settings) => {
+                stages.push(Stage::JwtAuth(JwtAuth {
+                    source: source.clone(),
+                    settings: Arc::clone(settings),
+                    strip: spec.strip_auth_data,
                 }));
                 true
             }

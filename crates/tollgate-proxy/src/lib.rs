@@ -26,6 +26,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 mod ip_rules;
+mod jwt;
 mod limits;
 pub mod metrics;
 mod observe;

@@ -60,6 +60,28 @@ pub enum RefusalKind {
     RequestTooLarge,
     /// A size limit applies but the request declares no `Content-Length` (chunked).
     ContentLengthRequired,
+    /// JWT: no token where the API expects one (Tyk answers 400 here, not 401).
+    JwtMissing,
+    /// JWT: not a token, a bad signature, or no configured key for it.
+    JwtInvalid,
+    /// JWT: the token's `alg` is outside the API's `jwt_signing_method`.
+    JwtUnexpectedSigningMethod,
+    /// JWT: `exp` is past.
+    JwtExpired,
+    /// JWT: `iat` is in the future.
+    JwtUsedBeforeIssued,
+    /// JWT: `nbf` is in the future.
+    JwtNotValidYet,
+    /// JWT: neither the identity claim nor `sub` names a user.
+    JwtNoIdentity,
+    /// JWT: `sub` is empty.
+    JwtEmptySub,
+    /// JWT: the identity claim is empty.
+    JwtEmptyIdentity,
+    /// JWT: the token names a policy that does not exist (or belongs to another org).
+    JwtPolicyUnknown,
+    /// JWT: neither the token nor the API names a policy.
+    JwtNoPolicy,
 }
 
 /// How a refusal counts in the metrics.
@@ -133,6 +155,41 @@ impl RefusalKind {
             Self::ContentLengthRequired => (
                 StatusCode::LENGTH_REQUIRED,
                 "Content length is required for this request",
+            ),
+            Self::JwtMissing => (StatusCode::BAD_REQUEST, "Authorization field missing"),
+            Self::JwtInvalid => (StatusCode::FORBIDDEN, "Key not authorized"),
+            Self::JwtUnexpectedSigningMethod => (
+                StatusCode::FORBIDDEN,
+                "Key not authorized: Unexpected signing method",
+            ),
+            Self::JwtExpired => (
+                StatusCode::UNAUTHORIZED,
+                "Key not authorized: token has expired",
+            ),
+            Self::JwtUsedBeforeIssued => (
+                StatusCode::UNAUTHORIZED,
+                "Key not authorized: token used before issued",
+            ),
+            Self::JwtNotValidYet => (
+                StatusCode::UNAUTHORIZED,
+                "Key not authorized: token is not valid yet",
+            ),
+            Self::JwtNoIdentity => (
+                StatusCode::FORBIDDEN,
+                "no suitable claims for user ID were found",
+            ),
+            Self::JwtEmptySub => (StatusCode::FORBIDDEN, "found an empty user ID in sub claim"),
+            Self::JwtEmptyIdentity => (
+                StatusCode::FORBIDDEN,
+                "found an empty user ID in predefined base claim",
+            ),
+            Self::JwtPolicyUnknown => (
+                StatusCode::FORBIDDEN,
+                "key not authorized: no matching policy",
+            ),
+            Self::JwtNoPolicy => (
+                StatusCode::FORBIDDEN,
+                "key not authorized: no matching policy found",
             ),
         }
     }

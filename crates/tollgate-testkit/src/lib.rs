@@ -23,6 +23,7 @@
 mod defs;
 pub mod encoding;
 mod gateway;
+pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod pg;

@@ -1,0 +1,178 @@
+//! JWT authentication: a verified token becomes a key, as in Tyk. Each identity (the token's
+//! `jwt_identity_base_field`, else `sub`) gets one session, stored under the key Tyk gives it
+//! (org + MD5 of the identity), made on first use from the policy the token names
+//! (`jwt_policy_field_name`) or the API's `jwt_default_policies`, and moved to another policy
+//! when a later token names one. Rate limits and quotas then count per identity, like any key.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tollgate_auth::{JwtError, JwtSettings, jwt};
+use tollgate_definitions::CredentialSource;
+use tollgate_session::time::unix_now;
+use tollgate_session::{SessionState, custom_key};
+
+use crate::auth::{find_credential, strip_credential};
+use crate::ctx::{RequestCtx, StageRequest};
+use crate::refusal::{Refusal, RefusalKind};
+
+/// The JWT stage of one API.
+#[derive(Debug)]
+pub(crate) struct JwtAuth {
+    pub(crate) source: CredentialSource,
+    pub(crate) settings: Arc<JwtSettings>,
+    pub(crate) strip: bool,
+}
+
+impl JwtAuth {
+    pub(crate) async fn on_request(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        let Some(found) = find_credential(req.head, &self.source) else {
+            return Err(RefusalKind::JwtMissing.into());
+        };
+        let now = unix_now();
+        let claims = self
+            .settings
+            .verify(&found.value, u64::try_from(now).unwrap_or(0))
+            .await
+            .map_err(refusal)?;
+        let identity = jwt::identity(&claims, &self.settings.identity_field).map_err(refusal)?;
+        let wanted: Vec<String> = match jwt::policy(&claims, &self.settings.policy_field) {
+            Some(named) => vec![named.to_owned()],
+            None => self.settings.default_policies.clone(),
+        };
+        if wanted.is_empty() {
+            return Err(RefusalKind::JwtNoPolicy.into());
+        }
+        let policies = req.sessions.policy_set();
+        // A policy of another organisation must not grant rights here, as in Tyk.
+        let known = |id: &String| {
+            policies
+                .get(id)
+                .is_some_and(|p| p.org_id == *req.api.org_id)
+        };
+        if !wanted.iter().all(known) {
+            return Err(RefusalKind::JwtPolicyUnknown.into());
+        }
+        let hashing = req.sessions.hashing();
+        let key = custom_key(
+            &req.api.org_id,
+            &jwt::session_key_id(identity),
+            hashing.algorithm,
+        );
+        let storage_id = hashing.storage_id(&key);
+        let stored = req
+            .sessions
+            .get(&storage_id)
+            .await
+            .map_err(|_| Refusal::store_unavailable())?;
+        // The session lives as long as the token passes: `exp` plus its skew (Tyk stops at
+        // `exp`, so a token inside its skew was refused as an expired key there).
+        let skew = i64::try_from(self.settings.skews().expires_at).unwrap_or(i64::MAX);
+        let token_expires = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map(|f| (f as i64).saturating_add(skew));
+        let entry = match stored {
+            Some(entry) => match updated(&entry.stored, &wanted, token_expires) {
+                None => entry,
+                Some(session) => req
+                    .sessions
+                    .put(&storage_id, session)
+                    .await
+                    .map_err(|_| Refusal::store_unavailable())?,
+            },
+            None => {
+                let mut session = SessionState {
+                    org_id: req.api.org_id.to_string(),
+                    apply_policies: wanted,
+                    alias: identity.to_owned(),
+                    meta_data: Map::from_iter([(
+                        "TykJWTSessionID".to_owned(),
+                        Value::String(key.clone()),
+                    )]),
+                    ..SessionState::default()
+                };
+                let lifetime = policies.key_expires_in(&session);
+                if lifetime > 0 {
+                    session.expires = now + lifetime;
+                }
+                if let Some(exp) = token_expires {
+                    session.expires = session.expires.max(exp);
+                }
+                req.sessions
+                    .put(&storage_id, session)
+                    .await
+                    .map_err(|_| Refusal::store_unavailable())?
+            }
+        };
+        let active = req
+            .sessions
+            .active(&entry)
+            .map_err(|_| RefusalKind::ApiDisallowed)?;
+        if self.strip {
+            strip_credential(req.head, &self.source, found.location);
+        }
+        cx.key = Some(active);
+        cx.key_id = Some(entry.storage_id.clone());
+        Ok(())
+    }
+}
+
+/// The session with the token's policies and a later expiry, when either changes it.
+fn updated(
+    session: &SessionState,
+    wanted: &[String],
+    token_expires: Option<i64>,
+) -> Option<SessionState> {
+    let same_policies = session.apply_policies.len() == wanted.len()
+        && wanted.iter().all(|p| session.apply_policies.contains(p));
+    let later = token_expires.filter(|exp| *exp > session.expires);
+    if same_policies && later.is_none() {
+        return None;
+    }
+    let mut session = session.clone();
+    if !same_policies {
+        session.apply_policies = wanted.to_vec();
+    }
+    if let Some(exp) = later {
+        session.expires = exp;
+    }
+    Some(session)
+}
+
+fn refusal(e: JwtError) -> Refusal {
+    Refusal::new(match e {
+        JwtError::Malformed | JwtError::NoKey | JwtError::BadSignature => RefusalKind::JwtInvalid,
+        JwtError::UnexpectedSigningMethod => RefusalKind::JwtUnexpectedSigningMethod,
+        JwtError::Expired => RefusalKind::JwtExpired,
+        JwtError::UsedBeforeIssued => RefusalKind::JwtUsedBeforeIssued,
+        JwtError::NotValidYet => RefusalKind::JwtNotValidYet,
+        JwtError::NoIdentity => RefusalKind::JwtNoIdentity,
+        JwtError::EmptySub => RefusalKind::JwtEmptySub,
+        JwtError::EmptyBaseField => RefusalKind::JwtEmptyIdentity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_changes_only_for_other_policies_or_a_later_expiry() {
+        let s = SessionState {
+            apply_policies: vec!["a".into(), "b".into()],
+            expires: 100,
+            ..SessionState::default()
+        };
+        assert!(updated(&s, &["b".into(), "a".into()], Some(50)).is_none());
+        let moved = updated(&s, &["c".into()], None).unwrap();
+        assert_eq!(moved.apply_policies, ["c"]);
+        assert_eq!(moved.expires, 100);
+        let longer = updated(&s, &["a".into(), "b".into()], Some(200)).unwrap();
+        assert_eq!(longer.expires, 200);
+    }
+}
