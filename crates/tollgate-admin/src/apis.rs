@@ -162,3 +162,19 @@ async fn write_file_atomically(file: &Path, doc: &serde_json::Value) -> std::io:
     }
     Ok(())
 }
+
+/// `DELETE /tyk/cache/jwks[/{api_id}]`: the JWKS keys of one API (or of all) are forgotten and
+/// fetched again by the next token. Idempotent, as in Tyk: an API without a JWKS (or unknown)
+/// answers the same.
+pub(crate) fn invalidate_jwks(gateway: &Gateway, id: Option<&str>) -> Reply {
+    let routes = gateway.routes();
+    for api in routes.apis() {
+        if id.is_some_and(|id| *api.spec.api_id != *id) {
+            continue;
+        }
+        if let tollgate_definitions::AuthMode::Jwt(_, jwt) = &api.spec.auth {
+            jwt.invalidate_keys();
+        }
+    }
+    crate::reply::status_reply(StatusCode::OK, "ok", "cache invalidated")
+}

@@ -145,6 +145,12 @@ async fn route(
             Method::GET => analytics_aggregates(gateway, &req),
             _ => Err(AdminError::MethodNotAllowed),
         },
+        ["cache", "jwks"] if req.method() == Method::DELETE => {
+            Ok(apis::invalidate_jwks(gateway, None))
+        }
+        ["cache", "jwks", id] if req.method() == Method::DELETE => {
+            Ok(apis::invalidate_jwks(gateway, Some(id)))
+        }
         ["policies"] => match *req.method() {
             Method::GET => Ok(policies::list(gateway)),
             _ => Err(AdminError::MethodNotAllowed),

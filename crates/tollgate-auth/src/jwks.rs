@@ -151,6 +151,14 @@ impl Jwks {
         self.keys.load_full()
     }
 
+    /// Forgets the keys (`DELETE /tyk/cache/jwks`): the next token fetches the set again,
+    /// and until it has, no key verifies.
+    pub fn invalidate(&self) {
+        self.keys.store(Arc::new(Vec::new()));
+        self.fetched.store(0, Ordering::Release);
+        self.attempted.store(0, Ordering::Release);
+    }
+
     /// Fetches the set now (at load, and whenever a request needs it); a failure keeps
     /// the keys fetched before and is logged.
     pub async fn refresh(&self) {

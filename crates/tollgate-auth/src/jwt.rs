@@ -248,6 +248,15 @@ impl JwtSettings {
         }
     }
 
+    /// `DELETE /tyk/cache/jwks`: the JWKS keys are fetched again by the next token, and no
+    /// token verified before is trusted without checking it again.
+    pub fn invalidate_keys(&self) {
+        if let KeySource::Jwks(jwks) = &self.keys {
+            jwks.invalidate();
+        }
+        self.verified.pin().clear();
+    }
+
     /// Verifies `token` (without a `Bearer ` prefix) and checks its time claims at `now`
     /// (Unix seconds).
     ///

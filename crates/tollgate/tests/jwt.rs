@@ -11,6 +11,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tollgate_testkit::jwt::{self, RSA_JWKS, RSA_PRIVATE, RSA2_PRIVATE, now_plus};
+use tollgate_testkit::keys::admin;
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error, get};
 use tollgate_testkit::{Gateway, GatewayBuilder, MockUpstream, Reply, api_with, gateway};
 
@@ -229,6 +230,26 @@ async fn rsa_keys_from_a_jwks_url_by_kid() {
     tokio::time::sleep(tollgate_auth_refetch_pause()).await;
     let r = call(&gw, &with_k2).await;
     assert_eq!(r.status, 200, "{}", r.dump());
+    // The set goes back to k1 only; an invalidated cache is fetched by the next token, with
+    // no pause.
+    let k1_only: Value = serde_json::from_str(RSA_JWKS).unwrap();
+    idp.on(
+        "/jwks",
+        Reply::fixed(200, json!({"keys": [k1_only["keys"][0]]}).to_string()),
+    );
+    let flushed = admin(&gw, "DELETE", "/tyk/cache/jwks/jwt", None).await;
+    assert_eq!(
+        (flushed.status, &flushed.json),
+        (
+            200,
+            &json!({"status": "ok", "message": "cache invalidated"})
+        )
+    );
+    let r = call(&gw, &jwt::rsa(RSA_PRIVATE, Some("k1"), &claims)).await;
+    assert_eq!(r.status, 200, "{}", r.dump());
+    assert_tyk_error(&call(&gw, &with_k2).await, 403, "Key not authorized");
+    let all = admin(&gw, "DELETE", "/tyk/cache/jwks", None).await;
+    assert_eq!(all.status, 200);
     // A kid never selects a key of another family, and a token's own URL is never fetched.
     let hs_with_kid = jwt::hmac(Algorithm::HS256, b"k2", &claims);
     assert_tyk_error(
@@ -236,7 +257,7 @@ async fn rsa_keys_from_a_jwks_url_by_kid() {
         403,
         "Key not authorized: Unexpected signing method",
     );
-    assert_eq!(up.request_count(), 2);
+    assert_eq!(up.request_count(), 3);
 }
 
 /// The gateway's pause between fetches caused by unknown `kid`s, plus a margin.
