@@ -219,8 +219,11 @@ pub struct GatewayConfig {
     pub access_log: bool,
     /// PostgreSQL URL of the API definitions table (`use_db_app_configs`); `None` = files.
     pub api_db_url: Option<Secret>,
-    /// `policies.policy_record_name`, resolved; `None` = no policies.
+    /// `policies.policy_record_name`, resolved; `None` = none (or a folder is used).
     pub policy_file: Option<PathBuf>,
+    /// `policies.policy_path`, resolved: a folder of one-policy files, read instead of
+    /// `policy_file` and written by `/tyk/policies`.
+    pub policy_dir: Option<PathBuf>,
     /// Tyk's `enable_analytics`.
     pub enable_analytics: bool,
     /// TLS on the listeners (`http_server_options.use_ssl`); the certificate files are read
@@ -334,7 +337,12 @@ impl GatewayConfig {
         {
             return Err(invalid(field, message));
         }
+        let policy_dir = Some(file.policies.policy_path.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| base.join(p));
         let policy_file = match file.policies.policy_source.as_str() {
+            // As in Tyk, a policy folder is read instead of the record file.
+            "" | "file" if policy_dir.is_some() => None,
             "" | "file" => Some(file.policies.policy_record_name.trim())
                 .filter(|p| !p.is_empty())
                 .map(|p| base.join(p)),
@@ -466,6 +474,7 @@ impl GatewayConfig {
             api_db_url,
             rate_limit_headers: file.rate_limit_response_headers == "rate_limits",
             policy_file,
+            policy_dir,
             enable_analytics: file.enable_analytics,
             h2c: opts.enable_http2 && tls.is_none(),
             tls,

@@ -106,10 +106,6 @@ fn unsupported_exposure_settings_stop_the_start() {
             r#"{"storage": {"type": "redis", "use_ssl": true, "tls_min_version": "1.3"}}"#,
             "storage.tls_min_version",
         ),
-        (
-            r#"{"policies": {"policy_path": "policies", "policy_record_name": "policies.json"}}"#,
-            "policies.policy_path",
-        ),
     ];
     for (text, field) in table {
         let err = load(text).expect_err(text);
@@ -142,8 +138,14 @@ fn off_values_of_unsupported_settings_are_accepted() {
     .unwrap();
     // The control port equal to the listen port is Tyk's shared-port setup.
     load(r#"{"listen_port": 9000, "control_api_port": 9000}"#).unwrap();
-    // A policy folder alone loads no policies (keys applying one are refused), nothing opens.
-    load(r#"{"policies": {"policy_path": "policies"}}"#).unwrap();
+    // A policy folder is read instead of the record file, as in Tyk.
+    let both = load(r#"{"policies": {"policy_path": "policies", "policy_record_name": "p.json"}}"#)
+        .unwrap();
+    assert_eq!(
+        both.policy_dir.as_deref(),
+        Some(std::path::Path::new("/etc/tollgate/policies"))
+    );
+    assert_eq!(both.policy_file, None);
 }
 
 #[test]

@@ -87,17 +87,5 @@ pub(crate) fn check(file: &TykConf, redis: bool) -> Option<(&'static str, String
             ));
         }
     }
-    // Tyk reads the folder and ignores the file when both are set: loading the file would
-    // apply other access rights than Tyk.
-    if !file.policies.policy_path.trim().is_empty()
-        && !file.policies.policy_record_name.trim().is_empty()
-    {
-        return Some((
-            "policies.policy_path",
-            "a policy folder is not supported yet (Tyk would read it instead of \
-             policy_record_name); keep only policy_record_name"
-                .into(),
-        ));
-    }
     None
 }

@@ -116,6 +116,16 @@ fn quota_higher(candidate: i64, current: i64) -> bool {
     candidate <= 0 || candidate > current
 }
 
+impl Policy {
+    /// Parses one policy object (a file of a `policy_path` folder, a `/tyk/policies` body).
+    ///
+    /// # Errors
+    /// The JSON is not a policy object.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
 impl PolicySet {
     /// Builds a set; later duplicates replace earlier ones.
     pub fn new(policies: impl IntoIterator<Item = Policy>) -> Self {

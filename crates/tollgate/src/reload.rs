@@ -3,6 +3,7 @@
 //! Requests to reload are queued and coalesced: however many arrive while one reload runs,
 //! the next reload serves them all. In-flight requests finish on the table they started with.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -11,7 +12,7 @@ use tollgate_config::GatewayConfig;
 use tollgate_definitions::pg::PgApiStore;
 use tollgate_definitions::{LoadOptions, MatchOptions, load_dir, load_rows};
 use tollgate_proxy::{Gateway, ReloadError, ReloadRequest, Routes};
-use tollgate_session::PolicySet;
+use tollgate_session::{Policy, PolicySet};
 
 use crate::uptime::{Plan, Uptime};
 
@@ -62,11 +63,15 @@ pub(crate) async fn load_routes(
     Ok((routes, plan))
 }
 
-/// Reads `policies.policy_record_name` (no file configured = no policies).
+/// Reads the policies: the `policies.policy_path` folder when set, else the
+/// `policies.policy_record_name` file (neither configured = no policies).
 ///
 /// # Errors
-/// The file cannot be read or is not an object of policies keyed by id.
+/// The file or folder cannot be read, or the file is not an object of policies keyed by id.
 pub(crate) fn load_policies(config: &GatewayConfig) -> anyhow::Result<PolicySet> {
+    if let Some(dir) = &config.policy_dir {
+        return load_policy_dir(dir);
+    }
     let Some(file) = &config.policy_file else {
         return Ok(PolicySet::default());
     };
@@ -82,6 +87,39 @@ pub(crate) fn load_policies(config: &GatewayConfig) -> anyhow::Result<PolicySet>
             file.display()
         )
     })
+}
+
+/// Every `*.json` file of `dir`, each one policy; its `id`, else the file name without
+/// `.json`, names it. A file that is not a policy is skipped with a log line naming it, and
+/// the others load.
+fn load_policy_dir(dir: &Path) -> anyhow::Result<PolicySet> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("policies folder {} (policies.policy_path)", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut policies = Vec::with_capacity(files.len());
+    for file in files {
+        let read = std::fs::read_to_string(&file)
+            .map_err(anyhow::Error::from)
+            .and_then(|text| Ok(Policy::from_json(&text)?));
+        match read {
+            Ok(mut policy) => {
+                if policy.id.trim().is_empty() {
+                    policy.id = file
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                }
+                policies.push(policy);
+            }
+            Err(e) => tracing::error!(file = %file.display(), error = %e, "policy file skipped"),
+        }
+    }
+    Ok(PolicySet::new(policies))
 }
 
 /// Drains reload requests until the gateway stops; each reload also gives the uptime checker
