@@ -552,7 +552,7 @@ fn log_file(path: &Path) -> File {
 }
 
 /// A currently free TCP port on 127.0.0.1.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }

@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate_testkit::keys::{create_key, session_with};
-use tollgate_testkit::{Gateway, MockUpstream, api_with, client, gateway, tyk_error_body};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tollgate_testkit::{
+    Gateway, MockUpstream, api_with, client, free_port, gateway, tyk_error_body,
+};
 
 async fn start(up: &MockUpstream, metrics_port: u16) -> Gateway {
     let keyed = api_with("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}));
