@@ -41,11 +41,7 @@ async fn send(gw: &Gateway, id: &str, n: usize) {
 
 #[tokio::test]
 async fn round_robin_gives_each_target_its_share() {
-    let ups = [
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-    ];
+    let ups = three_upstreams().await;
     let [a, b, c] = &ups;
     // The third entry has no scheme: `http://` is added, as in Tyk.
     let even = [a.url(), b.url(), c.host()];
@@ -100,6 +96,14 @@ async fn round_robin_gives_each_target_its_share() {
     );
 }
 
+async fn three_upstreams() -> [MockUpstream; 3] {
+    [
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+    ]
+}
+
 /// Sends rounds of 6 requests to `/checked/` until `done(counts per upstream in the last
 /// round)` holds (10 s); returns that round's counts. Until then a request may also get 503
 /// (every host down).
@@ -135,11 +139,7 @@ async fn until(
 
 #[tokio::test]
 async fn uptime_checks_take_a_host_out_and_put_it_back() {
-    let ups = [
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-    ];
+    let ups = three_upstreams().await;
     for up in &ups {
         up.on("/health", Reply::fixed(200, "ok"));
     }
@@ -241,7 +241,9 @@ async fn an_empty_target_list_is_refused() {
 
 #[tokio::test]
 async fn uptime_results_are_recorded_for_tyk_pump() {
-    use tollgate_testkit::redis::{RedisServer, node, redis_storage};
+    use tollgate_testkit::redis::{
+        RedisServer, node, pump_records, record_field as field, redis_storage,
+    };
 
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
@@ -266,35 +268,15 @@ async fn uptime_results_are_recorded_for_tyk_pump() {
         .start()
         .await;
 
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port())).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let raw: Vec<Vec<u8>> = loop {
-        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
-            .arg("host-checker:tyk-uptime-analytics")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if raw.len() >= 2 {
-            break raw;
+    let records = loop {
+        let records = pump_records(redis.port(), "host-checker:tyk-uptime-analytics").await;
+        if records.len() >= 2 {
+            break records;
         }
-        assert!(Instant::now() < deadline, "no uptime records: {raw:?}");
+        assert!(Instant::now() < deadline, "no uptime records: {records:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let field = |rec: &rmpv::Value, name: &str| {
-        rec.as_map()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("record has no field {name}: {rec}"))
-    };
-    let records: Vec<rmpv::Value> = raw
-        .iter()
-        .map(|b| rmpv::decode::read_value(&mut &b[..]).expect("record is msgpack"))
-        .collect();
     let by_url = |url: &str| {
         records
             .iter()
