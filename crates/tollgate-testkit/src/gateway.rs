@@ -115,6 +115,12 @@ impl GatewayBuilder {
         self.api(&format!("{api_id}.json"), def)
     }
 
+    /// [`with_api_extra`](Self::with_api_extra) for the usual test API: listen path
+    /// `/<api_id>/`, forwarding to `upstream`.
+    pub fn keyless_api(self, api_id: &str, upstream: &crate::MockUpstream, extra: Value) -> Self {
+        self.with_api_extra(api_id, &format!("/{api_id}/"), &upstream.url(), extra)
+    }
+
     /// Adds `apps/<file_name>` with exactly `text` (e.g. broken JSON).
     pub fn raw_app(mut self, file_name: &str, text: &str) -> Self {
         self.apps.push((file_name.to_owned(), text.to_owned()));

@@ -238,7 +238,7 @@ async fn overridden_messages_reach_clients_and_metrics_count_by_kind() {
             },
             "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": port, "path": "/metrics"}
         }))
-        .with_api_extra("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}))
+        .keyless_api("keyed", &up, json!({"use_keyless": false}))
         .start()
         .await;
     let c = client();
