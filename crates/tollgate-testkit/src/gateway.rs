@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::defs::{DEFAULT_SECRET, merge_json, tyk_conf};
 use crate::raw;
+use crate::traffic::poll_until;
 
 /// How long [`GatewayBuilder::start`] waits for `GET /hello` to answer 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -352,8 +353,8 @@ impl Gateway {
     /// Polls stderr until it contains every one of `needles` (5 s) and returns it; panics
     /// naming the ones missing, with [`Gateway::log`].
     pub async fn wait_stderr<S: AsRef<str>>(&self, needles: &[S]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        let since = Instant::now();
+        let (log, _) = poll_until(since, Duration::from_secs(5), "stderr", || async move {
             let log = self.stderr();
             let missing: Vec<&str> = needles
                 .iter()
@@ -361,15 +362,13 @@ impl Gateway {
                 .filter(|n| !log.contains(n))
                 .collect();
             if missing.is_empty() {
-                return log;
+                Ok(log)
+            } else {
+                Err(format!("lacks {missing:?}:\n{}", self.log()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "stderr lacks {missing:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        log
     }
 
     /// Everything the process wrote to stdout so far.

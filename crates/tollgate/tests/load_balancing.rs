@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_testkit::raw::get;
+use tollgate_testkit::traffic::poll_until;
 use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
 
 /// A keyless API on `/<id>/` balancing over `list`; `extra` is merged in.
@@ -113,28 +114,31 @@ async fn until(
     what: &str,
     done: impl Fn(&[usize]) -> bool,
 ) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before: Vec<usize> = ups.iter().map(|u| served(u, "checked")).collect();
-        for _ in 0..6 {
-            let r = get(gw.addr(), "/checked/checked", &[]).await;
-            assert!(matches!(r.status, 200 | 503), "{}", r.dump());
-        }
-        let round: Vec<usize> = ups
-            .iter()
-            .zip(&before)
-            .map(|(u, b)| served(u, "checked") - b)
-            .collect();
-        if done(&round) {
-            return round;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: last round {round:?}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = &done;
+    let (round, _) = poll_until(
+        Instant::now(),
+        Duration::from_secs(10),
+        what,
+        || async move {
+            let before: Vec<usize> = ups.iter().map(|u| served(u, "checked")).collect();
+            for _ in 0..6 {
+                let r = get(gw.addr(), "/checked/checked", &[]).await;
+                assert!(matches!(r.status, 200 | 503), "{}", r.dump());
+            }
+            let round: Vec<usize> = ups
+                .iter()
+                .zip(&before)
+                .map(|(u, b)| served(u, "checked") - b)
+                .collect();
+            if done(&round) {
+                Ok(round)
+            } else {
+                Err(format!("last round {round:?}\n{}", gw.log()))
+            }
+        },
+    )
+    .await;
+    round
 }
 
 #[tokio::test]
@@ -268,15 +272,16 @@ async fn uptime_results_are_recorded_for_tyk_pump() {
         .start()
         .await;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let records = loop {
+    let since = Instant::now();
+    let (records, _) = poll_until(since, Duration::from_secs(10), "uptime records", || async {
         let records = pump_records(redis.port(), "host-checker:tyk-uptime-analytics").await;
         if records.len() >= 2 {
-            break records;
+            Ok(records)
+        } else {
+            Err(format!("no uptime records: {records:?}"))
         }
-        assert!(Instant::now() < deadline, "no uptime records: {records:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let by_url = |url: &str| {
         records
             .iter()
