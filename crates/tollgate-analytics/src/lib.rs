@@ -73,6 +73,37 @@ fn shared_strs<S: Serializer>(v: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
     seq.end()
 }
 
+/// The UTC calendar fields Tyk writes next to a record's time, on request and uptime records
+/// alike (Pump's aggregations group by them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Calendar {
+    /// Day of month (UTC).
+    #[serde(rename = "Day")]
+    pub day: i64,
+    /// Month 1-12 (UTC).
+    #[serde(rename = "Month")]
+    pub month: i64,
+    /// Year (UTC).
+    #[serde(rename = "Year")]
+    pub year: i64,
+    /// Hour (UTC).
+    #[serde(rename = "Hour")]
+    pub hour: i64,
+}
+
+impl Calendar {
+    /// The calendar of Unix second `secs`.
+    pub fn utc(secs: i64) -> Self {
+        let (year, month, day, secs_of_day) = tollgate_session::time::civil_utc(secs);
+        Self {
+            day,
+            month,
+            year,
+            hour: secs_of_day / 3600,
+        }
+    }
+}
+
 /// Latencies in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -122,18 +153,9 @@ pub struct Record {
     /// `User-Agent`.
     #[serde(rename = "UserAgent")]
     pub user_agent: String,
-    /// Day of month (UTC).
-    #[serde(rename = "Day")]
-    pub day: i64,
-    /// Month 1-12 (UTC).
-    #[serde(rename = "Month")]
-    pub month: i64,
-    /// Year (UTC).
-    #[serde(rename = "Year")]
-    pub year: i64,
-    /// Hour (UTC).
-    #[serde(rename = "Hour")]
-    pub hour: i64,
+    /// The calendar of `timestamp`.
+    #[serde(flatten)]
+    pub calendar: Calendar,
     /// Status sent to the client.
     #[serde(rename = "ResponseCode")]
     pub response_code: i64,
@@ -193,8 +215,7 @@ pub struct Record {
 impl Record {
     /// Fills the calendar fields from `timestamp` (UTC).
     pub fn set_calendar(&mut self) {
-        let (year, month, day, secs) = tollgate_session::time::civil_utc(self.timestamp.secs);
-        (self.year, self.month, self.day, self.hour) = (year, month, day, secs / 3600);
+        self.calendar = Calendar::utc(self.timestamp.secs);
     }
 
     /// The msgpack bytes Tyk Pump reads.
@@ -409,10 +430,7 @@ mod tests {
             raw_path: "/api/x".into(),
             content_length: 0,
             user_agent: "ua".into(),
-            day: 0,
-            month: 0,
-            year: 0,
-            hour: 0,
+            calendar: Calendar::default(),
             response_code: 200,
             api_key: "h".into(),
             timestamp: Timestamp {

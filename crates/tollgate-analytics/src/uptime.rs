@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::Timestamp;
+use crate::{Calendar, Timestamp};
 
 /// Tyk's list of uptime records in Redis (`host-checker:` prefix + `tyk-uptime-analytics`).
 pub const UPTIME_REDIS_LIST: &str = tollgate_session::keyspace::UPTIME_ANALYTICS_LIST;
@@ -34,18 +34,9 @@ pub struct UptimeRecord {
     /// A status above 200.
     #[serde(rename = "ServerError")]
     pub server_error: bool,
-    /// Day of month (UTC).
-    #[serde(rename = "Day")]
-    pub day: i64,
-    /// Month 1-12 (UTC).
-    #[serde(rename = "Month")]
-    pub month: i64,
-    /// Year (UTC).
-    #[serde(rename = "Year")]
-    pub year: i64,
-    /// Hour (UTC).
-    #[serde(rename = "Hour")]
-    pub hour: i64,
+    /// The calendar of `timestamp`.
+    #[serde(flatten)]
+    pub calendar: Calendar,
     /// Minute (UTC).
     #[serde(rename = "Minute")]
     pub minute: i64,
@@ -73,7 +64,6 @@ impl UptimeRecord {
         (at, latency): (Timestamp, Duration),
         expiry: Option<Duration>,
     ) -> Self {
-        let (year, month, day, secs) = tollgate_session::time::civil_utc(at.secs);
         let keep = i64::try_from(expiry.unwrap_or(DEFAULT_EXPIRY).as_secs()).unwrap_or(i64::MAX);
         Self {
             url: url.to_owned(),
@@ -81,11 +71,8 @@ impl UptimeRecord {
             response_code: status.map_or(TCP_ERROR_CODE, i64::from),
             tcp_error: status.is_none(),
             server_error: status.is_some_and(|s| s > 200),
-            day,
-            month,
-            year,
-            hour: secs / 3600,
-            minute: (secs % 3600) / 60,
+            calendar: Calendar::utc(at.secs),
+            minute: at.secs.rem_euclid(3600) / 60,
             timestamp: at,
             expire_at: Timestamp {
                 secs: at.secs.saturating_add(keep),

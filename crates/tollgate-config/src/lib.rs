@@ -16,6 +16,8 @@ use serde::Deserialize;
 mod file;
 mod unsupported;
 
+pub use unsupported::is_set;
+
 pub use file::{
     CertificateConf, HttpServerOptions, MessageOverride, PoliciesConf, PrometheusConf, StorageConf,
     TykConf, UptimeCheckerConf, UptimeTestsConf,

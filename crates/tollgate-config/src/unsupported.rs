@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::TykConf;
 
-/// True when a raw field is switched on or non-empty.
-fn is_set(v: &Value) -> bool {
+/// True when a raw field is switched on or non-empty. API definitions turn their settings on
+/// the same loose way, so `tollgate-definitions` reads them with this too.
+pub fn is_set(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,

@@ -46,6 +46,17 @@ pub(crate) fn served_version(
     }
 }
 
+/// The per-endpoint rules exist only in `extended_paths`; Tyk drops them with it.
+const EXTENDED_ONLY: [&str; 7] = [
+    "size_limits",
+    "hard_timeouts",
+    "mock_response",
+    "transform_headers",
+    "transform_response_headers",
+    "url_rewrites",
+    "method_transforms",
+];
+
 /// The rules of version `name`.
 pub(crate) fn compile(
     name: &str,
@@ -66,17 +77,7 @@ pub(crate) fn compile(
     } else {
         ("paths", "extended_paths")
     };
-    // The per-endpoint rules exist only in `extended_paths`; Tyk drops them with it.
     const BOTH: [&str; 3] = ["white_list", "black_list", "ignored"];
-    const EXTENDED_ONLY: [&str; 7] = [
-        "size_limits",
-        "hard_timeouts",
-        "mock_response",
-        "transform_headers",
-        "transform_response_headers",
-        "url_rewrites",
-        "method_transforms",
-    ];
     let only_active: &[&str] = if info.use_extended_paths {
         &[]
     } else {
@@ -626,15 +627,7 @@ mod tests {
 
     #[test]
     fn extended_rules_without_extended_paths_are_refused() {
-        for list in [
-            "size_limits",
-            "hard_timeouts",
-            "mock_response",
-            "transform_headers",
-            "transform_response_headers",
-            "url_rewrites",
-            "method_transforms",
-        ] {
+        for list in super::EXTENDED_ONLY {
             let err = version(
                 json!({"use_extended_paths": false, "extended_paths": {list: [
                 {"path": "/a", "method": "POST", "size_limit": 1, "timeout": 1}]}}),

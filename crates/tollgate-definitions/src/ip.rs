@@ -172,74 +172,28 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn v4(addr: u32, mask: u32) -> Option<Net> {
+        Some(Net::V4(V4Net { addr, mask }))
+    }
+
+    fn v6(addr: u128, mask: u128) -> Option<Net> {
+        Some(Net::V6(V6Net { addr, mask }))
+    }
+
     #[test]
     fn parses_addresses_and_cidrs() {
         let table: &[(&str, Option<Net>)] = &[
-            (
-                "10.1.2.3",
-                Some(Net::V4(V4Net {
-                    addr: 0x0a01_0203,
-                    mask: u32::MAX,
-                })),
-            ),
-            (
-                "10.1.2.3/8",
-                Some(Net::V4(V4Net {
-                    addr: 0x0a00_0000,
-                    mask: 0xff00_0000,
-                })),
-            ),
-            (
-                "10.1.2.3/32",
-                Some(Net::V4(V4Net {
-                    addr: 0x0a01_0203,
-                    mask: u32::MAX,
-                })),
-            ),
-            ("1.2.3.4/0", Some(Net::V4(V4Net { addr: 0, mask: 0 }))),
-            (
-                " 127.0.0.1 ",
-                Some(Net::V4(V4Net {
-                    addr: 0x7f00_0001,
-                    mask: u32::MAX,
-                })),
-            ),
-            (
-                "::1",
-                Some(Net::V6(V6Net {
-                    addr: 1,
-                    mask: u128::MAX,
-                })),
-            ),
-            (
-                "::1/128",
-                Some(Net::V6(V6Net {
-                    addr: 1,
-                    mask: u128::MAX,
-                })),
-            ),
-            (
-                "2001:db8::1/32",
-                Some(Net::V6(V6Net {
-                    addr: 0x2001_0db8 << 96,
-                    mask: u128::MAX << 96,
-                })),
-            ),
-            ("::/0", Some(Net::V6(V6Net { addr: 0, mask: 0 }))),
-            (
-                "::ffff:1.2.3.4",
-                Some(Net::V4(V4Net {
-                    addr: 0x0102_0304,
-                    mask: u32::MAX,
-                })),
-            ),
-            (
-                "::ffff:1.2.3.0/120",
-                Some(Net::V4(V4Net {
-                    addr: 0x0102_0300,
-                    mask: 0xffff_ff00,
-                })),
-            ),
+            ("10.1.2.3", v4(0x0a01_0203, u32::MAX)),
+            ("10.1.2.3/8", v4(0x0a00_0000, 0xff00_0000)),
+            ("10.1.2.3/32", v4(0x0a01_0203, u32::MAX)),
+            ("1.2.3.4/0", v4(0, 0)),
+            (" 127.0.0.1 ", v4(0x7f00_0001, u32::MAX)),
+            ("::1", v6(1, u128::MAX)),
+            ("::1/128", v6(1, u128::MAX)),
+            ("2001:db8::1/32", v6(0x2001_0db8 << 96, u128::MAX << 96)),
+            ("::/0", v6(0, 0)),
+            ("::ffff:1.2.3.4", v4(0x0102_0304, u32::MAX)),
+            ("::ffff:1.2.3.0/120", v4(0x0102_0300, 0xffff_ff00)),
             ("bob", None),
             ("", None),
             ("10.0.0.300", None),

@@ -668,12 +668,22 @@ mod tests {
         json!({"api_id": "a", "name": "A", "org_id": "o", "use_keyless": true, "proxy": proxy})
     }
 
+    /// A keyless API on `/a/` forwarding to `target_url`.
+    fn targeting(target_url: &str) -> Result<ApiSpec, DefinitionError> {
+        ApiSpec::from_json(&def(
+            json!({"listen_path": "/a/", "target_url": target_url}),
+        ))
+    }
+
+    fn assert_target(s: &ApiSpec, scheme: Scheme, authority: &str, host_header: &str) {
+        assert_eq!(s.target.scheme, scheme);
+        assert_eq!(s.target.authority.as_str(), authority);
+        assert_eq!(s.target.host_header, host_header);
+    }
+
     #[test]
     fn target_parts() {
-        let s = ApiSpec::from_json(&def(
-            json!({"listen_path": "/a/", "target_url": "http://up:9000/base/?x=1"}),
-        ))
-        .unwrap();
+        let s = targeting("http://up:9000/base/?x=1").unwrap();
         assert_eq!(s.target.authority.as_str(), "up:9000");
         assert_eq!(s.target.host_header, "up:9000");
         assert_eq!(s.target.base_path, "/base/");
@@ -691,48 +701,37 @@ mod tests {
     #[test]
     fn bad_ports_are_refused() {
         for url in ["http://b:x/", "https://b:99999/", "http://b:/"] {
-            let e = ApiSpec::from_json(&def(json!({"listen_path": "/a/", "target_url": url})));
+            let e = targeting(url);
             assert!(e.is_err(), "{url} loaded");
         }
     }
 
     #[test]
     fn h2c_targets_are_plain_http2() {
-        let s = ApiSpec::from_json(&def(
-            json!({"listen_path": "/a/", "target_url": "H2C://grpc.internal/svc"}),
-        ))
-        .unwrap();
-        assert_eq!(s.target.scheme, Scheme::H2c);
-        assert_eq!(s.target.authority.as_str(), "grpc.internal:80");
-        assert_eq!(s.target.host_header, "grpc.internal");
+        let s = targeting("H2C://grpc.internal/svc").unwrap();
+        assert_target(&s, Scheme::H2c, "grpc.internal:80", "grpc.internal");
         assert_eq!(s.target.base_path, "/svc");
         assert!(s.target.tls.is_none() && s.target.server_name.is_none());
-        let e = ApiSpec::from_json(&def(
-            json!({"listen_path": "/a/", "target_url": "ws://up/"}),
-        ))
-        .unwrap_err();
+        let e = targeting("ws://up/").unwrap_err();
         assert!(e.to_string().contains("unsupported scheme `ws`"), "{e}");
     }
 
     #[test]
     fn https_targets_get_tls_by_their_settings() {
-        let s = ApiSpec::from_json(&def(
-            json!({"listen_path": "/a/", "target_url": "https://Secure.Example:8443/v1"}),
-        ))
-        .unwrap();
-        assert_eq!(s.target.scheme, Scheme::Https);
-        assert_eq!(s.target.authority.as_str(), "Secure.Example:8443");
-        assert_eq!(s.target.host_header, "Secure.Example:8443");
+        let s = targeting("https://Secure.Example:8443/v1").unwrap();
+        assert_target(
+            &s,
+            Scheme::Https,
+            "Secure.Example:8443",
+            "Secure.Example:8443",
+        );
         assert!(matches!(
             s.target.server_name,
             Some(tollgate_tls::client::ServerName::DnsName(_))
         ));
         let plain_tls = s.target.tls.unwrap();
         assert!(!plain_tls.skips_verification());
-        let s = ApiSpec::from_json(&def(
-            json!({"listen_path": "/a/", "target_url": "https://up"}),
-        ))
-        .unwrap();
+        let s = targeting("https://up").unwrap();
         assert_eq!(s.target.authority.as_str(), "up:443");
         assert_eq!(s.target.host_header, "up");
         // Same settings, same configuration (so connections pool together).

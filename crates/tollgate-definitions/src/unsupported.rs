@@ -56,17 +56,7 @@ const EXTENDED: &[(&str, &str)] = &[
     ("persist_graphql", "persisted GraphQL queries"),
 ];
 
-/// True when a raw field is switched on or non-empty.
-pub(crate) fn is_set(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.trim().is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
+pub(crate) use tollgate_config::is_set;
 
 /// True for an object field `key` that is set.
 fn field_set(obj: &Value, key: &str) -> bool {

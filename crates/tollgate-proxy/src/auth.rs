@@ -2,6 +2,7 @@
 //! whether that key may make this request. Messages and statuses are Tyk's, in Tyk's order.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -12,18 +13,53 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_definitions::CredentialSource;
 use tollgate_session::time::unix_now;
-use tollgate_session::{Access, custom_key, is_slow, verify_password};
+use tollgate_session::{Access, ActiveKey, custom_key, is_slow, verify_password};
 
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::headers::list_items;
 use crate::percent::{self, Plus};
 use crate::refusal::{Refusal, RefusalKind};
 
+/// Where an auth method reads the credential and whether it leaves the request
+/// (`strip_auth_data`): the same for auth tokens and basic auth.
+#[derive(Debug)]
+pub(crate) struct CredentialUse {
+    pub(crate) source: CredentialSource,
+    pub(crate) strip: bool,
+}
+
+impl CredentialUse {
+    /// The request's credential, or `missing()` when it carries none.
+    fn find<'h>(
+        &self,
+        head: &'h Parts,
+        missing: impl FnOnce() -> Refusal,
+    ) -> Result<Credential<'h>, Refusal> {
+        find_credential(head, &self.source).ok_or_else(missing)
+    }
+
+    /// Once the key is accepted: the credential is stripped when the API asks, and the key
+    /// goes on to the later stages.
+    fn admit(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+        location: Location,
+        active: Arc<ActiveKey>,
+        storage_id: &str,
+    ) {
+        if self.strip {
+            strip_credential(req.head, &self.source, location);
+        }
+        cx.key = Some(active);
+        cx.key_id = Some(storage_id.into());
+    }
+}
+
 /// Auth-token authentication (Tyk's standard auth).
 #[derive(Debug)]
 pub(crate) struct TokenAuth {
-    pub(crate) source: CredentialSource,
-    pub(crate) strip: bool,
+    pub(crate) credential: CredentialUse,
     pub(crate) min_token_length: usize,
 }
 
@@ -33,9 +69,9 @@ impl TokenAuth {
         req: &mut StageRequest<'_>,
         cx: &mut RequestCtx,
     ) -> Result<(), Refusal> {
-        let Some(found) = find_credential(req.head, &self.source) else {
-            return Err(RefusalKind::AuthFieldMissing.into());
-        };
+        let found = self
+            .credential
+            .find(req.head, || RefusalKind::AuthFieldMissing.into())?;
         let presented = found.value.as_ref();
         if presented.len() < self.min_token_length {
             return Err(RefusalKind::KeyNotFound.into());
@@ -53,11 +89,8 @@ impl TokenAuth {
             .active(&entry)
             .map_err(|_| RefusalKind::ApiDisallowed)?;
         let location = found.location;
-        if self.strip {
-            strip_credential(req.head, &self.source, location);
-        }
-        cx.key = Some(active);
-        cx.key_id = Some(entry.storage_id.clone());
+        self.credential
+            .admit(req, cx, location, active, &entry.storage_id);
         Ok(())
     }
 }
@@ -66,9 +99,8 @@ impl TokenAuth {
 /// stored hash. Successful bcrypt checks are remembered, since bcrypt costs milliseconds.
 #[derive(Debug)]
 pub(crate) struct BasicAuth {
-    pub(crate) source: CredentialSource,
+    pub(crate) credential: CredentialUse,
     pub(crate) challenge: HeaderValue,
-    pub(crate) strip: bool,
     /// storage id → SHA-256 of (stored hash, password) last verified for it.
     pub(crate) verified: papaya::HashMap<Box<str>, [u8; 32]>,
 }
@@ -88,9 +120,9 @@ impl BasicAuth {
         req: &mut StageRequest<'_>,
         cx: &mut RequestCtx,
     ) -> Result<(), Refusal> {
-        let Some(found) = find_credential(req.head, &self.source) else {
-            return Err(self.refuse(RefusalKind::BasicAuthMissing));
-        };
+        let found = self
+            .credential
+            .find(req.head, || self.refuse(RefusalKind::BasicAuthMissing))?;
         let (user, password) = parse_basic(found.raw.as_ref()).map_err(|kind| self.refuse(kind))?;
         let hashing = req.sessions.hashing();
         let token = custom_key(&req.api.org_id, &user, hashing.algorithm);
@@ -132,11 +164,9 @@ impl BasicAuth {
         } else if !verify_password(&stored, &password) {
             return Err(not_authorised());
         }
-        if self.strip {
-            strip_credential(req.head, &self.source, found.location);
-        }
-        cx.key = Some(active);
-        cx.key_id = Some(entry.storage_id.clone());
+        let location = found.location;
+        self.credential
+            .admit(req, cx, location, active, &entry.storage_id);
         Ok(())
     }
 }

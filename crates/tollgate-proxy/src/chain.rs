@@ -27,7 +27,7 @@ use tollgate_config::GatewayConfig;
 use tollgate_definitions::{ApiSpec, AuthMode};
 use tollgate_rules::endpoints::Mock;
 
-use crate::auth::{BasicAuth, KeyChecks, TokenAuth};
+use crate::auth::{BasicAuth, CredentialUse, KeyChecks, TokenAuth};
 use crate::body::ProxyBody;
 use crate::cors::Cors;
 use crate::ctx::{RequestCtx, StageRequest};
@@ -195,8 +195,10 @@ impl Chain {
             AuthMode::Keyless => false,
             AuthMode::Token(source) => {
                 stages.push(Stage::TokenAuth(TokenAuth {
-                    source: source.clone(),
-                    strip: spec.strip_auth_data,
+                    credential: CredentialUse {
+                        source: source.clone(),
+                        strip: spec.strip_auth_data,
+                    },
                     min_token_length: config.keys.min_token_length,
                 }));
                 true
@@ -204,10 +206,12 @@ impl Chain {
             AuthMode::Basic(source) => {
                 let realm = format!("Basic realm=\"{}\"", spec.name.replace('"', "'"));
                 stages.push(Stage::BasicAuth(BasicAuth {
-                    source: source.clone(),
+                    credential: CredentialUse {
+                        source: source.clone(),
+                        strip: spec.strip_auth_data,
+                    },
                     challenge: HeaderValue::from_str(&realm)
                         .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"tollgate\"")),
-                    strip: spec.strip_auth_data,
                     verified: papaya::HashMap::new(),
                 }));
                 true

@@ -25,6 +25,22 @@ fn rate_headers(limit: f64, d: &RateDecision, now: i64) -> RateHeaders {
     }
 }
 
+/// A request over a rate (`rate`, decided `d` at `now`): refused with the seconds until one
+/// fits, and reported in `X-RateLimit-*` when the stage reports rates.
+fn over_rate(
+    cx: &mut RequestCtx,
+    report: bool,
+    rate: f64,
+    d: &RateDecision,
+    now: i64,
+    kind: RefusalKind,
+) -> Refusal {
+    if report {
+        cx.rate_headers = Some(rate_headers(rate, d, now));
+    }
+    Refusal::retry_after(kind, retry_after_secs(d.retry_after_ns))
+}
+
 /// The key's rate limit and quota, checked together (one round trip on Redis).
 #[derive(Debug)]
 pub(crate) struct KeyLimits {
@@ -89,15 +105,14 @@ impl KeyLimits {
                 });
                 Ok(())
             }
-            Err(Limited::Rate(d)) => {
-                if self.rate_headers {
-                    cx.rate_headers = Some(rate_headers(plan.rate, &d, now));
-                }
-                Err(Refusal::retry_after(
-                    RefusalKind::RateLimited,
-                    retry_after_secs(d.retry_after_ns),
-                ))
-            }
+            Err(Limited::Rate(d)) => Err(over_rate(
+                cx,
+                self.rate_headers,
+                plan.rate,
+                &d,
+                now,
+                RefusalKind::RateLimited,
+            )),
             Err(Limited::Quota(q)) => Err(Refusal::retry_after(
                 RefusalKind::QuotaExceeded,
                 (q.renews_at - now).max(1),
@@ -135,15 +150,14 @@ impl ApiRateLimit {
                 }
                 Ok(())
             }
-            Err(d) => {
-                if self.rate_headers {
-                    cx.rate_headers = Some(rate_headers(self.rate, &d, now));
-                }
-                Err(Refusal::retry_after(
-                    RefusalKind::ApiRateLimited,
-                    retry_after_secs(d.retry_after_ns),
-                ))
-            }
+            Err(d) => Err(over_rate(
+                cx,
+                self.rate_headers,
+                self.rate,
+                &d,
+                now,
+                RefusalKind::ApiRateLimited,
+            )),
         }
     }
 }

@@ -336,27 +336,38 @@ mod tests {
         )
     }
 
+    fn assert_answers(m: &Messages, expected: &[(RefusalKind, StatusCode, &str)]) {
+        for &(kind, status, message) in expected {
+            assert_eq!(m.status_and_message(kind), (status, message), "{kind:?}");
+        }
+    }
+
     #[test]
     fn defaults_are_tyks() {
-        let m = Messages::default();
-        assert_eq!(
-            m.status_and_message(RefusalKind::QuotaExceeded),
-            (StatusCode::FORBIDDEN, "Quota exceeded")
-        );
-        assert_eq!(
-            m.status_and_message(RefusalKind::AuthFieldMissing),
-            (StatusCode::UNAUTHORIZED, "Authorization field missing")
-        );
-        assert_eq!(
-            m.status_and_message(RefusalKind::RequestTooLarge),
-            (StatusCode::BAD_REQUEST, "Request is too large")
-        );
-        assert_eq!(
-            m.status_and_message(RefusalKind::ContentLengthRequired),
-            (
-                StatusCode::LENGTH_REQUIRED,
-                "Content length is required for this request"
-            )
+        assert_answers(
+            &Messages::default(),
+            &[
+                (
+                    RefusalKind::QuotaExceeded,
+                    StatusCode::FORBIDDEN,
+                    "Quota exceeded",
+                ),
+                (
+                    RefusalKind::AuthFieldMissing,
+                    StatusCode::UNAUTHORIZED,
+                    "Authorization field missing",
+                ),
+                (
+                    RefusalKind::RequestTooLarge,
+                    StatusCode::BAD_REQUEST,
+                    "Request is too large",
+                ),
+                (
+                    RefusalKind::ContentLengthRequired,
+                    StatusCode::LENGTH_REQUIRED,
+                    "Content length is required for this request",
+                ),
+            ],
         );
     }
 
@@ -367,24 +378,26 @@ mod tests {
             ("auth.key_not_found", 401, ""),
             ("oauth.client_deleted", 418, "ignored"),
         ]);
-        assert_eq!(
-            m.status_and_message(RefusalKind::AuthFieldMissing),
-            (StatusCode::UNAUTHORIZED, "Send a key")
-        );
-        assert_eq!(
-            m.status_and_message(RefusalKind::KeyNotFound),
-            (
-                StatusCode::UNAUTHORIZED,
-                "Access to this API has been disallowed"
-            )
-        );
-        // Not overridable in Tyk: the same message from the access-rights check stays.
-        assert_eq!(
-            m.status_and_message(RefusalKind::ApiDisallowed),
-            (
-                StatusCode::FORBIDDEN,
-                "Access to this API has been disallowed"
-            )
+        assert_answers(
+            &m,
+            &[
+                (
+                    RefusalKind::AuthFieldMissing,
+                    StatusCode::UNAUTHORIZED,
+                    "Send a key",
+                ),
+                (
+                    RefusalKind::KeyNotFound,
+                    StatusCode::UNAUTHORIZED,
+                    "Access to this API has been disallowed",
+                ),
+                // Not overridable in Tyk: the same message from the access-rights check stays.
+                (
+                    RefusalKind::ApiDisallowed,
+                    StatusCode::FORBIDDEN,
+                    "Access to this API has been disallowed",
+                ),
+            ],
         );
     }
 

@@ -52,13 +52,9 @@ impl RequestBody {
             timer: tokio::time::sleep(idle),
         }
     }
-}
 
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = RequestBodyError;
-
-    fn poll_frame(
+    /// The next frame, counted against the cap; the idle timer restarts on each one.
+    fn poll_next_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
@@ -84,14 +80,6 @@ impl Body for RequestBody {
             }
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// What the upstream request carries.
@@ -112,21 +100,21 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
-            Self::Streaming(b) => b.as_mut().poll_frame(cx),
+            Self::Streaming(b) => b.as_mut().poll_next_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Empty => true,
-            Self::Streaming(b) => b.is_end_stream(),
+            Self::Streaming(b) => b.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Empty => SizeHint::with_exact(0),
-            Self::Streaming(b) => b.size_hint(),
+            Self::Streaming(b) => b.inner.size_hint(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -408,14 +409,8 @@ where
         .keep_alive(!config.close_connections);
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => log_conn_end(res),
-        _ = shutdown.changed() => {
-            // Finish the request in flight (if any), then close.
-            conn.as_mut().graceful_shutdown();
-            log_conn_end(conn.await);
-        }
-    }
+    // Finish the request in flight (if any), then close.
+    serve_until_shutdown(conn, &mut shutdown, |c| c.graceful_shutdown()).await;
 }
 
 /// HTTP/2: ALPN `h2` on the TLS listener, or h2c on a plain one. Streams run as tasks of
@@ -442,11 +437,23 @@ where
         .keep_alive_interval(Some(config.edge.read_timeout))
         .serve_connection(io, service);
     tokio::pin!(conn);
+    // GOAWAY: streams in flight finish, no new ones start.
+    serve_until_shutdown(conn, &mut shutdown, |c| c.graceful_shutdown()).await;
+}
+
+/// Runs a connection to its end; a shutdown first asks it to close (hyper's two connection
+/// types have no trait in common for that, hence `graceful`) and then waits for it.
+async fn serve_until_shutdown<C>(
+    mut conn: Pin<&mut C>,
+    shutdown: &mut watch::Receiver<bool>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     tokio::select! {
         res = conn.as_mut() => log_conn_end(res),
         _ = shutdown.changed() => {
-            // GOAWAY: streams in flight finish, no new ones start.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             log_conn_end(conn.await);
         }
     }

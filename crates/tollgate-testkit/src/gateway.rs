@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::defs::{DEFAULT_SECRET, merge_json, tyk_conf};
 use crate::raw;
+use crate::traffic::poll_until;
 
 /// How long [`GatewayBuilder::start`] waits for `GET /hello` to answer 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +114,12 @@ impl GatewayBuilder {
     ) -> Self {
         let def = crate::api_with(api_id, listen_path, target_url, extra);
         self.api(&format!("{api_id}.json"), def)
+    }
+
+    /// [`with_api_extra`](Self::with_api_extra) for the usual test API: listen path
+    /// `/<api_id>/`, forwarding to `upstream`.
+    pub fn keyless_api(self, api_id: &str, upstream: &crate::MockUpstream, extra: Value) -> Self {
+        self.with_api_extra(api_id, &format!("/{api_id}/"), &upstream.url(), extra)
     }
 
     /// Adds `apps/<file_name>` with exactly `text` (e.g. broken JSON).
@@ -346,8 +353,8 @@ impl Gateway {
     /// Polls stderr until it contains every one of `needles` (5 s) and returns it; panics
     /// naming the ones missing, with [`Gateway::log`].
     pub async fn wait_stderr<S: AsRef<str>>(&self, needles: &[S]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        let since = Instant::now();
+        let (log, _) = poll_until(since, Duration::from_secs(5), "stderr", || async move {
             let log = self.stderr();
             let missing: Vec<&str> = needles
                 .iter()
@@ -355,15 +362,13 @@ impl Gateway {
                 .filter(|n| !log.contains(n))
                 .collect();
             if missing.is_empty() {
-                return log;
+                Ok(log)
+            } else {
+                Err(format!("lacks {missing:?}:\n{}", self.log()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "stderr lacks {missing:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        log
     }
 
     /// Everything the process wrote to stdout so far.
@@ -552,7 +557,7 @@ fn log_file(path: &Path) -> File {
 }
 
 /// A currently free TCP port on 127.0.0.1.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }

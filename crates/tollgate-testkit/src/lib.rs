@@ -34,7 +34,7 @@ pub mod traffic;
 mod upstream;
 
 pub use defs::{api_def, api_with, extended_version, merge_json, tyk_conf};
-pub use gateway::{Gateway, GatewayBuilder, READY_TIMEOUT, TEST_SECRET};
+pub use gateway::{Gateway, GatewayBuilder, READY_TIMEOUT, TEST_SECRET, free_port};
 pub use raw::{
     Exchange, RawClient, RawResponse, assert_gateway_error_shape, assert_tyk_error, exchange,
 };

@@ -378,6 +378,36 @@ pub async fn redis_cli(port: u16, cluster: bool, args: &[&str]) -> String {
     s
 }
 
+/// The records in the Redis list `list` on `port` (Tyk Pump's analytics or uptime list),
+/// decoded from msgpack.
+pub async fn pump_records(port: u16, list: &str) -> Vec<rmpv::Value> {
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let raw: Vec<Vec<u8>> = ::redis::cmd("LRANGE")
+        .arg(list)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("LRANGE");
+    raw.iter()
+        .map(|b| rmpv::decode::read_value(&mut &b[..]).expect("record is msgpack"))
+        .collect()
+}
+
+/// Field `name` of a record [`pump_records`] returned; panics naming it when absent.
+pub fn record_field<'a>(rec: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
+    rec.as_map()
+        .expect("record is a map")
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("record has no field {name}: {rec}"))
+}
+
 /// A new temporary folder named `<prefix>...`.
 fn temp_dir(prefix: &str) -> TempDir {
     tempfile::Builder::new()

@@ -10,7 +10,9 @@ use rmpv::Value as Mp;
 use serde_json::json;
 use tollgate_testkit::keys::create_key;
 use tollgate_testkit::pg::PgDb;
-use tollgate_testkit::redis::{RedisServer, node, redis_storage};
+use tollgate_testkit::redis::{
+    RedisServer, node, pump_records, record_field as field, redis_storage,
+};
 use tollgate_testkit::{MockUpstream, api_with, client, gateway, get_status};
 
 /// A key body with access to the API `keyed` only.
@@ -18,28 +20,8 @@ fn keyed_key_body() -> serde_json::Value {
     json!({"org_id": "default", "access_rights": {"keyed": {"api_id": "keyed", "versions": ["Default"]}}})
 }
 
-fn field<'a>(rec: &'a Mp, name: &str) -> &'a Mp {
-    rec.as_map()
-        .unwrap()
-        .iter()
-        .find(|(k, _)| k.as_str() == Some(name))
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("record has no field {name}: {rec}"))
-}
-
 async fn records(port: u16) -> Vec<Mp> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
-        .arg("analytics-tyk-system-analytics")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    raw.iter()
-        .map(|b| rmpv::decode::read_value(&mut &b[..]).expect("record is msgpack"))
-        .collect()
+    pump_records(port, "analytics-tyk-system-analytics").await
 }
 
 #[tokio::test]
@@ -92,13 +74,8 @@ async fn records_arrive_in_redis_as_tyk_pump_reads_them() {
     assert_eq!(send("/limited/a", None).await.unwrap().status(), 200);
     assert_eq!(send("/limited/b", None).await.unwrap().status(), 429);
     assert_eq!(send("/quiet/c", None).await.unwrap().status(), 200);
-    let v2 = c
-        .get(gw.url("/versioned/d"))
-        .header("x-api-version", "v2")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(v2.status(), 200);
+    let v2 = [("x-api-version", "v2")];
+    assert_eq!(get_status(&c, &gw.url("/versioned/d"), &v2).await, 200);
 
     // Written within a flush interval (200 ms) or two.
     let deadline = Instant::now() + Duration::from_secs(5);

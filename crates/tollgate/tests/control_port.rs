@@ -8,15 +8,7 @@ use std::net::SocketAddr;
 
 use serde_json::json;
 use tollgate_testkit::raw::{assert_tyk_error, get};
-use tollgate_testkit::{MockUpstream, TEST_SECRET, gateway};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tollgate_testkit::{MockUpstream, TEST_SECRET, free_port, gateway};
 
 const ADMIN: (&str, &str) = ("x-tyk-authorization", TEST_SECRET);
 

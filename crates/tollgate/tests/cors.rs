@@ -80,7 +80,7 @@ async fn preflight(
 async fn preflights_are_answered_by_the_gateway() {
     let up = MockUpstream::start().await;
     let gw = with_keyed_api(gateway!(), &up.url(), strict())
-        .with_api_extra("open", "/open/", &up.url(), strict())
+        .keyless_api("open", &up, strict())
         .start()
         .await;
 
@@ -149,7 +149,7 @@ async fn actual_requests_and_refusals_carry_the_headers() {
             .header("Vary", "Accept-Encoding"),
     );
     let gw = with_keyed_api(gateway!(), &up.url(), strict())
-        .with_api_extra("open", "/open/", &up.url(), strict())
+        .keyless_api("open", &up, strict())
         .start()
         .await;
     let allowed = [
@@ -207,10 +207,9 @@ async fn actual_requests_and_refusals_carry_the_headers() {
 async fn options_passthrough_sends_preflights_to_the_upstream() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .with_api_extra(
+        .keyless_api(
             "pass",
-            "/pass/",
-            &up.url(),
+            &up,
             json!({"CORS": {"enable": true, "options_passthrough": true,
                     "allowed_origins": ["*"]}}),
         )
@@ -239,25 +238,18 @@ async fn a_bad_cors_value_keeps_the_api_unserved_and_is_logged() {
     let up = MockUpstream::start().await;
     let bad = |cors: Value| json!({"CORS": cors});
     let gw = gateway!()
-        .with_api_extra(
+        .keyless_api(
             "twostars",
-            "/twostars/",
-            &up.url(),
+            &up,
             bad(json!({"enable": true, "allowed_origins": ["https://*.*.example"]})),
         )
-        .with_api_extra(
-            "negage",
-            "/negage/",
-            &up.url(),
-            bad(json!({"enable": true, "max_age": -1})),
-        )
-        .with_api_extra(
+        .keyless_api("negage", &up, bad(json!({"enable": true, "max_age": -1})))
+        .keyless_api(
             "badheader",
-            "/badheader/",
-            &up.url(),
+            &up,
             bad(json!({"enable": true, "allowed_headers": ["X-Ok", "Not A Header"]})),
         )
-        .with_api_extra("ok", "/ok/", &up.url(), json!({"CORS": {"enable": true}}))
+        .keyless_api("ok", &up, json!({"CORS": {"enable": true}}))
         .start()
         .await;
     gw.assert_routed(&up, "/ok/x", &[], "/x").await;

@@ -60,8 +60,8 @@ async fn size_limits_as_tyk() {
         {"path": "/post", "method": "POST", "size_limit": 512},
         {"path": "/off", "method": "POST", "size_limit": 1, "disabled": true}]}}));
     let gw = gateway!()
-        .with_api_extra("s", "/s/", &up.url(), limited)
-        .with_api_extra("e", "/e/", &up.url(), endpoint_only)
+        .keyless_api("s", &up, limited)
+        .keyless_api("e", &up, endpoint_only)
         .start()
         .await;
     let kb = vec![b'a'; 1024];
@@ -142,7 +142,7 @@ async fn late_upstream(
     let timeouts = extended_version(json!({"extended_paths": {"hard_timeouts": hard_timeouts}}));
     let gw = gateway!()
         .proxy_default_timeout(default_secs)
-        .with_api_extra("t", "/t/", &up.url(), timeouts)
+        .keyless_api("t", &up, timeouts)
         .start()
         .await;
     (up, gw)
@@ -204,10 +204,9 @@ fn mocks() -> Value {
 async fn keyless_mock_is_answered_without_the_upstream() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .with_api_extra(
+        .keyless_api(
             "m",
-            "/m/",
-            &up.url(),
+            &up,
             extended_version(json!({"extended_paths": mocks()})),
         )
         .start()

@@ -51,8 +51,8 @@ async fn white_list_with_replies_as_tyk() {
     ]}));
     let case = simple(json!({"white_list": ["/Foo", "/bar/{id}$"]}));
     let gw = gateway!()
-        .with_api_extra("w", "/w/", &up.url(), white)
-        .with_api_extra("c", "/c/", &up.url(), case)
+        .keyless_api("w", &up, white)
+        .keyless_api("c", &up, case)
         .start()
         .await;
     // Tyk's TestWhitelist.
@@ -107,10 +107,7 @@ async fn ignored_skips_auth_and_black_list_methods() {
 async fn no_spelling_of_a_black_listed_path_reaches_the_upstream() {
     let up = MockUpstream::start().await;
     let extra = simple(json!({"black_list": ["/admin/secret"]}));
-    let gw = gateway!()
-        .with_api_extra("b", "/b/", &up.url(), extra)
-        .start()
-        .await;
+    let gw = gateway!().keyless_api("b", &up, extra).start().await;
     let corpus = [
         "/b/admin/secret",
         "/b/admin/secret/",
@@ -176,24 +173,9 @@ async fn no_spelling_of_a_black_listed_path_reaches_the_upstream() {
 async fn expiration_header_then_refusal() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .with_api_extra(
-            "later",
-            "/later/",
-            &up.url(),
-            json!({"expiration": "2999-01-02 03:04"}),
-        )
-        .with_api_extra(
-            "gone",
-            "/gone/",
-            &up.url(),
-            json!({"expiration": "2001-01-01 00:00"}),
-        )
-        .with_api_extra(
-            "bad",
-            "/bad/",
-            &up.url(),
-            json!({"expiration": "next week"}),
-        )
+        .keyless_api("later", &up, json!({"expiration": "2999-01-02 03:04"}))
+        .keyless_api("gone", &up, json!({"expiration": "2001-01-01 00:00"}))
+        .keyless_api("bad", &up, json!({"expiration": "next week"}))
         .start()
         .await;
     let r = call(&gw, "GET", "/later/x").await;
@@ -223,7 +205,7 @@ async fn gateway_wide_matching_options_anchor_and_fold_case() {
             json!({"http_server_options": {"enable_path_prefix_matching": true,
             "enable_path_suffix_matching": true}, "ignore_endpoint_case": true}),
         )
-        .with_api_extra("w", "/w/", &up.url(), white)
+        .keyless_api("w", &up, white)
         .start()
         .await;
     assert_upstream(&gw, &up, "GET", "/w/get", "/get").await;

@@ -216,10 +216,9 @@ async fn an_h2c_upgrade_is_never_tunnelled() {
     let up = MockUpstream::start().await;
     up.on("/", Reply::upgrade());
     let gw = gateway!()
-        .with_api_extra(
+        .keyless_api(
             "a",
-            "/a/",
-            &up.url(),
+            &up,
             extended_version(json!({"extended_paths": {
                 "black_list": [{"path": "/admin", "method": "GET"}]
             }})),
@@ -250,11 +249,7 @@ async fn h2c_uptime_checks_are_refused_at_load() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .with_api("ok", "/ok/", &up.url())
-        .with_api_extra(
-            "checked",
-            "/checked/",
-            &up.url(),
-            json!({"uptime_tests": {"check_list": [{"url": format!("h2c://127.0.0.1:{}/health", up.port())}]}}),
+        .keyless_api("checked", &up, json!({"uptime_tests": {"check_list": [{"url": format!("h2c://127.0.0.1:{}/health", up.port())}]}}),
         )
         .start()
         .await;

@@ -5,17 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tollgate_testkit::keys::{KEYED_LISTEN, with_keyed_api};
 use tollgate_testkit::raw::{RawResponse, assert_tyk_error, get};
-use tollgate_testkit::{Gateway, MockUpstream, api_with, gateway};
+use tollgate_testkit::{Gateway, MockUpstream, gateway};
 
 const MSG_IP: &str = "access from this IP has been disallowed";
-
-/// A keyless API `name` on `/<name>/` with `extra` merged in.
-fn ip_api(name: &str, up: &MockUpstream, extra: Value) -> Value {
-    api_with(name, &format!("/{name}/"), &up.url(), extra)
-}
 
 async fn call(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> RawResponse {
     Box::pin(get(gw.addr(), target, headers)).await
@@ -44,34 +39,22 @@ async fn assert_ip_refused(
 async fn allow_and_block_lists_read_the_client_address() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api(
-            "local.json",
-            ip_api("local", &up, json!({"allowed_ips": ["127.0.0.1"]})),
+        .keyless_api("local", &up, json!({"allowed_ips": ["127.0.0.1"]}))
+        .keyless_api(
+            "ten",
+            &up,
+            json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
         )
-        .api(
-            "ten.json",
-            ip_api(
-                "ten",
-                &up,
-                json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
-            ),
+        .keyless_api(
+            "block",
+            &up,
+            json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.0/24"]}),
         )
-        .api(
-            "block.json",
-            ip_api(
-                "block",
-                &up,
-                json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.0/24"]}),
-            ),
-        )
-        .api(
-            "off.json",
-            ip_api(
-                "off",
-                &up,
-                json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.0/24"],
+        .keyless_api(
+            "off",
+            &up,
+            json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["127.0.0.0/24"],
                     "ip_access_control_disabled": true}),
-            ),
         )
         .start()
         .await;
@@ -120,10 +103,7 @@ async fn xff_depth_picks_from_the_right() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .conf(json!({"http_server_options": {"xff_depth": 1}}))
-        .api(
-            "ten.json",
-            ip_api("ten", &up, json!({"allowed_ips": ["10.0.0.0/8"]})),
-        )
+        .keyless_api("ten", &up, json!({"allowed_ips": ["10.0.0.0/8"]}))
         .start()
         .await;
     // Depth 1: the right-most entry.
@@ -147,13 +127,10 @@ async fn xff_depth_picks_from_the_right() {
 async fn a_bad_entry_keeps_the_api_unserved_and_is_logged() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .api(
-            "badip.json",
-            ip_api(
-                "badip",
-                &up,
-                json!({"allowed_ips": ["127.0.0.1", "127.0.0.1/24", "bob"]}),
-            ),
+        .keyless_api(
+            "badip",
+            &up,
+            json!({"allowed_ips": ["127.0.0.1", "127.0.0.1/24", "bob"]}),
         )
         .with_api("good", "/good/", &up.url())
         .start()

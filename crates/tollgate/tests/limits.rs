@@ -658,13 +658,12 @@ async fn disable_rate_limit_does_not_enforce_the_rate() {
 async fn global_rate_limit_on_keyless_api_is_shared_by_all_clients() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
-        .with_api_extra(
+        .keyless_api(
             "g",
-            "/g/",
-            &up.url(),
+            &up,
             json!({"global_rate_limit": {"rate": 3, "per": 5}}),
         )
-        .with_api_extra("open", "/open/", &up.url(), json!({}))
+        .keyless_api("open", &up, json!({}))
         .start()
         .await;
     let clients = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];

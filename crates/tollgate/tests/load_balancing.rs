@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_testkit::raw::get;
+use tollgate_testkit::traffic::poll_until;
 use tollgate_testkit::{Gateway, MockUpstream, Reply, api_with, gateway};
 
 /// A keyless API on `/<id>/` balancing over `list`; `extra` is merged in.
@@ -41,11 +42,7 @@ async fn send(gw: &Gateway, id: &str, n: usize) {
 
 #[tokio::test]
 async fn round_robin_gives_each_target_its_share() {
-    let ups = [
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-    ];
+    let ups = three_upstreams().await;
     let [a, b, c] = &ups;
     // The third entry has no scheme: `http://` is added, as in Tyk.
     let even = [a.url(), b.url(), c.host()];
@@ -100,6 +97,14 @@ async fn round_robin_gives_each_target_its_share() {
     );
 }
 
+async fn three_upstreams() -> [MockUpstream; 3] {
+    [
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+    ]
+}
+
 /// Sends rounds of 6 requests to `/checked/` until `done(counts per upstream in the last
 /// round)` holds (10 s); returns that round's counts. Until then a request may also get 503
 /// (every host down).
@@ -109,37 +114,36 @@ async fn until(
     what: &str,
     done: impl Fn(&[usize]) -> bool,
 ) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before: Vec<usize> = ups.iter().map(|u| served(u, "checked")).collect();
-        for _ in 0..6 {
-            let r = get(gw.addr(), "/checked/checked", &[]).await;
-            assert!(matches!(r.status, 200 | 503), "{}", r.dump());
-        }
-        let round: Vec<usize> = ups
-            .iter()
-            .zip(&before)
-            .map(|(u, b)| served(u, "checked") - b)
-            .collect();
-        if done(&round) {
-            return round;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: last round {round:?}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = &done;
+    let (round, _) = poll_until(
+        Instant::now(),
+        Duration::from_secs(10),
+        what,
+        || async move {
+            let before: Vec<usize> = ups.iter().map(|u| served(u, "checked")).collect();
+            for _ in 0..6 {
+                let r = get(gw.addr(), "/checked/checked", &[]).await;
+                assert!(matches!(r.status, 200 | 503), "{}", r.dump());
+            }
+            let round: Vec<usize> = ups
+                .iter()
+                .zip(&before)
+                .map(|(u, b)| served(u, "checked") - b)
+                .collect();
+            if done(&round) {
+                Ok(round)
+            } else {
+                Err(format!("last round {round:?}\n{}", gw.log()))
+            }
+        },
+    )
+    .await;
+    round
 }
 
 #[tokio::test]
 async fn uptime_checks_take_a_host_out_and_put_it_back() {
-    let ups = [
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-        MockUpstream::start().await,
-    ];
+    let ups = three_upstreams().await;
     for up in &ups {
         up.on("/health", Reply::fixed(200, "ok"));
     }
@@ -241,7 +245,9 @@ async fn an_empty_target_list_is_refused() {
 
 #[tokio::test]
 async fn uptime_results_are_recorded_for_tyk_pump() {
-    use tollgate_testkit::redis::{RedisServer, node, redis_storage};
+    use tollgate_testkit::redis::{
+        RedisServer, node, pump_records, record_field as field, redis_storage,
+    };
 
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
@@ -266,35 +272,16 @@ async fn uptime_results_are_recorded_for_tyk_pump() {
         .start()
         .await;
 
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port())).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let raw: Vec<Vec<u8>> = loop {
-        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
-            .arg("host-checker:tyk-uptime-analytics")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if raw.len() >= 2 {
-            break raw;
+    let since = Instant::now();
+    let (records, _) = poll_until(since, Duration::from_secs(10), "uptime records", || async {
+        let records = pump_records(redis.port(), "host-checker:tyk-uptime-analytics").await;
+        if records.len() >= 2 {
+            Ok(records)
+        } else {
+            Err(format!("no uptime records: {records:?}"))
         }
-        assert!(Instant::now() < deadline, "no uptime records: {raw:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let field = |rec: &rmpv::Value, name: &str| {
-        rec.as_map()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("record has no field {name}: {rec}"))
-    };
-    let records: Vec<rmpv::Value> = raw
-        .iter()
-        .map(|b| rmpv::decode::read_value(&mut &b[..]).expect("record is msgpack"))
-        .collect();
+    })
+    .await;
     let by_url = |url: &str| {
         records
             .iter()

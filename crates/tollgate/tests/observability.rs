@@ -6,15 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate_testkit::keys::{create_key, session_with};
-use tollgate_testkit::{Gateway, MockUpstream, api_with, client, gateway, tyk_error_body};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tollgate_testkit::{
+    Gateway, MockUpstream, api_with, client, free_port, gateway, get_status, tyk_error_body,
+};
 
 async fn start(up: &MockUpstream, metrics_port: u16) -> Gateway {
     let keyed = api_with("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}));
@@ -184,21 +178,11 @@ async fn access_log_and_request_ids() {
     .await;
 
     // No X-Request-Id from the client: the upstream gets a generated one.
-    let r = c
-        .get(gw.url("/keyed/a"))
-        .header("authorization", &key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let keyed = [("authorization", key.as_str())];
+    assert_eq!(get_status(&c, &gw.url("/keyed/a"), &keyed).await, 200);
     // A client's own id passes through unchanged.
-    let r = c
-        .get(gw.url("/open/b"))
-        .header("x-request-id", "client-id-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let own_id = [("x-request-id", "client-id-42")];
+    assert_eq!(get_status(&c, &gw.url("/open/b"), &own_id).await, 200);
     let recs = up.wait_for_requests(2, Duration::from_secs(5)).await;
     let generated = recs[0].headers["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 24, "generated id {generated}");
@@ -244,7 +228,7 @@ async fn overridden_messages_reach_clients_and_metrics_count_by_kind() {
             },
             "prometheus": {"enabled": true, "listen_address": "127.0.0.1", "listen_port": port, "path": "/metrics"}
         }))
-        .with_api_extra("keyed", "/keyed/", &up.url(), json!({"use_keyless": false}))
+        .keyless_api("keyed", &up, json!({"use_keyless": false}))
         .start()
         .await;
     let c = client();

@@ -160,10 +160,9 @@ async fn a_refused_transport_setting_skips_only_its_api() {
     let up = MockUpstream::start().await;
     let gw = gateway!()
         .with_api("ok", "/ok/", &up.url())
-        .with_api_extra(
+        .keyless_api(
             "proxied",
-            "/proxied/",
-            &up.url(),
+            &up,
             json!({"proxy": {"transport": {"proxy_url": "http://squid:3128"}}}),
         )
         .start()

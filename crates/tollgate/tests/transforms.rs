@@ -115,8 +115,8 @@ async fn keyless_values_and_forwarded_for_removal() {
     }));
     let hidden = extended_version(json!({"global_headers_remove": ["X-Forwarded-For"]}));
     let gw = gateway!()
-        .with_api_extra("plain", "/plain/", &up.url(), plain)
-        .with_api_extra("hidden", "/hidden/", &up.url(), hidden)
+        .keyless_api("plain", &up, plain)
+        .keyless_api("hidden", &up, hidden)
         .start()
         .await;
     // Keyless: no metadata; context variables are off without `enable_context_vars`.
@@ -140,9 +140,9 @@ async fn a_bad_transform_refuses_only_its_definition() {
     let no_method = extended_version(json!({"extended_paths": {"transform_response_headers": [
         {"path": "/x", "add_headers": {"X-A": "1"}}]}}));
     let gw = gateway!()
-        .with_api_extra("badname", "/badname/", &up.url(), bad_name)
-        .with_api_extra("secret", "/secret/", &up.url(), secret)
-        .with_api_extra("nomethod", "/nomethod/", &up.url(), no_method)
+        .keyless_api("badname", &up, bad_name)
+        .keyless_api("secret", &up, secret)
+        .keyless_api("nomethod", &up, no_method)
         .with_api("good", "/good/", &up.url())
         .start()
         .await;

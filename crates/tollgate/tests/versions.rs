@@ -44,10 +44,7 @@ async fn header_versions_pick_rules_and_upstream() {
         &v2.url(),
         json!({}),
     );
-    let gw = gateway!()
-        .with_api_extra("h", "/h/", &v1.url(), def)
-        .start()
-        .await;
+    let gw = gateway!().keyless_api("h", &v1, def).start().await;
     // No version: the default one, with its black-list.
     gw.assert_routed(&v1, "/h/a", &[], "/a").await;
     assert_tyk_error(&get(&gw, "/h/old-only", &[]).await, 403, FORBIDDEN);
@@ -78,10 +75,7 @@ async fn query_versions_strip_and_fall_back() {
         &v2.url(),
         json!({"version_data": {"fallback_to_default": true}}),
     );
-    let gw = gateway!()
-        .with_api_extra("q", "/q/", &v1.url(), def)
-        .start()
-        .await;
+    let gw = gateway!().keyless_api("q", &v1, def).start().await;
     let r = get(&gw, "/q/items?version=v2&x=1", &[]).await;
     assert_eq!(r.status, 200, "{}", r.dump());
     assert_eq!(
@@ -106,8 +100,8 @@ async fn url_versions_with_and_without_strip() {
     );
     let kept = versioned(json!({"location": "url"}), &v2.url(), json!({}));
     let gw = gateway!()
-        .with_api_extra("us", "/us/", &v1.url(), stripped)
-        .with_api_extra("uk", "/uk/", &v1.url(), kept)
+        .keyless_api("us", &v1, stripped)
+        .keyless_api("uk", &v1, kept)
         .start()
         .await;
     gw.assert_routed(&v2, "/us/v2/users?x=1", &[], "/users?x=1")
@@ -141,10 +135,10 @@ async fn no_default_expiry_and_bad_definitions() {
     let bad_location = versioned(json!({"location": "cookie"}), &up.url(), json!({}));
     let no_key = versioned(json!({"location": "url-param"}), &up.url(), json!({}));
     let gw = gateway!()
-        .with_api_extra("nd", "/nd/", &up.url(), no_default)
-        .with_api_extra("dated", "/dated/", &up.url(), dated)
-        .with_api_extra("badloc", "/badloc/", &up.url(), bad_location)
-        .with_api_extra("nokey", "/nokey/", &up.url(), no_key)
+        .keyless_api("nd", &up, no_default)
+        .keyless_api("dated", &up, dated)
+        .keyless_api("badloc", &up, bad_location)
+        .keyless_api("nokey", &up, no_key)
         .start()
         .await;
     // The default header name is x-api-version.
@@ -203,8 +197,8 @@ async fn a_not_versioned_api_honours_its_versions_target_and_expiry() {
     let gone = json!({"version_data": {"not_versioned": true, "versions": {"Default": {
         "name": "Default", "expires": "2001-02-03 04:05"}}}});
     let gw = gateway!()
-        .with_api_extra("rt", "/rt/", &up.url(), retarget)
-        .with_api_extra("gone", "/gone/", &up.url(), gone)
+        .keyless_api("rt", &up, retarget)
+        .keyless_api("gone", &up, gone)
         .start()
         .await;
     gw.assert_routed(&other, "/rt/x", &[], "/x").await;

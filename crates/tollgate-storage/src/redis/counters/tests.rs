@@ -228,16 +228,19 @@ async fn a_batch_refused_by_the_quota_gives_back_only_what_it_counted_in_its_own
         params: params(0, 3),
     };
     let now = tollgate_session::time::unix_now();
+    let count_three = async || {
+        store
+            .count(&spec, 3, now, &mut WindowCache::default())
+            .await
+            .unwrap()
+    };
     // Two of three used; a batch of three: one admitted, two refused and given back.
     run::<()>(
         &mut conn,
         redis::cmd("SET").arg(q).arg(2).arg("EX").arg(3600),
     )
     .await;
-    let (counted, followup) = store
-        .count(&spec, 3, now, &mut WindowCache::default())
-        .await
-        .unwrap();
+    let (counted, followup) = count_three().await;
     assert!(counted.answer(0).is_ok());
     assert!(counted.answer(1).is_err() && counted.answer(2).is_err());
     assert_eq!(counter(&mut conn, q).await, Some(5));
@@ -251,10 +254,7 @@ async fn a_batch_refused_by_the_quota_gives_back_only_what_it_counted_in_its_own
         redis::cmd("SET").arg(q).arg(2).arg("PX").arg(10_000),
     )
     .await;
-    let (_, followup) = store
-        .count(&spec, 3, now, &mut WindowCache::default())
-        .await
-        .unwrap();
+    let (_, followup) = count_three().await;
     run::<()>(
         &mut conn,
         redis::cmd("SET").arg(q).arg(1).arg("EX").arg(3600),
