@@ -143,7 +143,10 @@ async fn write_atomically(file: &Path, doc: &serde_json::Value) -> Result<(), Ad
         })
 }
 
-async fn write_file_atomically(file: &Path, doc: &serde_json::Value) -> std::io::Result<()> {
+pub(crate) async fn write_file_atomically(
+    file: &Path,
+    doc: &serde_json::Value,
+) -> std::io::Result<()> {
     let mut text = serde_json::to_vec_pretty(doc)?;
     text.push(b'\n');
     let tmp = file.with_extension("json.tmp");

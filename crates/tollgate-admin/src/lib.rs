@@ -153,12 +153,19 @@ async fn route(
         }
         ["policies"] => match *req.method() {
             Method::GET => Ok(policies::list(gateway)),
+            Method::POST => policies::create(gateway, None, req).await,
             _ => Err(AdminError::MethodNotAllowed),
         },
-        ["policies", id] => match *req.method() {
-            Method::GET => policies::get(gateway, id),
-            _ => Err(AdminError::MethodNotAllowed),
-        },
+        ["policies", id] => {
+            let id = (*id).to_owned();
+            match *req.method() {
+                Method::GET => policies::get(gateway, &id),
+                Method::POST => policies::create(gateway, Some(&id), req).await,
+                Method::PUT => policies::update(gateway, &id, req).await,
+                Method::DELETE => policies::delete(gateway, &id).await,
+                _ => Err(AdminError::MethodNotAllowed),
+            }
+        }
         _ => Err(AdminError::NotFound("Not found")),
     }
 }

@@ -275,3 +275,124 @@ async fn policy_keys_survive_restart() {
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["id"], "gold");
 }
+
+/// Asserts an admin reply is `status` with Tyk's `{"status": "error", "message": ...}`.
+fn assert_admin_error(a: &tollgate_testkit::keys::Admin, status: u16, message: &str) {
+    assert_eq!(
+        (a.status, &a.json),
+        (status, &json!({"status": "error", "message": message})),
+        "{}",
+        a.raw.dump()
+    );
+}
+
+#[tokio::test]
+async fn the_policies_api_writes_the_policy_folder_live_after_reload() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gold.json"),
+        serde_json::to_vec(&gold(&[API])).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.json"), b"{not json").unwrap();
+    let gw = with_keyed_api(
+        gateway!().conf(json!({"policies": {"policy_path": dir.path()}})),
+        &up.url(),
+        json!({}),
+    )
+    .start()
+    .await;
+    // The folder's policies are loaded (the file name stands for a missing id); a broken file
+    // is skipped with a log line.
+    let a = admin(&gw, "GET", "/tyk/policies/gold", None).await;
+    assert_eq!(
+        (a.status, &a.json["rate"]),
+        (200, &json!(100)),
+        "{}",
+        a.json
+    );
+    gw.wait_stderr(&["broken.json"]).await;
+
+    let silver = policy(&[API], json!({"rate": 5}));
+    assert_admin_error(
+        &admin(&gw, "POST", "/tyk/policies", Some(&silver)).await,
+        400,
+        "Unable to create policy without id.",
+    );
+    let a = admin(&gw, "POST", "/tyk/policies/silver", Some(&silver)).await;
+    assert_eq!(
+        (a.status, &a.json),
+        (
+            200,
+            &json!({"key": "silver", "status": "ok", "action": "added"})
+        )
+    );
+    // Not live until a reload, as in Tyk.
+    assert_eq!(
+        admin(&gw, "GET", "/tyk/policies/silver", None).await.status,
+        404
+    );
+    reload(&gw).await;
+    let a = admin(&gw, "GET", "/tyk/policies/silver", None).await;
+    assert_eq!((a.status, &a.json["rate"]), (200, &json!(5)), "{}", a.json);
+    let (key, _) = create_key(&gw, &policy_key(&["silver"])).await;
+    assert_key_proxied(&gw, &up, "/api/p", &key, "/p").await;
+
+    let mut other_id = silver.clone();
+    other_id["id"] = json!("bronze");
+    assert_admin_error(
+        &admin(&gw, "PUT", "/tyk/policies/silver", Some(&other_id)).await,
+        400,
+        "Request ID does not match that in policy! For Update operations these must match.",
+    );
+    let mut inactive = silver.clone();
+    inactive["is_inactive"] = json!(true);
+    let a = admin(&gw, "PUT", "/tyk/policies/silver", Some(&inactive)).await;
+    assert_eq!(a.json["action"], "modified", "{}", a.json);
+    reload(&gw).await;
+    assert_key_refused(&gw, &up, "/api/p", &key, 403, MSG_INACTIVE).await;
+
+    // Bad bodies and ids change nothing on disk.
+    let before = std::fs::read(dir.path().join("silver.json")).unwrap();
+    let malformed = admin_bytes(&gw, "PUT", "/tyk/policies/silver", b"{\"rate\": ").await;
+    assert_admin_error(&malformed, 400, "Request malformed");
+    let wrong_type = admin(
+        &gw,
+        "PUT",
+        "/tyk/policies/silver",
+        Some(&json!({"rate": "fast"})),
+    )
+    .await;
+    assert_admin_error(&wrong_type, 400, "Request malformed");
+    let unsafe_id = admin(&gw, "POST", "/tyk/policies/..%2Fescape", Some(&silver)).await;
+    assert_admin_error(&unsafe_id, 400, "Invalid Policy ID");
+    assert_eq!(
+        std::fs::read(dir.path().join("silver.json")).unwrap(),
+        before
+    );
+    assert!(!dir.path().parent().unwrap().join("escape.json").exists());
+
+    let a = admin(&gw, "DELETE", "/tyk/policies/silver", None).await;
+    assert_eq!(a.json["action"], "deleted", "{}", a.json);
+    assert_admin_error(
+        &admin(&gw, "DELETE", "/tyk/policies/silver", None).await,
+        500,
+        "Delete failed",
+    );
+    reload(&gw).await;
+    assert_eq!(
+        admin(&gw, "GET", "/tyk/policies/silver", None).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn without_a_policy_folder_writes_are_refused() {
+    let (_up, _pf, gw) = start_gold(json!({})).await;
+    assert_admin_error(
+        &admin(&gw, "POST", "/tyk/policies/x", Some(&gold(&[API]))).await,
+        500,
+        "Unable to access policy storage.",
+    );
+}
