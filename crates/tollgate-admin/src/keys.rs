@@ -367,3 +367,48 @@ pub(crate) async fn list(
         &serde_json::json!({ "keys": ids }),
     ))
 }
+
+/// `POST /tyk/keys/policy/{key_hash}`: sets the policies of the key stored under `key_hash`
+/// (the key itself when keys are not hashed) from `{"apply_policies": [...]}` (or the legacy
+/// `{"policy": "id"}`). Counters are kept; the new rights apply at once.
+pub(crate) async fn set_policies(
+    gateway: &Arc<Gateway>,
+    key_hash: &str,
+    req: Request<Incoming>,
+) -> Result<Reply, AdminError> {
+    #[derive(serde::Deserialize)]
+    struct PolicyUpdate {
+        #[serde(default)]
+        policy: String,
+        #[serde(default)]
+        apply_policies: Vec<String>,
+    }
+    let entry = gateway
+        .sessions
+        .get(key_hash)
+        .await
+        .map_err(AdminError::StoreUnavailable)?
+        .ok_or(AdminError::NotFound("Key not found"))?;
+    let doc = read_json(req).await.ok_or(AdminError::Malformed)?;
+    let update: PolicyUpdate = serde_json::from_value(doc).map_err(|_| AdminError::Malformed)?;
+    let mut session = entry.stored.clone();
+    session.apply_policies = if update.apply_policies.is_empty() && !update.policy.is_empty() {
+        vec![update.policy]
+    } else {
+        update.apply_policies
+    };
+    // A policy that does not exist would lock the key out; refuse it and keep the key as it
+    // was.
+    gateway
+        .sessions
+        .policy_set()
+        .apply(&session)
+        .map_err(|e| AdminError::Invalid(format!("Could not apply the policies: {e}").into()))?;
+    session.last_updated = unix_now().to_string();
+    gateway
+        .sessions
+        .put(&entry.storage_id, session)
+        .await
+        .map_err(|e| store_failure(e, "Could not write key data"))?;
+    Ok(modified(key_hash, "updated", None))
+}

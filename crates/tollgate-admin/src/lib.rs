@@ -124,6 +124,10 @@ async fn route(
             Method::POST => keys::create_generated(gateway, req).await,
             _ => Err(AdminError::MethodNotAllowed),
         },
+        ["keys", "policy", key] if req.method() == Method::POST => {
+            let key = (*key).to_owned();
+            keys::set_policies(gateway, &key, req).await
+        }
         ["keys", "create"] if req.method() == Method::POST => {
             keys::create_generated(gateway, req).await
         }

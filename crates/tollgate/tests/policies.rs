@@ -396,3 +396,61 @@ async fn without_a_policy_folder_writes_are_refused() {
         "Unable to access policy storage.",
     );
 }
+
+#[tokio::test]
+async fn a_keys_policies_are_set_by_its_hash() {
+    let up = MockUpstream::start().await;
+    let pf = PolicyFile::new(&json!({"gold": gold(&[API]), "elsewhere": gold(&["other"])}));
+    let gw = start(&up, &pf).await;
+    let (key, hash) = create_key(&gw, &policy_key(&["gold"])).await;
+    assert_only_keyed(&gw, &up, &key).await;
+
+    let path = format!("/tyk/keys/policy/{hash}");
+    let a = admin(
+        &gw,
+        "POST",
+        &path,
+        Some(&json!({"apply_policies": ["elsewhere"]})),
+    )
+    .await;
+    assert_eq!(
+        (a.status, &a.json),
+        (
+            200,
+            &json!({"key": hash, "status": "ok", "action": "updated"})
+        ),
+        "{}",
+        a.raw.dump()
+    );
+    assert_key_proxied(&gw, &up, "/other/p", &key, "/p").await;
+    assert_key_refused(&gw, &up, "/api/p", &key, 403, MSG_DISALLOWED).await;
+    assert_eq!(
+        get_session(&gw, &key).await["apply_policies"],
+        json!(["elsewhere"])
+    );
+
+    // The legacy single-policy form; an unknown policy changes nothing.
+    let a = admin(&gw, "POST", &path, Some(&json!({"policy": "gold"}))).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let a = admin(
+        &gw,
+        "POST",
+        &path,
+        Some(&json!({"apply_policies": ["platinum"]})),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.json);
+    assert_eq!(
+        get_session(&gw, &key).await["apply_policies"],
+        json!(["gold"])
+    );
+    assert_only_keyed(&gw, &up, &key).await;
+    let a = admin(
+        &gw,
+        "POST",
+        "/tyk/keys/policy/no-such-hash",
+        Some(&json!({"policy": "gold"})),
+    )
+    .await;
+    assert_admin_error(&a, 404, "Key not found");
+}
