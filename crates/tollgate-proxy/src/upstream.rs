@@ -437,14 +437,15 @@ async fn send_http2(
     }
 }
 
-/// HTTP/2 names the upstream in the request itself: `:scheme` and `:authority` (the Host the
-/// upstream is to see, which stays as a header too, equal to it as RFC 9113 asks).
+/// HTTP/2 names the upstream in the request itself: `:scheme` and `:authority`, which takes
+/// the place of `Host` (the Host the upstream is to see). The header goes: servers such as
+/// nginx count `:authority` as a Host header and refuse a second one.
 fn into_http2(
     mut req: Request<UpstreamBody>,
     upstream: Upstream<'_>,
     trailers: bool,
 ) -> Result<Request<UpstreamBody>, http::Error> {
-    let authority = match req.headers().get(header::HOST) {
+    let authority = match req.headers_mut().remove(header::HOST) {
         Some(host) => Authority::try_from(host.as_bytes())?,
         None => upstream.authority.clone(),
     };
@@ -469,6 +470,13 @@ fn into_http2(
 
 /// Undoes [`into_http2`] for a request that goes to an HTTP/1.1 connection after all.
 fn into_http1(mut req: Request<UpstreamBody>) -> Request<UpstreamBody> {
+    if let Some(host) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
     let path = req
         .uri()
         .path_and_query()

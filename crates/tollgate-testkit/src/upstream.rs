@@ -36,6 +36,8 @@ pub struct Recorded {
     pub path: String,
     /// The query part of `uri` (without `?`).
     pub query: Option<String>,
+    /// The authority of an absolute request URI: HTTP/2's `:authority`.
+    pub authority: Option<String>,
     pub version: http::Version,
     pub headers: HeaderMap,
     /// The request body; for [`Reply::echo_body`] it grows as the body
@@ -475,6 +477,7 @@ async fn handle(
         uri,
         path,
         query: req.uri().query().map(str::to_owned),
+        authority: req.uri().authority().map(|a| a.as_str().to_owned()),
         version: req.version(),
         headers: req.headers().clone(),
         body: Vec::new(),
