@@ -52,6 +52,14 @@ fn prepare(
         _ => {}
     }
     session.last_updated = now.to_string();
+    if session.hmac_enabled && session.hmac_string.is_empty() {
+        // Tyk's behaviour: the gateway makes the secret; the key's owner reads it once from
+        // `GET /tyk/keys/{key}`.
+        session.hmac_string = match created {
+            Some(old) if !old.hmac_string.is_empty() => old.hmac_string.clone(),
+            _ => tollgate_auth::hmac::new_secret(),
+        };
+    }
     if session.quota_renewal_rate > 0 {
         session.quota_renews = now + session.quota_renewal_rate;
     }

@@ -20,7 +20,7 @@ mod versioning;
 
 pub use ip::IpList;
 pub use load::{ApiSource, LoadOptions, LoadOutcome, LoadedApi, load_dir, load_rows};
-pub use spec::{ApiSpec, AuthMode, CredentialSource, LoadBalancing, Scheme, Target};
+pub use spec::{ApiSpec, AuthMode, CredentialSource, HmacRules, LoadBalancing, Scheme, Target};
 pub use tollgate_rules::endpoints::MatchOptions;
 pub use uptime::{DEFAULT_CHECK_TIMEOUT, UptimeCheck, UptimeTests};
 pub use versioning::{ApiVersion, DefaultVersion, VersionLocation, Versioning};

@@ -54,8 +54,12 @@ pub struct ApiDefinition {
     pub jwt: crate::jwt::JwtConf,
     /// OAuth 2 (not supported yet).
     pub use_oauth2: bool,
-    /// HMAC signatures (not supported yet).
+    /// HMAC request signatures.
     pub enable_signature_checking: bool,
+    /// Milliseconds a signed request's date may be off (≤ 0: any date).
+    pub hmac_allowed_clock_skew: f64,
+    /// The signature algorithms accepted (empty: all HMAC ones).
+    pub hmac_allowed_algorithms: serde_json::Value,
     /// OpenID Connect (not supported yet).
     pub use_openid: bool,
     /// Mutual TLS (not supported yet).

@@ -44,6 +44,17 @@ pub enum AuthMode {
     Basic(CredentialSource),
     /// JWT (`enable_jwt`): the token's source and how it is verified.
     Jwt(CredentialSource, Arc<tollgate_auth::JwtSettings>),
+    /// HMAC request signatures (`enable_signature_checking`).
+    Hmac(CredentialSource, HmacRules),
+}
+
+/// What an HMAC-signed API accepts.
+#[derive(Debug, Clone)]
+pub struct HmacRules {
+    /// `hmac_allowed_algorithms` (empty: every HMAC algorithm).
+    pub algorithms: Vec<tollgate_auth::hmac::Algorithm>,
+    /// `hmac_allowed_clock_skew` in milliseconds (≤ 0: any date).
+    pub clock_skew_ms: f64,
 }
 
 /// Upstream scheme.
@@ -430,11 +441,6 @@ fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, Defi
     }
     let unsupported = [
         (def.use_oauth2, "use_oauth2", "OAuth 2"),
-        (
-            def.enable_signature_checking,
-            "enable_signature_checking",
-            "HMAC signatures",
-        ),
         (def.use_openid, "use_openid", "OpenID Connect"),
         (def.use_mutual_tls_auth, "use_mutual_tls_auth", "mutual TLS"),
         (
@@ -461,6 +467,18 @@ fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, Defi
         ));
     }
     let conf = |method: &str| def.auth_configs.get(method).unwrap_or(&def.auth);
+    if def.enable_signature_checking {
+        if def.enable_jwt || def.use_basic_auth || def.use_standard_auth {
+            return Err(DefinitionError::new(
+                "enable_signature_checking",
+                "combining HMAC signatures with other auth methods is not supported yet",
+            ));
+        }
+        return Ok(AuthMode::Hmac(
+            source(conf("hmac"), "auth_configs.hmac")?,
+            hmac_rules(def)?,
+        ));
+    }
     if def.enable_jwt {
         if def.use_basic_auth || def.use_standard_auth {
             return Err(DefinitionError::new(
@@ -487,6 +505,34 @@ fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, Defi
         )?));
     }
     Ok(AuthMode::Token(source(conf("authToken"), "auth")?))
+}
+
+fn hmac_rules(def: &ApiDefinition) -> Result<HmacRules, DefinitionError> {
+    use tollgate_auth::hmac::Algorithm;
+    let field = "hmac_allowed_algorithms";
+    let names: Vec<String> = match &def.hmac_allowed_algorithms {
+        serde_json::Value::Null => Vec::new(),
+        raw => serde_json::from_value(raw.clone())
+            .map_err(|_| DefinitionError::new(field, "must be a list of algorithm names"))?,
+    };
+    let algorithms = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Algorithm::from_name(name.trim()).ok_or_else(|| {
+                let why = if name.trim().starts_with("rsa-") {
+                    format!("`{name}`: RSA signatures are not supported yet")
+                } else {
+                    format!("`{name}` is not hmac-sha1, hmac-sha256, hmac-sha384 or hmac-sha512")
+                };
+                DefinitionError::new(format!("{field}[{i}]"), why)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(HmacRules {
+        algorithms,
+        clock_skew_ms: def.hmac_allowed_clock_skew,
+    })
 }
 
 fn source(conf: &AuthConf, field: &str) -> Result<CredentialSource, DefinitionError> {

@@ -30,7 +30,7 @@ pub(crate) struct CredentialUse {
 
 impl CredentialUse {
     /// The request's credential, or `missing()` when it carries none.
-    fn find<'h>(
+    pub(crate) fn find<'h>(
         &self,
         head: &'h Parts,
         missing: impl FnOnce() -> Refusal,
@@ -40,7 +40,7 @@ impl CredentialUse {
 
     /// Once the key is accepted: the credential is stripped when the API asks, and the key
     /// goes on to the later stages.
-    fn admit(
+    pub(crate) fn admit(
         &self,
         req: &mut StageRequest<'_>,
         cx: &mut RequestCtx,

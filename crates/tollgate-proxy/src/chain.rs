@@ -33,6 +33,7 @@ use crate::cors::Cors;
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::endpoint_rules::{HardTimeouts, MockResponses, SizeLimits};
 use crate::endpoints::EndpointRules;
+use crate::hmac::HmacAuth;
 use crate::ip_rules::IpRules;
 use crate::jwt::JwtAuth;
 use crate::limits::{ApiRateLimit, KeyLimits};
@@ -93,6 +94,8 @@ pub(crate) enum Stage {
     BasicAuth(BasicAuth),
     /// JWT → the identity's key.
     JwtAuth(JwtAuth),
+    /// HMAC request signature → the signing key.
+    HmacAuth(HmacAuth),
     /// Inactive, expired, access rights, allowed URLs.
     KeyChecks,
     /// The key's rate limit and quota.
@@ -125,6 +128,7 @@ impl Stage {
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
             Self::BasicAuth(s) => s.on_request(req, cx).await?,
             Self::JwtAuth(s) => s.on_request(req, cx).await?,
+            Self::HmacAuth(s) => s.on_request(req, cx).await?,
             Self::KeyChecks => KeyChecks::on_request(req, cx)?,
             Self::KeyLimits(s) => s.on_request(req, cx).await?,
             Self::ApiRateLimit(s) => s.on_request(req, cx).await?,
@@ -142,6 +146,7 @@ impl Stage {
             Self::TokenAuth(_)
                 | Self::BasicAuth(_)
                 | Self::JwtAuth(_)
+                | Self::HmacAuth(_)
                 | Self::KeyChecks
                 | Self::KeyLimits(_)
                 | Self::ApiRateLimit(_)
@@ -191,14 +196,15 @@ impl Chain {
             stages.push(Stage::SizeLimits(s));
         }
         // Then exactly one auth method (Tyk runs auth before any key-based rule).
+        let credential = |source: &tollgate_definitions::CredentialSource| CredentialUse {
+            source: source.clone(),
+            strip: spec.strip_auth_data,
+        };
         let authenticated = match &spec.auth {
             AuthMode::Keyless => false,
             AuthMode::Token(source) => {
                 stages.push(Stage::TokenAuth(TokenAuth {
-                    credential: CredentialUse {
-                        source: source.clone(),
-                        strip: spec.strip_auth_data,
-                    },
+                    credential: credential(source),
                     min_token_length: config.keys.min_token_length,
                 }));
                 true
@@ -206,10 +212,7 @@ impl Chain {
             AuthMode::Basic(source) => {
                 let realm = format!("Basic realm=\"{}\"", spec.name.replace('"', "'"));
                 stages.push(Stage::BasicAuth(BasicAuth {
-                    credential: CredentialUse {
-                        source: source.clone(),
-                        strip: spec.strip_auth_data,
-                    },
+                    credential: credential(source),
                     challenge: HeaderValue::from_str(&realm)
                         .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"tollgate\"")),
                     verified: papaya::HashMap::new(),
@@ -218,9 +221,15 @@ impl Chain {
             }
             AuthMode::Jwt(source, settings) => {
                 stages.push(Stage::JwtAuth(JwtAuth {
-                    source: source.clone(),
+                    credential: credential(source),
                     settings: Arc::clone(settings),
-                    strip: spec.strip_auth_data,
+                }));
+                true
+            }
+            AuthMode::Hmac(source, rules) => {
+                stages.push(Stage::HmacAuth(HmacAuth {
+                    credential: credential(source),
+                    rules: rules.clone(),
                 }));
                 true
             }

@@ -8,20 +8,18 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use tollgate_auth::{JwtError, JwtSettings, jwt};
-use tollgate_definitions::CredentialSource;
 use tollgate_session::time::unix_now;
 use tollgate_session::{SessionState, custom_key};
 
-use crate::auth::{find_credential, strip_credential};
+use crate::auth::CredentialUse;
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::refusal::{Refusal, RefusalKind};
 
 /// The JWT stage of one API.
 #[derive(Debug)]
 pub(crate) struct JwtAuth {
-    pub(crate) source: CredentialSource,
+    pub(crate) credential: CredentialUse,
     pub(crate) settings: Arc<JwtSettings>,
-    pub(crate) strip: bool,
 }
 
 impl JwtAuth {
@@ -30,9 +28,9 @@ impl JwtAuth {
         req: &mut StageRequest<'_>,
         cx: &mut RequestCtx,
     ) -> Result<(), Refusal> {
-        let Some(found) = find_credential(req.head, &self.source) else {
-            return Err(RefusalKind::JwtMissing.into());
-        };
+        let found = self
+            .credential
+            .find(req.head, || RefusalKind::JwtMissing.into())?;
         let now = unix_now();
         let claims = self
             .settings
@@ -113,11 +111,9 @@ impl JwtAuth {
             .sessions
             .active(&entry)
             .map_err(|_| RefusalKind::ApiDisallowed)?;
-        if self.strip {
-            strip_credential(req.head, &self.source, found.location);
-        }
-        cx.key = Some(active);
-        cx.key_id = Some(entry.storage_id.clone());
+        let location = found.location;
+        self.credential
+            .admit(req, cx, location, active, &entry.storage_id);
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ mod endpoints;
 pub mod error;
 pub mod framing;
 pub mod headers;
+mod hmac;
 mod ip_rules;
 mod jwt;
 mod limits;

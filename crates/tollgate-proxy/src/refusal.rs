@@ -82,6 +82,9 @@ pub enum RefusalKind {
     JwtPolicyUnknown,
     /// JWT: neither the token nor the API names a policy.
     JwtNoPolicy,
+    /// HMAC: no signature, a malformed one, an unknown key, a mismatch, a date outside the
+    /// skew (Tyk answers all alike).
+    HmacInvalid,
 }
 
 /// How a refusal counts in the metrics.
@@ -190,6 +193,10 @@ impl RefusalKind {
             Self::JwtNoPolicy => (
                 StatusCode::FORBIDDEN,
                 "key not authorized: no matching policy found",
+            ),
+            Self::HmacInvalid => (
+                StatusCode::BAD_REQUEST,
+                "Authorization field missing, malformed or invalid",
             ),
         }
     }

@@ -62,6 +62,11 @@ pub struct SessionState {
     pub alias: String,
     /// Unix seconds of the last admin write, as a string.
     pub last_updated: String,
+    /// The key signs requests (HMAC signatures) with `hmac_string`.
+    pub hmac_enabled: bool,
+    /// The shared secret of HMAC signatures (generated when a key is created with
+    /// `hmac_enabled`).
+    pub hmac_string: String,
     /// Every other field, round-tripped.
     #[serde(flatten)]
     pub extra: Extra,
