@@ -38,6 +38,23 @@ impl CredentialUse {
         find_credential(head, &self.source).ok_or_else(missing)
     }
 
+    /// [`CredentialUse::admit`] for a stored key, under the current policies: a key whose
+    /// policies cannot be applied is refused as having no rights, as in Tyk.
+    pub(crate) fn admit_entry(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+        location: Location,
+        entry: &tollgate_storage::KeyEntry,
+    ) -> Result<(), Refusal> {
+        let active = req
+            .sessions
+            .active(entry)
+            .map_err(|_| RefusalKind::ApiDisallowed)?;
+        self.admit(req, cx, location, active, &entry.storage_id);
+        Ok(())
+    }
+
     /// Once the key is accepted: the credential is stripped when the API asks, and the key
     /// goes on to the later stages.
     pub(crate) fn admit(
@@ -84,14 +101,8 @@ impl TokenAuth {
             .ok_or(RefusalKind::KeyNotFound)?;
         // A key whose policies cannot be applied is refused with the same message as an
         // unknown one, as in Tyk.
-        let active = req
-            .sessions
-            .active(&entry)
-            .map_err(|_| RefusalKind::ApiDisallowed)?;
         let location = found.location;
-        self.credential
-            .admit(req, cx, location, active, &entry.storage_id);
-        Ok(())
+        self.credential.admit_entry(req, cx, location, &entry)
     }
 }
 

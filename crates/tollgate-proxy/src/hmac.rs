@@ -65,13 +65,7 @@ impl HmacAuth {
         if !hmac::date_within(&req.head.headers, unix_now_ms(), self.rules.clock_skew_ms) {
             return Err(refused(HmacError::Date));
         }
-        let active = req
-            .sessions
-            .active(&entry)
-            .map_err(|_| RefusalKind::ApiDisallowed)?;
         let location = found.location;
-        self.credential
-            .admit(req, cx, location, active, &entry.storage_id);
-        Ok(())
+        self.credential.admit_entry(req, cx, location, &entry)
     }
 }

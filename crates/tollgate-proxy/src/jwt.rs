@@ -107,14 +107,8 @@ impl JwtAuth {
                     .map_err(|_| Refusal::store_unavailable())?
             }
         };
-        let active = req
-            .sessions
-            .active(&entry)
-            .map_err(|_| RefusalKind::ApiDisallowed)?;
         let location = found.location;
-        self.credential
-            .admit(req, cx, location, active, &entry.storage_id);
-        Ok(())
+        self.credential.admit_entry(req, cx, location, &entry)
     }
 }
 
