@@ -52,14 +52,6 @@ fn prepare(
         _ => {}
     }
     session.last_updated = now.to_string();
-    if session.hmac_enabled && session.hmac_string.is_empty() {
-        // Tyk's behaviour: the gateway makes the secret; the key's owner reads it once from
-        // `GET /tyk/keys/{key}`.
-        session.hmac_string = match created {
-            Some(old) if !old.hmac_string.is_empty() => old.hmac_string.clone(),
-            _ => tollgate_auth::hmac::new_secret(),
-        };
-    }
     if session.quota_renewal_rate > 0 {
         session.quota_renews = now + session.quota_renewal_rate;
     }
@@ -85,15 +77,25 @@ fn prepare(
             session.expires = now + lifetime;
         }
     }
-    if session.policy_ids().is_empty() {
+    let policy_signs = if session.policy_ids().is_empty() {
         if session.access_rights.is_empty() && !keys.allow_master_keys {
             return Err(AdminError::Invalid(
                 "Failed to create key, keys must have at least one Access Rights record set."
                     .into(),
             ));
         }
+        false
     } else {
-        policies.apply(session).map_err(create_failed)?;
+        policies.apply(session).map_err(create_failed)?.hmac_enabled
+    };
+    let signs = session.hmac_enabled || policy_signs;
+    if signs && session.hmac_string.is_empty() {
+        // Tyk's behaviour: the gateway makes the secret (for a key whose own flag or a
+        // policy's asks for signatures); the key's owner reads it from `GET /tyk/keys/{key}`.
+        session.hmac_string = match created {
+            Some(old) if !old.hmac_string.is_empty() => old.hmac_string.clone(),
+            _ => tollgate_auth::hmac::new_secret(),
+        };
     }
     Ok(())
 }

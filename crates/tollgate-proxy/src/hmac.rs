@@ -42,7 +42,12 @@ impl HmacAuth {
             .await
             .map_err(|_| Refusal::store_unavailable())?
             .ok_or_else(|| refused(HmacError::Mismatch))?;
-        let session = &entry.stored;
+        // Under its policies: a policy with `hmac_enabled` makes its keys sign.
+        let active = req
+            .sessions
+            .active(&entry)
+            .map_err(|_| RefusalKind::ApiDisallowed)?;
+        let session = &active.session;
         if !session.hmac_enabled || session.hmac_string.is_empty() {
             return Err(refused(HmacError::Mismatch));
         }
@@ -66,6 +71,8 @@ impl HmacAuth {
             return Err(refused(HmacError::Date));
         }
         let location = found.location;
-        self.credential.admit_entry(req, cx, location, &entry)
+        self.credential
+            .admit(req, cx, location, active, &entry.storage_id);
+        Ok(())
     }
 }

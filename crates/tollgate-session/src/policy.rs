@@ -44,6 +44,8 @@ pub struct Policy {
     pub is_inactive: bool,
     /// Tags added to keys.
     pub tags: Vec<String>,
+    /// Keys using it sign requests (HMAC), as if each had `hmac_enabled`.
+    pub hmac_enabled: bool,
     /// Seconds a newly created key lives (0 = forever).
     pub key_expires_in: i64,
     /// Which aspects this policy sets.
@@ -305,6 +307,8 @@ impl PolicySet {
                     out.tags.push(t.clone());
                 }
             }
+            // OR-ed, as in Tyk: any policy can make its keys sign.
+            out.hmac_enabled |= p.hmac_enabled;
             for (k, v) in &p.meta_data {
                 out.meta_data.insert(k.clone(), v.clone());
             }
@@ -396,6 +400,7 @@ mod tests {
         assert_eq!(s.quota_max, -1);
         assert_eq!(s.access_rights.len(), 2);
         assert_eq!(s.tags, vec!["t", "u"]);
+        assert!(!s.hmac_enabled);
     }
 
     #[test]

@@ -245,3 +245,41 @@ async fn an_unknown_allowed_algorithm_refuses_the_definition() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_with_hmac_enabled_makes_its_keys_sign() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.json");
+    let rights = json!({"hmac": {"api_id": "hmac", "api_name": "hmac", "versions": ["Default"]}});
+    std::fs::write(
+        &policies,
+        json!({"signers": {"org_id": "default", "rate": 100, "per": 1, "quota_max": -1,
+                           "hmac_enabled": true, "access_rights": rights}})
+        .to_string(),
+    )
+    .unwrap();
+    let gw = gateway!()
+        .conf(json!({"policies": {"policy_record_name": policies}}))
+        .api(
+            "hmac.json",
+            api_with(
+                "hmac",
+                "/hmac/",
+                &up.url(),
+                json!({"use_keyless": false, "enable_signature_checking": true}),
+            ),
+        )
+        .start()
+        .await;
+    let body = json!({"org_id": "default", "apply_policies": ["signers"]});
+    let (key, _) = create_key(&gw, &body).await;
+    let session = get_session(&gw, &key).await;
+    let secret = session["hmac_string"].as_str().unwrap().to_owned();
+    assert!(!secret.is_empty(), "{session}");
+    let signer = Signer { key, secret };
+    let now = http_date(Duration::ZERO, true);
+    let auth = signer.authorization("hmac-sha1", "date", "/hmac/x", &now, "v");
+    let r = call(&gw, "/hmac/x", Some(&auth), Some(&now), "v").await;
+    assert_eq!(r.status, 200, "{}", r.dump());
+}
