@@ -6,6 +6,7 @@
 //! [`load_dir`] reads a folder of definition files, reporting each broken file with its name and
 //! field while the others still load.
 
+pub mod client_certs;
 mod endpoints;
 mod ip;
 pub mod jwt;

@@ -62,8 +62,10 @@ pub struct ApiDefinition {
     pub hmac_allowed_algorithms: serde_json::Value,
     /// OpenID Connect (not supported yet).
     pub use_openid: bool,
-    /// Mutual TLS (not supported yet).
+    /// Mutual TLS: only clients presenting one of `client_certificates` get in.
     pub use_mutual_tls_auth: bool,
+    /// The allowed client certificates (SHA-256 ids or absolute PEM file paths).
+    pub client_certificates: serde_json::Value,
     /// Custom auth plugins (not supported).
     pub custom_plugin_auth_enabled: bool,
     /// Go plugin auth (not supported).

@@ -46,6 +46,9 @@ pub enum AuthMode {
     Jwt(CredentialSource, Arc<tollgate_auth::JwtSettings>),
     /// HMAC request signatures (`enable_signature_checking`).
     Hmac(CredentialSource, HmacRules),
+    /// Mutual TLS alone (`use_mutual_tls_auth` with no other method): the client certificate,
+    /// checked against [`ApiSpec::client_certs`], is the whole authentication; no key.
+    Certificate,
 }
 
 /// What an HMAC-signed API accepts.
@@ -194,6 +197,8 @@ pub struct ApiSpec {
     pub expiration: Option<Expiry>,
     /// `CORS`, when `CORS.enable` is true.
     pub cors: Option<Arc<CorsPolicy>>,
+    /// `use_mutual_tls_auth`: the client certificates let in (before any other auth).
+    pub client_certs: Option<Arc<crate::client_certs::ClientCertRules>>,
     /// The TLS configuration (the API's settings, as for an `https` target) for URL rewrites
     /// to an `https://` host; set when some version has one.
     pub rewrite_tls: Option<Arc<UpstreamTls>>,
@@ -399,7 +404,15 @@ impl ApiSpec {
             .then(|| UpstreamTls::get(&upstream_tls))
             .transpose()
             .map_err(|e| DefinitionError::new("proxy.transport", e.to_string()))?;
+        let client_certs = if def.use_mutual_tls_auth {
+            Some(Arc::new(crate::client_certs::compile(
+                &def.client_certificates,
+            )?))
+        } else {
+            None
+        };
         Ok(Self {
+            client_certs,
             rewrite_tls,
             load_balancing: load_balancing.map(Arc::new),
             uptime,
@@ -442,7 +455,6 @@ fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, Defi
     let unsupported = [
         (def.use_oauth2, "use_oauth2", "OAuth 2"),
         (def.use_openid, "use_openid", "OpenID Connect"),
-        (def.use_mutual_tls_auth, "use_mutual_tls_auth", "mutual TLS"),
         (
             def.custom_plugin_auth_enabled,
             "custom_plugin_auth_enabled",
@@ -467,6 +479,13 @@ fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, Defi
         ));
     }
     let conf = |method: &str| def.auth_configs.get(method).unwrap_or(&def.auth);
+    let other_method = def.use_standard_auth
+        || def.use_basic_auth
+        || def.enable_jwt
+        || def.enable_signature_checking;
+    if def.use_mutual_tls_auth && !other_method {
+        return Ok(AuthMode::Certificate);
+    }
     if def.enable_signature_checking {
         if def.enable_jwt || def.use_basic_auth || def.use_standard_auth {
             return Err(DefinitionError::new(

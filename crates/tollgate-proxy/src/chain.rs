@@ -29,6 +29,7 @@ use tollgate_rules::endpoints::Mock;
 
 use crate::auth::{BasicAuth, CredentialUse, KeyChecks, TokenAuth};
 use crate::body::ProxyBody;
+use crate::client_certs::ClientCertCheck;
 use crate::cors::Cors;
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::endpoint_rules::{HardTimeouts, MockResponses, SizeLimits};
@@ -88,6 +89,8 @@ pub(crate) enum Stage {
     BodyLimit(BodyLimit),
     /// The version's `global_size_limit` and `size_limits`.
     SizeLimits(SizeLimits),
+    /// Mutual TLS: the client's certificate must be allowed.
+    ClientCerts(ClientCertCheck),
     /// Auth token → key.
     TokenAuth(TokenAuth),
     /// Basic auth → key.
@@ -125,6 +128,7 @@ impl Stage {
             Self::IpRules(s) => s.on_request(req)?,
             Self::BodyLimit(s) => s.on_request(req, cx)?,
             Self::SizeLimits(s) => s.on_request(req)?,
+            Self::ClientCerts(s) => s.on_request(req)?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
             Self::BasicAuth(s) => s.on_request(req, cx).await?,
             Self::JwtAuth(s) => s.on_request(req, cx).await?,
@@ -181,6 +185,13 @@ impl Chain {
         if let Some(ip) = IpRules::compile(spec, config.xff_depth) {
             stages.push(Stage::IpRules(ip));
         }
+        // Then Tyk's certificate check: a client without an allowed certificate is refused
+        // before anything is spent on it.
+        if let Some(rules) = &spec.client_certs {
+            stages.push(Stage::ClientCerts(ClientCertCheck {
+                rules: Arc::clone(rules),
+            }));
+        }
         // Then: refusing an oversized body needs nothing else and must happen before any
         // work (or storage access) is spent on the request.
         if let Some(limit) = spec
@@ -201,7 +212,8 @@ impl Chain {
             strip: spec.strip_auth_data,
         };
         let authenticated = match &spec.auth {
-            AuthMode::Keyless => false,
+            // The certificate stage above is the whole authentication.
+            AuthMode::Keyless | AuthMode::Certificate => false,
             AuthMode::Token(source) => {
                 stages.push(Stage::TokenAuth(TokenAuth {
                     credential: credential(source),
@@ -365,6 +377,7 @@ mod tests {
             api: spec,
             sessions: &sessions,
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            client_cert: None,
         };
         let mut cx = RequestCtx::default();
         let r = chain.run(&mut req, &mut cx).await;

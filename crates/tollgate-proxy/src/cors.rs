@@ -106,6 +106,7 @@ mod tests {
             api: spec,
             sessions: &sessions,
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            client_cert: None,
         };
         let mut cx = RequestCtx::default();
         let flow = stage.on_request(&req, &mut cx);

@@ -34,6 +34,8 @@ pub struct StageRequest<'a> {
     pub sessions: &'a Sessions,
     /// The socket peer's address.
     pub peer: IpAddr,
+    /// The certificate the client presented in the TLS handshake, if any.
+    pub client_cert: Option<tollgate_tls::client_auth::ClientCert>,
 }
 
 /// Per-request state, written by the phases and read by the final observe phase.

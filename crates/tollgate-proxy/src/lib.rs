@@ -18,6 +18,7 @@ mod auth;
 pub mod balance;
 pub mod body;
 pub mod chain;
+mod client_certs;
 mod cors;
 pub mod ctx;
 mod endpoint_rules;
@@ -116,6 +117,14 @@ pub struct Gateway {
     pub tls: Option<Arc<tollgate_tls::ServerTls>>,
 }
 
+/// TLS handshakes ask for a client certificate while some API uses mutual TLS, and only then
+/// (a browser would otherwise offer the user a certificate to pick for every site).
+fn ask_for_client_certs(tls: Option<&tollgate_tls::ServerTls>, routes: &Routes) {
+    if let Some(tls) = tls {
+        tls.ask_for_client_certs(routes.apis().iter().any(|a| a.spec.client_certs.is_some()));
+    }
+}
+
 impl Gateway {
     /// Creates the shared state with an initial routing table.
     pub fn new(
@@ -128,6 +137,7 @@ impl Gateway {
         tls: Option<Arc<tollgate_tls::ServerTls>>,
     ) -> Arc<Self> {
         let config_for_set = Arc::clone(&config);
+        ask_for_client_certs(tls.as_deref(), &routes);
         Arc::new(Self {
             config,
             routes: ArcSwap::from_pointee(RouteSet::new(routes, &config_for_set, 0)),
@@ -158,6 +168,7 @@ impl Gateway {
 
     /// Replaces the routing table atomically (every worker picks it up on its next request).
     pub fn swap_routes(&self, routes: Routes) {
+        ask_for_client_certs(self.tls.as_deref(), &routes);
         if let Some(m) = &self.metrics {
             m.reloaded(tollgate_session::time::unix_now());
         }

@@ -122,6 +122,7 @@ async fn serve(
         api: spec,
         sessions: &conn.gateway.sessions,
         peer: conn.peer_addr,
+        client_cert: conn.client_cert,
     };
     match chain.run(&mut stage_req, cx).await {
         Ok(Flow::Continue) => {}

@@ -85,6 +85,12 @@ pub enum RefusalKind {
     /// HMAC: no signature, a malformed one, an unknown key, a mismatch, a date outside the
     /// skew (Tyk answers all alike).
     HmacInvalid,
+    /// Mutual TLS: the client presented no certificate (or came without TLS).
+    ClientCertRequired,
+    /// Mutual TLS: the certificate is past its `notAfter` (or its dates cannot be read).
+    ClientCertExpired,
+    /// Mutual TLS: the certificate is not one of the API's `client_certificates`.
+    ClientCertNotAllowed,
 }
 
 /// How a refusal counts in the metrics.
@@ -198,6 +204,9 @@ impl RefusalKind {
                 StatusCode::BAD_REQUEST,
                 "Authorization field missing, malformed or invalid",
             ),
+            Self::ClientCertRequired => (StatusCode::UNAUTHORIZED, "Client certificate required"),
+            Self::ClientCertExpired => (StatusCode::FORBIDDEN, "Certificate has expired"),
+            Self::ClientCertNotAllowed => (StatusCode::FORBIDDEN, DISALLOWED),
         }
     }
 

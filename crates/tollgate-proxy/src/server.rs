@@ -284,7 +284,7 @@ async fn serve_connection(
     let Some(acceptor) = acceptor else {
         let h2c = gateway.config.h2c
             && opens_with_http2_preface(&stream, gateway.config.edge.read_timeout).await;
-        let ctx = conn_ctx(gateway, worker, peer, role, "http");
+        let ctx = conn_ctx(gateway, worker, peer, role, "http", None);
         if h2c {
             return serve_http2(ctx, stream, shutdown).await;
         }
@@ -311,7 +311,13 @@ async fn serve_connection(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let ctx = conn_ctx(gateway, worker, peer, role, "https");
+    let client_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(<[_]>::first)
+        .map(|c| tollgate_tls::client_auth::ClientCert::of(c.as_ref()));
+    let ctx = conn_ctx(gateway, worker, peer, role, "https", client_cert);
     if h2 {
         serve_http2(ctx, tls, shutdown).await;
     } else {
@@ -370,6 +376,7 @@ fn conn_ctx(
     peer: SocketAddr,
     role: ListenerRole,
     scheme: &'static str,
+    client_cert: Option<tollgate_tls::client_auth::ClientCert>,
 ) -> Rc<ConnCtx> {
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -382,6 +389,7 @@ fn conn_ctx(
         verdict: Arc::new(FramingVerdict::default()),
         next_index: Cell::new(0),
         role,
+        client_cert,
     })
 }
 

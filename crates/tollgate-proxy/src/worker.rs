@@ -92,6 +92,8 @@ pub(crate) struct ConnCtx {
     pub(crate) next_index: Cell<u64>,
     /// What the listener that accepted the connection serves.
     pub(crate) role: ListenerRole,
+    /// The certificate the client presented in the TLS handshake, if any.
+    pub(crate) client_cert: Option<tollgate_tls::client_auth::ClientCert>,
 }
 
 /// What one listener serves.

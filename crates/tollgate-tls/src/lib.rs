@@ -6,12 +6,15 @@
 //! - [`client`]: the configurations the upstream pool connects with (system roots plus CA
 //!   files, skip-verify, versions, ciphers), one per distinct setting, shared by every API that
 //!   uses it so their connections and sessions pool together.
+//! - [`client_auth`]: client certificates for mutual-TLS APIs (asked for while one is
+//!   loaded, judged per API by their SHA-256).
 //! - [`settings`]: Tyk's TLS values (versions as Go's numbers, Go cipher names) read into
 //!   rustls terms, so a wrong value is refused where it is written.
 //!
 //! Everything here runs at start, at load or during a handshake; nothing on the request path.
 
 pub mod client;
+pub mod client_auth;
 mod error;
 mod pem;
 pub mod server;

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+use crate::client_auth::AnyClientCert;
 use crate::{TlsError, pem, settings};
 
 /// One certificate and its key, from the configuration.
@@ -54,6 +56,7 @@ pub struct ServerTls {
     store: Arc<SniStore>,
     config: Arc<ServerConfig>,
     sources: Vec<CertSource>,
+    client_auth: Arc<AnyClientCert>,
 }
 
 impl ServerTls {
@@ -89,15 +92,16 @@ impl ServerTls {
         let store = Arc::new(SniStore {
             current: ArcSwap::from_pointee(certs),
         });
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(settings::provider_with(suites)))
-                .with_protocol_versions(&versions)
-                .map_err(|source| TlsError::Rustls {
-                    field: "http_server_options.ssl_ciphers".into(),
-                    source,
-                })?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
+        let provider = Arc::new(settings::provider_with(suites));
+        let client_auth = Arc::new(AnyClientCert::new(Arc::clone(&provider)));
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
+            .map_err(|source| TlsError::Rustls {
+                field: "http_server_options.ssl_ciphers".into(),
+                source,
+            })?
+            .with_client_cert_verifier(Arc::clone(&client_auth) as Arc<dyn ClientCertVerifier>)
+            .with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = if settings.http2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
@@ -112,7 +116,16 @@ impl ServerTls {
             store,
             config: Arc::new(config),
             sources: settings.certificates.clone(),
+            client_auth,
         })
+    }
+
+    /// Whether handshakes ask clients for a certificate (never requiring one): on while a
+    /// loaded API uses mutual TLS, set again on every reload.
+    pub fn ask_for_client_certs(&self, on: bool) {
+        self.client_auth
+            .asking
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The configuration a TLS acceptor is built from.
