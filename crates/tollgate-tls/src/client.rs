@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 pub use rustls_pki_types::ServerName;
 use rustls_pki_types::{CertificateDer, InvalidDnsNameError, UnixTime};
 
+use crate::signatures::HandshakeSignatures;
 use crate::{TlsError, pem, settings};
 
 /// Gateway-wide upstream TLS settings (`proxy_ssl_*`), or their merge with an API's
@@ -124,7 +124,9 @@ impl UpstreamTls {
         let mut config = if settings.insecure_skip_verify {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate {
+                    signatures: HandshakeSignatures(provider),
+                }))
                 .with_no_client_auth()
         } else {
             builder
@@ -223,7 +225,9 @@ fn roots(ca_files: &[PathBuf]) -> Result<RootCertStore, TlsError> {
 /// `insecure_skip_verify`: any certificate for any name is accepted. The handshake's own
 /// signatures are still checked, so the peer at least holds the key it presented.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+struct AnyCertificate {
+    signatures: HandshakeSignatures,
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -243,12 +247,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -257,16 +256,11 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.signatures.schemes()
     }
 }
 

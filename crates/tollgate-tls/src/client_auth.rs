@@ -15,6 +15,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+use crate::signatures::HandshakeSignatures;
+
 /// What a client presented, as an API's check reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientCert {
@@ -59,14 +61,14 @@ pub fn file_fingerprints(
 /// The client-certificate policy of the listener: asks only while `asking` is on.
 #[derive(Debug)]
 pub(crate) struct AnyClientCert {
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
     pub(crate) asking: AtomicBool,
 }
 
 impl AnyClientCert {
     pub(crate) fn new(provider: Arc<CryptoProvider>) -> Self {
         Self {
-            provider,
+            signatures: HandshakeSignatures(provider),
             asking: AtomicBool::new(false),
         }
     }
@@ -102,12 +104,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -116,18 +113,11 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 

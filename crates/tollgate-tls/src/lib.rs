@@ -19,6 +19,7 @@ mod error;
 mod pem;
 pub mod server;
 pub mod settings;
+mod signatures;
 
 pub use client::{ClientSettings, UpstreamTls};
 pub use error::TlsError;
