@@ -139,6 +139,10 @@ pub struct JwtSettings {
     pub policy_field: String,
     /// `jwt_default_policies`.
     pub default_policies: Vec<String>,
+    /// `jwt_scope_claim_name` (default `scope`): the claim `scope_policies` reads.
+    pub scope_claim: String,
+    /// `jwt_scope_to_policy_mapping`: scope → policy id (empty: scopes are not read).
+    pub scope_policies: std::collections::BTreeMap<String, String>,
     skews: Skews,
     verified: papaya::HashMap<[u8; 32], Verified>,
 }
@@ -223,6 +227,8 @@ impl JwtSettings {
             identity_field: String::new(),
             policy_field: String::new(),
             default_policies: Vec::new(),
+            scope_claim: "scope".to_owned(),
+            scope_policies: std::collections::BTreeMap::new(),
             skews: Skews::default(),
             verified: papaya::HashMap::new(),
         }
@@ -395,6 +401,16 @@ pub fn policy<'a>(claims: &'a Map<String, Value>, field: &str) -> Option<&'a str
     match claim(claims, field) {
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
+    }
+}
+
+/// The scopes a token grants in `field`: a space-separated string or a list of strings, as
+/// identity providers write them.
+pub fn scopes<'a>(claims: &'a Map<String, Value>, field: &str) -> Vec<&'a str> {
+    match claim(claims, field) {
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -36,9 +36,12 @@ pub struct JwtConf {
     pub jwt_not_before_validation_skew: u64,
     /// Policies from another key's session (refused).
     pub jwt_client_base_field: serde_json::Value,
-    /// Scope → policy mapping (refused).
+    /// Scope → policy id.
     pub jwt_scope_to_policy_mapping: serde_json::Value,
-    /// The same, newer form (refused when it maps anything).
+    /// The claim holding the scopes (default `scope`).
+    pub jwt_scope_claim_name: String,
+    /// The same two, newer form (`scopes.jwt.scope_to_policy`, `scopes.jwt.scope_claim_name`),
+    /// read first.
     pub scopes: serde_json::Value,
     /// Several JWKS URLs (Tyk reads them for OAS definitions only; refused).
     pub jwt_jwks_uris: serde_json::Value,
@@ -55,25 +58,11 @@ pub(crate) fn compile(
 ) -> Result<JwtSettings, DefinitionError> {
     for (field, raw) in [
         ("jwt_client_base_field", &conf.jwt_client_base_field),
-        (
-            "jwt_scope_to_policy_mapping",
-            &conf.jwt_scope_to_policy_mapping,
-        ),
         ("jwt_jwks_uris", &conf.jwt_jwks_uris),
     ] {
         if is_set(raw) {
             return Err(DefinitionError::new(field, "is not supported yet"));
         }
-    }
-    if conf
-        .scopes
-        .pointer("/jwt/scope_to_policy")
-        .is_some_and(is_set)
-    {
-        return Err(DefinitionError::new(
-            "scopes.jwt.scope_to_policy",
-            "is not supported yet",
-        ));
     }
     let method = SigningMethod::from_name(&conf.jwt_signing_method).ok_or_else(|| {
         DefinitionError::new(
@@ -125,6 +114,28 @@ pub(crate) fn compile(
     settings.identity_field = conf.jwt_identity_base_field.trim().to_owned();
     settings.policy_field = conf.jwt_policy_field_name.trim().to_owned();
     settings.default_policies = default_policies(&conf.jwt_default_policies)?;
+    let (field, mapping) = match conf.scopes.pointer("/jwt/scope_to_policy") {
+        Some(newer) if is_set(newer) => ("scopes.jwt.scope_to_policy", newer),
+        _ => (
+            "jwt_scope_to_policy_mapping",
+            &conf.jwt_scope_to_policy_mapping,
+        ),
+    };
+    settings.scope_policies = match mapping {
+        serde_json::Value::Null => Default::default(),
+        raw => serde_json::from_value(raw.clone())
+            .map_err(|_| DefinitionError::new(field, "must map scopes to policy ids"))?,
+    };
+    let claim = conf
+        .scopes
+        .pointer("/jwt/scope_claim_name")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(&conf.jwt_scope_claim_name)
+        .trim();
+    if !claim.is_empty() {
+        settings.scope_claim = claim.to_owned();
+    }
     Ok(settings)
 }
 
@@ -190,13 +201,25 @@ mod tests {
                 .contains("not an RSA public key")
         );
         assert!(
-            err(json!({"jwt_source": secret, "jwt_scope_to_policy_mapping": {"a": "p"}}))
+            err(json!({"jwt_source": secret, "jwt_scope_to_policy_mapping": {"a": 5}}))
                 .contains("jwt_scope_to_policy_mapping")
         );
         assert!(
-            err(json!({"jwt_source": secret, "scopes": {"jwt": {"scope_to_policy": {"a": "p"}}}}))
+            err(json!({"jwt_source": secret, "scopes": {"jwt": {"scope_to_policy": ["p"]}}}))
                 .contains("scopes.jwt.scope_to_policy")
         );
+        let scoped = compile(
+            &conf(json!({"jwt_source": secret, "jwt_scope_to_policy_mapping": {"old": "x"},
+                "scopes": {"jwt": {"scope_to_policy": {"read": "silver"}, "scope_claim_name": "scp"}}})),
+            &ClientSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(scoped.scope_claim, "scp");
+        assert_eq!(
+            scoped.scope_policies.get("read").map(String::as_str),
+            Some("silver")
+        );
+        assert!(!scoped.scope_policies.contains_key("old"));
         assert!(
             err(json!({"jwt_source": secret, "jwt_default_policies": "p1"}))
                 .contains("jwt_default_policies")

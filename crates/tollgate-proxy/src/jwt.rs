@@ -38,23 +38,6 @@ impl JwtAuth {
             .await
             .map_err(refusal)?;
         let identity = jwt::identity(&claims, &self.settings.identity_field).map_err(refusal)?;
-        let wanted: Vec<String> = match jwt::policy(&claims, &self.settings.policy_field) {
-            Some(named) => vec![named.to_owned()],
-            None => self.settings.default_policies.clone(),
-        };
-        if wanted.is_empty() {
-            return Err(RefusalKind::JwtNoPolicy.into());
-        }
-        let policies = req.sessions.policy_set();
-        // A policy of another organisation must not grant rights here, as in Tyk.
-        let known = |id: &String| {
-            policies
-                .get(id)
-                .is_some_and(|p| p.org_id == *req.api.org_id)
-        };
-        if !wanted.iter().all(known) {
-            return Err(RefusalKind::JwtPolicyUnknown.into());
-        }
         let hashing = req.sessions.hashing();
         let key = custom_key(
             &req.api.org_id,
@@ -67,6 +50,17 @@ impl JwtAuth {
             .get(&storage_id)
             .await
             .map_err(|_| Refusal::store_unavailable())?;
+        let wanted = self.policies(&claims, stored.is_some())?;
+        let policies = req.sessions.policy_set();
+        // A policy of another organisation must not grant rights here, as in Tyk.
+        let known = |id: &String| {
+            policies
+                .get(id)
+                .is_some_and(|p| p.org_id == *req.api.org_id)
+        };
+        if !wanted.iter().all(known) {
+            return Err(RefusalKind::JwtPolicyUnknown.into());
+        }
         // The session lives as long as the token passes: `exp` plus its skew (Tyk stops at
         // `exp`, so a token inside its skew was refused as an expired key there).
         let skew = i64::try_from(self.settings.skews().expires_at).unwrap_or(i64::MAX);
@@ -109,6 +103,48 @@ impl JwtAuth {
         };
         let location = found.location;
         self.credential.admit_entry(req, cx, location, &entry)
+    }
+}
+
+impl JwtAuth {
+    /// The policies the session is to have, as Tyk picks them: the one the token names, else
+    /// the API's defaults; with a scope mapping, the token's scopes mapped to policies (on top
+    /// of a named policy, instead of the defaults).
+    fn policies(
+        &self,
+        claims: &serde_json::Map<String, Value>,
+        exists: bool,
+    ) -> Result<Vec<String>, Refusal> {
+        let settings = &self.settings;
+        let named = jwt::policy(claims, &settings.policy_field);
+        let mut wanted: Vec<String> = match named {
+            Some(named) => vec![named.to_owned()],
+            None => settings.default_policies.clone(),
+        };
+        if !settings.scope_policies.is_empty() {
+            let scopes = jwt::scopes(claims, &settings.scope_claim);
+            if !scopes.is_empty() {
+                let mut ids: Vec<String> = named.map(str::to_owned).into_iter().collect();
+                for scope in scopes {
+                    if let Some(p) = settings.scope_policies.get(scope)
+                        && !ids.contains(p)
+                    {
+                        ids.push(p.clone());
+                    }
+                }
+                if ids.is_empty() {
+                    return Err(RefusalKind::JwtNoScopePolicy.into());
+                }
+                wanted = ids;
+            } else if wanted.is_empty() && exists {
+                // A token without scopes must not keep the rights an earlier one's gave.
+                return Err(RefusalKind::JwtNoScopeOrPolicy.into());
+            }
+        }
+        if wanted.is_empty() {
+            return Err(RefusalKind::JwtNoPolicy.into());
+        }
+        Ok(wanted)
     }
 }
 

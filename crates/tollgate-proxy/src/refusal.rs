@@ -82,6 +82,10 @@ pub enum RefusalKind {
     JwtPolicyUnknown,
     /// JWT: neither the token nor the API names a policy.
     JwtNoPolicy,
+    /// JWT: the token's scopes map to no policy.
+    JwtNoScopePolicy,
+    /// JWT: a known identity's token names neither a scope nor a policy.
+    JwtNoScopeOrPolicy,
     /// HMAC: no signature, a malformed one, an unknown key, a mismatch, a date outside the
     /// skew (Tyk answers all alike).
     HmacInvalid,
@@ -199,6 +203,14 @@ impl RefusalKind {
             Self::JwtNoPolicy => (
                 StatusCode::FORBIDDEN,
                 "key not authorized: no matching policy found",
+            ),
+            Self::JwtNoScopePolicy => (
+                StatusCode::FORBIDDEN,
+                "key not authorized: no matching policy found in scope claim",
+            ),
+            Self::JwtNoScopeOrPolicy => (
+                StatusCode::FORBIDDEN,
+                "key not authorized: no scope or policy in token",
             ),
             Self::HmacInvalid => (
                 StatusCode::BAD_REQUEST,

@@ -298,3 +298,54 @@ async fn ecdsa_keys_from_pem_and_a_bad_source_refuses_only_its_api() {
     // The secret never reaches the log.
     assert!(!gw.log().contains(SECRET));
 }
+
+#[tokio::test]
+async fn scopes_map_to_policies() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = jwt_api(
+        with_policies(gateway!(), &dir),
+        &up,
+        json!({"jwt_source": jwt::source(SECRET), "jwt_scope_claim_name": "scp",
+               "jwt_scope_to_policy_mapping": {"read": "silver", "write": "gold",
+                                               "elsewhere": "foreign"}}),
+    )
+    .start()
+    .await;
+    let token = |claims: Value| jwt::hmac(Algorithm::HS256, SECRET.as_bytes(), &claims);
+    assert_eq!(
+        call(&gw, &token(json!({"sub": "s1", "scp": "read"})))
+            .await
+            .status,
+        200
+    );
+    // `write` maps to gold, whose quota is 2, counted for s2.
+    let writer = token(json!({"sub": "s2", "scp": ["write"]}));
+    for _ in 0..2 {
+        assert_eq!(call(&gw, &writer).await.status, 200);
+    }
+    assert_tyk_error(&call(&gw, &writer).await, 403, "Quota exceeded");
+    let refusals = [
+        (
+            json!({"sub": "s3", "scp": "nothing mapped"}),
+            "key not authorized: no matching policy found in scope claim",
+        ),
+        // s1 has a session: a token without scopes must not keep its rights.
+        (
+            json!({"sub": "s1"}),
+            "key not authorized: no scope or policy in token",
+        ),
+        (
+            json!({"sub": "s4"}),
+            "key not authorized: no matching policy found",
+        ),
+        (
+            json!({"sub": "s5", "scp": "elsewhere"}),
+            "key not authorized: no matching policy",
+        ),
+    ];
+    for (claims, message) in refusals {
+        assert_tyk_error(&call(&gw, &token(claims)).await, 403, message);
+    }
+    assert_eq!(up.request_count(), 3);
+}

@@ -149,6 +149,11 @@ fn identity_and_policy_claims_as_tyk_reads_them() {
     assert_eq!(policy(c, "pol"), Some("p1"));
     assert_eq!(policy(c, ""), None);
     assert_eq!(policy(c, "n"), None);
+    let scoped = json!({"scope": "read  write", "realm": {"roles": ["admin", 5, "ops"]}});
+    let scoped = scoped.as_object().unwrap();
+    assert_eq!(scopes(scoped, "scope"), ["read", "write"]);
+    assert_eq!(scopes(scoped, "realm.roles"), ["admin", "ops"]);
+    assert!(scopes(scoped, "missing").is_empty());
     // Tyk's session key id: MD5 of the identity.
     assert_eq!(session_key_id("user"), "ee11cbb19052e40b07aac0ca060c23ee");
 }
