@@ -80,6 +80,8 @@ enum KeySource {
     Static(DecodingKey),
     /// A JWKS URL.
     Jwks(Arc<Jwks>),
+    /// Each key's own `jwt_data.secret` (no `jwt_source`): the caller finds the key first.
+    PerKey,
 }
 
 impl std::fmt::Debug for KeySource {
@@ -88,6 +90,7 @@ impl std::fmt::Debug for KeySource {
         match self {
             Self::Static(_) => f.write_str("Static(..)"),
             Self::Jwks(j) => f.debug_tuple("Jwks").field(j).finish(),
+            Self::PerKey => f.write_str("PerKey"),
         }
     }
 }
@@ -139,6 +142,8 @@ pub struct JwtSettings {
     pub policy_field: String,
     /// `jwt_default_policies`.
     pub default_policies: Vec<String>,
+    /// `jwt_skip_kid` (per-key mode): the key is named by the identity claim, not `kid`.
+    pub skip_kid: bool,
     /// `jwt_scope_claim_name` (default `scope`): the claim `scope_policies` reads.
     pub scope_claim: String,
     /// `jwt_scope_to_policy_mapping`: scope → policy id (empty: scopes are not read).
@@ -215,6 +220,37 @@ impl JwtSettings {
         Ok(Self::new(method, KeySource::Static(key)))
     }
 
+    /// Settings verifying each token with the secret of the key it names (Tyk's mode without
+    /// `jwt_source`): see [`JwtSettings::key_id`] and [`JwtSettings::verify_with_secret`].
+    pub fn per_key(method: SigningMethod) -> Self {
+        Self::new(method, KeySource::PerKey)
+    }
+
+    /// Whether tokens are verified with their key's own secret.
+    pub fn is_per_key(&self) -> bool {
+        matches!(self.keys, KeySource::PerKey)
+    }
+
+    /// The key a token names, to look its secret up (per-key mode): its `kid` header unless
+    /// `skip_kid`, else its identity claim or `sub`. Read before verification, and only used
+    /// to find the secret the token must then verify with.
+    ///
+    /// # Errors
+    /// Not a token, or no key named.
+    pub fn key_id(&self, token: &str, skip_kid: bool) -> Result<String, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if !skip_kid && let Some(kid) = header.kid.filter(|k| !k.is_empty()) {
+            return Ok(kid);
+        }
+        let payload = token.split('.').nth(1).ok_or(JwtError::Malformed)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|_| JwtError::Malformed)?;
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
+        identity(&claims, &self.identity_field).map(str::to_owned)
+    }
+
     /// Settings verifying with the keys of a JWKS.
     pub fn with_jwks(method: SigningMethod, jwks: Arc<Jwks>) -> Self {
         Self::new(method, KeySource::Jwks(jwks))
@@ -227,6 +263,7 @@ impl JwtSettings {
             identity_field: String::new(),
             policy_field: String::new(),
             default_policies: Vec::new(),
+            skip_kid: false,
             scope_claim: "scope".to_owned(),
             scope_policies: std::collections::BTreeMap::new(),
             skews: Skews::default(),
@@ -250,7 +287,7 @@ impl JwtSettings {
     pub fn jwks(&self) -> Option<&Arc<Jwks>> {
         match &self.keys {
             KeySource::Jwks(j) => Some(j),
-            KeySource::Static(_) => None,
+            KeySource::Static(_) | KeySource::PerKey => None,
         }
     }
 
@@ -269,7 +306,37 @@ impl JwtSettings {
     /// # Errors
     /// What is wrong with it, in Tyk's order: form and algorithm, key, signature, then time.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Map<String, Value>>, JwtError> {
-        let fingerprint: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        self.verify_remembered(token, None, now).await
+    }
+
+    /// [`JwtSettings::verify`] with a key's own secret (per-key mode): the HMAC secret, or
+    /// the PEM public key for `rsa` and `ecdsa`.
+    ///
+    /// # Errors
+    /// As [`JwtSettings::verify`]; a secret that is no key of the method's kind is `NoKey`.
+    pub async fn verify_with_secret(
+        &self,
+        token: &str,
+        secret: &[u8],
+        now: u64,
+    ) -> Result<Arc<Map<String, Value>>, JwtError> {
+        self.verify_remembered(token, Some(secret), now).await
+    }
+
+    async fn verify_remembered(
+        &self,
+        token: &str,
+        secret: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Arc<Map<String, Value>>, JwtError> {
+        // The secret is part of what is remembered: a rotated one verifies afresh.
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(token.as_bytes());
+        if let Some(secret) = secret {
+            hasher.update([0]);
+            hasher.update(secret);
+        }
+        let fingerprint: [u8; 32] = hasher.finalize().into();
         let remembered = self
             .verified
             .pin()
@@ -279,7 +346,7 @@ impl JwtSettings {
         let claims = match remembered {
             Some(claims) => claims,
             None => {
-                let claims = Arc::new(self.verify_signature(token).await?);
+                let claims = Arc::new(self.verify_signature(token, secret).await?);
                 let verified = self.verified.pin();
                 if verified.len() >= VERIFIED_MAX {
                     verified.clear();
@@ -298,7 +365,11 @@ impl JwtSettings {
         Ok(claims)
     }
 
-    async fn verify_signature(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+    async fn verify_signature(
+        &self,
+        token: &str,
+        secret: Option<&[u8]>,
+    ) -> Result<Map<String, Value>, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
         if !self.method.allows(header.alg) {
             return Err(JwtError::UnexpectedSigningMethod);
@@ -313,8 +384,21 @@ impl JwtSettings {
         let decode = |key: &DecodingKey| {
             jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map(|d| d.claims)
         };
+        if let Some(secret) = secret {
+            let key = match self.method {
+                SigningMethod::Hmac => DecodingKey::from_secret(secret),
+                SigningMethod::Rsa => {
+                    DecodingKey::from_rsa_pem(secret).map_err(|_| JwtError::NoKey)?
+                }
+                SigningMethod::Ecdsa => {
+                    DecodingKey::from_ec_pem(secret).map_err(|_| JwtError::NoKey)?
+                }
+            };
+            return decode(&key).map_err(classify);
+        }
         match &self.keys {
             KeySource::Static(key) => decode(key).map_err(classify),
+            KeySource::PerKey => Err(JwtError::NoKey),
             KeySource::Jwks(jwks) => {
                 let set = jwks.keys(header.kid.as_deref()).await;
                 let candidates: Vec<&SetKey> = set

@@ -28,6 +28,8 @@ pub struct JwtConf {
     pub jwt_policy_field_name: String,
     /// Policies for tokens that name none.
     pub jwt_default_policies: serde_json::Value,
+    /// Per-key mode: find the key by the identity claim even when the token has a `kid`.
+    pub jwt_skip_kid: bool,
     /// Seconds `exp` may be past.
     pub jwt_expires_at_validation_skew: u64,
     /// Seconds `iat` may be ahead.
@@ -73,19 +75,21 @@ pub(crate) fn compile(
             ),
         )
     })?;
-    if conf.jwt_source.trim().is_empty() {
-        // Tyk's other mode: each key's own `jwt_data.secret`, found by the token's `kid`.
-        return Err(DefinitionError::new(
-            "jwt_source",
-            "JWT with per-key secrets (no jwt_source) is not supported yet",
-        ));
-    }
-    let source = Source::read(&conf.jwt_source)
-        .map_err(|e| DefinitionError::new("jwt_source", e.to_string()))?;
+    // Without `jwt_source`, Tyk's other mode: each key's own `jwt_data.secret`, the key named
+    // by the token's `kid` (or identity).
+    let source = if conf.jwt_source.trim().is_empty() {
+        None
+    } else {
+        Some(
+            Source::read(&conf.jwt_source)
+                .map_err(|e| DefinitionError::new("jwt_source", e.to_string()))?,
+        )
+    };
     let settings = match source {
-        Source::Key(key) => JwtSettings::with_key(method, &key)
+        None => JwtSettings::per_key(method),
+        Some(Source::Key(key)) => JwtSettings::with_key(method, &key)
             .map_err(|e| DefinitionError::new("jwt_source", e.to_string()))?,
-        Source::Url(url) => {
+        Some(Source::Url(url)) => {
             let tls = if url.to_ascii_lowercase().starts_with("https://") {
                 Some(
                     UpstreamTls::get(tls)
@@ -114,6 +118,7 @@ pub(crate) fn compile(
     settings.identity_field = conf.jwt_identity_base_field.trim().to_owned();
     settings.policy_field = conf.jwt_policy_field_name.trim().to_owned();
     settings.default_policies = default_policies(&conf.jwt_default_policies)?;
+    settings.skip_kid = conf.jwt_skip_kid;
     let (field, mapping) = match conf.scopes.pointer("/jwt/scope_to_policy") {
         Some(newer) if is_set(newer) => ("scopes.jwt.scope_to_policy", newer),
         _ => (
@@ -189,7 +194,9 @@ mod tests {
         assert_eq!(s.default_policies, ["p1", "p2"]);
         assert_eq!(s.identity_field, "email");
         assert!(s.jwks().is_none());
-        assert!(err(json!({"jwt_source": ""})).contains("per-key secrets"));
+        let per_key =
+            compile(&conf(json!({"jwt_source": ""})), &ClientSettings::default()).unwrap();
+        assert!(per_key.is_per_key());
         assert!(
             err(json!({"jwt_source": secret, "jwt_signing_method": "none"}))
                 .contains("jwt_signing_method")

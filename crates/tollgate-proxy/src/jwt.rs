@@ -32,6 +32,10 @@ impl JwtAuth {
             .credential
             .find(req.head, || RefusalKind::JwtMissing.into())?;
         let now = unix_now();
+        if self.settings.is_per_key() {
+            let (token, location) = (found.value.into_owned(), found.location);
+            return self.per_key(req, cx, &token, location, now).await;
+        }
         let claims = self
             .settings
             .verify(&found.value, u64::try_from(now).unwrap_or(0))
@@ -107,6 +111,39 @@ impl JwtAuth {
 }
 
 impl JwtAuth {
+    /// Tyk's mode without `jwt_source`: the token names a key (`kid`, else its identity),
+    /// and must verify with that key's own `jwt_data.secret`; the key's session is used as it
+    /// is. Every failure is Tyk's `Key not authorized`.
+    async fn per_key(
+        &self,
+        req: &mut StageRequest<'_>,
+        cx: &mut RequestCtx,
+        token: &str,
+        location: crate::auth::Location,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let key_id = self
+            .settings
+            .key_id(token, self.settings.skip_kid)
+            .map_err(refusal)?;
+        let entry = req
+            .sessions
+            .find(&key_id, &req.api.org_id)
+            .await
+            .map_err(|_| Refusal::store_unavailable())?
+            .ok_or(RefusalKind::JwtInvalid)?;
+        let secret = entry
+            .stored
+            .jwt_secret()
+            .ok_or(RefusalKind::JwtInvalid)?
+            .to_owned();
+        self.settings
+            .verify_with_secret(token, secret.as_bytes(), u64::try_from(now).unwrap_or(0))
+            .await
+            .map_err(refusal)?;
+        self.credential.admit_entry(req, cx, location, &entry)
+    }
+
     /// The policies the session is to have, as Tyk picks them: the one the token names, else
     /// the API's defaults; with a scope mapping, the token's scopes mapped to policies (on top
     /// of a named policy, instead of the defaults).

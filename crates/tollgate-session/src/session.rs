@@ -162,6 +162,16 @@ pub(crate) fn number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl SessionState {
+    /// `jwt_data.secret`: the key's own JWT secret (or PEM public key), for APIs verifying
+    /// tokens per key (no `jwt_source`).
+    pub fn jwt_secret(&self) -> Option<&str> {
+        self.extra
+            .get("jwt_data")
+            .and_then(|d| d.get("secret"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
     /// True when `expires` is set and in the past.
     pub fn is_expired(&self, now_unix: i64) -> bool {
         self.expires >= 1 && now_unix > self.expires

@@ -349,3 +349,41 @@ async fn scopes_map_to_policies() {
     }
     assert_eq!(up.request_count(), 3);
 }
+
+#[tokio::test]
+async fn without_jwt_source_each_key_verifies_with_its_own_secret() {
+    use tollgate_testkit::keys::{create_custom_key, session_with};
+    let up = MockUpstream::start().await;
+    let gw = jwt_api(gateway!(), &up, json!({"jwt_signing_method": "hmac"}))
+        .start()
+        .await;
+    let session = session_with(&["jwt"], json!({"jwt_data": {"secret": "key-one-secret"}}));
+    create_custom_key(&gw, "jwt-key-one", &session, Some(64)).await;
+    let sign = |secret: &str, kid: Option<&str>, claims: Value| {
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    // Named by `kid`, or by `sub` when there is none.
+    let by_kid = sign(
+        "key-one-secret",
+        Some("jwt-key-one"),
+        json!({"sub": "anyone"}),
+    );
+    assert_eq!(call(&gw, &by_kid).await.status, 200);
+    let by_sub = sign("key-one-secret", None, json!({"sub": "jwt-key-one"}));
+    assert_eq!(call(&gw, &by_sub).await.status, 200);
+    for refused in [
+        sign("another secret", Some("jwt-key-one"), json!({"sub": "x"})),
+        sign("key-one-secret", Some("no-such-key"), json!({"sub": "x"})),
+        sign("key-one-secret", None, json!({"sub": "no-such-key"})),
+    ] {
+        assert_tyk_error(&call(&gw, &refused).await, 403, "Key not authorized");
+    }
+    assert_eq!(up.request_count(), 2);
+}
