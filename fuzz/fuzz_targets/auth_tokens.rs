@@ -7,7 +7,8 @@
 //! - a parsed signature header says the same when written out again and parsed back (for
 //!   values without quotes);
 //! - no input verifies as a JWT: it would have to carry an HS256 signature under a secret the
-//!   fuzzer never sees;
+//!   fuzzer never sees (with the API's key or, in per-key mode, a key's own);
+//! - a key id read from a token (per-key mode) is never empty;
 //! - the identity read from claims is never empty.
 #![no_main]
 
@@ -70,6 +71,12 @@ fuzz_target!(|data: &[u8]| {
     check_signature(&text);
     let verified = runtime().block_on(settings().verify(&text, 1_700_000_000));
     assert!(verified.is_err(), "an input verified without the secret");
+    // Per-key mode reads the key a token names before verifying it.
+    if let Ok(id) = settings().key_id(&text, false) {
+        assert!(!id.is_empty(), "an empty key id");
+        let with_secret = runtime().block_on(settings().verify_with_secret(&text, b"k", 1));
+        assert!(with_secret.is_err(), "an input verified without the secret");
+    }
     if let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(data) {
         if let Ok(id) = jwt::identity(&claims, "user.id") {
             assert!(!id.is_empty(), "an empty identity");
