@@ -142,6 +142,8 @@ pub struct JwtSettings {
     pub policy_field: String,
     /// `jwt_default_policies`.
     pub default_policies: Vec<String>,
+    /// `jwt_client_base_field`: a claim naming a key whose first policy the session gets.
+    pub client_field: String,
     /// `jwt_skip_kid` (per-key mode): the key is named by the identity claim, not `kid`.
     pub skip_kid: bool,
     /// `jwt_scope_claim_name` (default `scope`): the claim `scope_policies` reads.
@@ -263,6 +265,7 @@ impl JwtSettings {
             identity_field: String::new(),
             policy_field: String::new(),
             default_policies: Vec::new(),
+            client_field: String::new(),
             skip_kid: false,
             scope_claim: "scope".to_owned(),
             scope_policies: std::collections::BTreeMap::new(),

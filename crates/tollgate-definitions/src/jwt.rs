@@ -36,8 +36,8 @@ pub struct JwtConf {
     pub jwt_issued_at_validation_skew: u64,
     /// Seconds `nbf` may be ahead.
     pub jwt_not_before_validation_skew: u64,
-    /// Policies from another key's session (refused).
-    pub jwt_client_base_field: serde_json::Value,
+    /// A claim naming a key whose first policy the session gets.
+    pub jwt_client_base_field: String,
     /// Scope → policy id.
     pub jwt_scope_to_policy_mapping: serde_json::Value,
     /// The claim holding the scopes (default `scope`).
@@ -59,7 +59,6 @@ pub(crate) fn compile(
     tls: &ClientSettings,
 ) -> Result<JwtSettings, DefinitionError> {
     for (field, raw) in [
-        ("jwt_client_base_field", &conf.jwt_client_base_field),
         ("jwt_jwks_uris", &conf.jwt_jwks_uris),
     ] {
         if is_set(raw) {
@@ -119,6 +118,7 @@ pub(crate) fn compile(
     settings.policy_field = conf.jwt_policy_field_name.trim().to_owned();
     settings.default_policies = default_policies(&conf.jwt_default_policies)?;
     settings.skip_kid = conf.jwt_skip_kid;
+    settings.client_field = conf.jwt_client_base_field.trim().to_owned();
     let (field, mapping) = match conf.scopes.pointer("/jwt/scope_to_policy") {
         Some(newer) if is_set(newer) => ("scopes.jwt.scope_to_policy", newer),
         _ => (

@@ -54,7 +54,8 @@ impl JwtAuth {
             .get(&storage_id)
             .await
             .map_err(|_| Refusal::store_unavailable())?;
-        let wanted = self.policies(&claims, stored.is_some())?;
+        let client_policy = self.client_policy(req, &claims).await?;
+        let wanted = self.policies(&claims, stored.is_some(), client_policy.as_deref())?;
         let policies = req.sessions.policy_set();
         // A policy of another organisation must not grant rights here, as in Tyk.
         let known = |id: &String| {
@@ -144,6 +145,29 @@ impl JwtAuth {
         self.credential.admit_entry(req, cx, location, &entry)
     }
 
+    /// `jwt_client_base_field` (read only without `jwt_policy_field_name`, as in Tyk): the
+    /// claim names a key (an OAuth client's, say), whose first policy the token's session
+    /// gets. A key that does not exist, or has no policy, names none.
+    async fn client_policy(
+        &self,
+        req: &StageRequest<'_>,
+        claims: &serde_json::Map<String, Value>,
+    ) -> Result<Option<String>, Refusal> {
+        let settings = &self.settings;
+        if !settings.policy_field.is_empty() || settings.client_field.is_empty() {
+            return Ok(None);
+        }
+        let Some(Value::String(client)) = claims.get(&settings.client_field) else {
+            return Ok(None);
+        };
+        let entry = req
+            .sessions
+            .find(client, &req.api.org_id)
+            .await
+            .map_err(|_| Refusal::store_unavailable())?;
+        Ok(entry.and_then(|e| e.stored.policy_ids().first().map(|p| (*p).to_owned())))
+    }
+
     /// The policies the session is to have, as Tyk picks them: the one the token names, else
     /// the API's defaults; with a scope mapping, the token's scopes mapped to policies (on top
     /// of a named policy, instead of the defaults).
@@ -151,9 +175,10 @@ impl JwtAuth {
         &self,
         claims: &serde_json::Map<String, Value>,
         exists: bool,
+        client_policy: Option<&str>,
     ) -> Result<Vec<String>, Refusal> {
         let settings = &self.settings;
-        let named = jwt::policy(claims, &settings.policy_field);
+        let named = jwt::policy(claims, &settings.policy_field).or(client_policy);
         let mut wanted: Vec<String> = match named {
             Some(named) => vec![named.to_owned()],
             None => settings.default_policies.clone(),

@@ -387,3 +387,31 @@ async fn without_jwt_source_each_key_verifies_with_its_own_secret() {
     }
     assert_eq!(up.request_count(), 2);
 }
+
+#[tokio::test]
+async fn a_client_key_names_the_policy_through_jwt_client_base_field() {
+    use tollgate_testkit::keys::create_custom_key;
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = jwt_api(
+        with_policies(gateway!(), &dir),
+        &up,
+        json!({"jwt_source": jwt::source(SECRET), "jwt_client_base_field": "azp"}),
+    )
+    .start()
+    .await;
+    let client = json!({"org_id": "default", "apply_policies": ["gold"]});
+    create_custom_key(&gw, "client-app", &client, Some(64)).await;
+    let token = |claims: Value| jwt::hmac(Algorithm::HS256, SECRET.as_bytes(), &claims);
+    // The client key's policy (gold, quota 2) is the session's.
+    let t = token(json!({"sub": "u1", "azp": "client-app"}));
+    for _ in 0..2 {
+        assert_eq!(call(&gw, &t).await.status, 200);
+    }
+    assert_tyk_error(&call(&gw, &t).await, 403, "Quota exceeded");
+    assert_tyk_error(
+        &call(&gw, &token(json!({"sub": "u2", "azp": "unknown-app"}))).await,
+        403,
+        "key not authorized: no matching policy found",
+    );
+}
