@@ -58,12 +58,11 @@ pub(crate) fn compile(
     conf: &JwtConf,
     tls: &ClientSettings,
 ) -> Result<JwtSettings, DefinitionError> {
-    for (field, raw) in [
-        ("jwt_jwks_uris", &conf.jwt_jwks_uris),
-    ] {
-        if is_set(raw) {
-            return Err(DefinitionError::new(field, "is not supported yet"));
-        }
+    if is_set(&conf.jwt_jwks_uris) {
+        return Err(DefinitionError::new(
+            "jwt_jwks_uris",
+            "is not supported yet",
+        ));
     }
     let method = SigningMethod::from_name(&conf.jwt_signing_method).ok_or_else(|| {
         DefinitionError::new(
