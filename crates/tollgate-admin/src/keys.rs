@@ -134,7 +134,17 @@ pub(crate) async fn create_generated(
     let mut session = read_session(req).await?;
     prepare(gateway, &mut session, None)?;
     let hashing = gateway.sessions.hashing();
-    let key = generate_key(&session.org_id, hashing.algorithm).map_err(create_failed)?;
+    // A key bound to a client certificate is named by it (Tyk's custom key of the
+    // certificate id: org id + SHA-256), so the certificate alone finds it.
+    let key = match session
+        .extra
+        .get("certificate")
+        .and_then(serde_json::Value::as_str)
+        .filter(|c| !c.trim().is_empty())
+    {
+        Some(certificate) => custom_key(&session.org_id, certificate.trim(), hashing.algorithm),
+        None => generate_key(&session.org_id, hashing.algorithm).map_err(create_failed)?,
+    };
     let id = hashing.storage_id(&key);
     store(gateway, &id, session).await?;
     Ok(modified(&key, "added", key_hash(gateway, &id).as_deref()))

@@ -49,6 +49,9 @@ pub enum AuthMode {
     /// Mutual TLS alone (`use_mutual_tls_auth` with no other method): the client certificate,
     /// checked against [`ApiSpec::client_certs`], is the whole authentication; no key.
     Certificate,
+    /// Certificate-bound keys (`auth.use_certificate` on an auth-token API): the client
+    /// certificate's SHA-256 names the key; no token is read.
+    CertificateKey,
 }
 
 /// What an HMAC-signed API accepts.
@@ -334,7 +337,7 @@ impl ApiSpec {
             d => Some(strip_port(d).to_ascii_lowercase()),
         };
         let auth = auth_mode(def, &upstream_tls)?;
-        crate::unsupported::check(def)?;
+        crate::unsupported::check(def, matches!(auth, AuthMode::CertificateKey))?;
         // Tyk's current rule: a non-empty list is enforced unless access control is off;
         // `enable_ip_whitelisting` / `enable_ip_blacklisting` are not consulted.
         let ip_list = |field: &str, raw: &serde_json::Value| {
@@ -522,6 +525,9 @@ fn auth_mode(def: &ApiDefinition, tls: &ClientSettings) -> Result<AuthMode, Defi
             conf("basic"),
             "auth_configs.basic",
         )?));
+    }
+    if crate::unsupported::is_set(&conf("authToken").use_certificate) {
+        return Ok(AuthMode::CertificateKey);
     }
     Ok(AuthMode::Token(source(conf("authToken"), "auth")?))
 }

@@ -79,8 +79,10 @@ fn first_on(rules: &[(bool, &str, &str)]) -> Result<(), DefinitionError> {
 ///
 /// # Errors
 /// That rule's field, with "… not supported yet".
-pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
-    access(def)?;
+/// `cert_bound`: the API authenticates with certificate-bound keys, so its token
+/// configuration's `use_certificate` is read rather than refused.
+pub(crate) fn check(def: &ApiDefinition, cert_bound: bool) -> Result<(), DefinitionError> {
+    access(def, cert_bound)?;
     exposure(def)?;
     upstream(def)?;
     plugins(def)?;
@@ -88,7 +90,7 @@ pub(crate) fn check(def: &ApiDefinition) -> Result<(), DefinitionError> {
 }
 
 /// Who gets in: expiry, key binding, external identity providers.
-fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
+fn access(def: &ApiDefinition, cert_bound: bool) -> Result<(), DefinitionError> {
     first_on(&[
         // Tyk drops a key from storage after this many seconds; serving it on would keep keys
         // working longer than the definition allows.
@@ -108,14 +110,19 @@ fn access(def: &ApiDefinition) -> Result<(), DefinitionError> {
             .iter()
             .map(|(name, conf)| (format!("auth_configs.{name}"), conf)),
     );
+    let token_path = if def.auth_configs.contains_key("authToken") {
+        "auth_configs.authToken"
+    } else {
+        "auth"
+    };
     for (path, conf) in confs {
-        auth_conf(&path, conf)?;
+        auth_conf(&path, conf, cert_bound && path == token_path)?;
     }
     Ok(())
 }
 
-fn auth_conf(path: &str, conf: &AuthConf) -> Result<(), DefinitionError> {
-    if is_set(&conf.use_certificate) {
+fn auth_conf(path: &str, conf: &AuthConf, cert_bound: bool) -> Result<(), DefinitionError> {
+    if !cert_bound && is_set(&conf.use_certificate) {
         return Err(refuse(
             format!("{path}.use_certificate"),
             "certificate-bound keys are",

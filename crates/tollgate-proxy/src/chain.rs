@@ -29,7 +29,7 @@ use tollgate_rules::endpoints::Mock;
 
 use crate::auth::{BasicAuth, CredentialUse, KeyChecks, TokenAuth};
 use crate::body::ProxyBody;
-use crate::client_certs::ClientCertCheck;
+use crate::client_certs::{CertKeyAuth, ClientCertCheck};
 use crate::cors::Cors;
 use crate::ctx::{RequestCtx, StageRequest};
 use crate::endpoint_rules::{HardTimeouts, MockResponses, SizeLimits};
@@ -91,6 +91,8 @@ pub(crate) enum Stage {
     SizeLimits(SizeLimits),
     /// Mutual TLS: the client's certificate must be allowed.
     ClientCerts(ClientCertCheck),
+    /// Client certificate → its bound key.
+    CertKeyAuth,
     /// Auth token → key.
     TokenAuth(TokenAuth),
     /// Basic auth → key.
@@ -129,6 +131,7 @@ impl Stage {
             Self::BodyLimit(s) => s.on_request(req, cx)?,
             Self::SizeLimits(s) => s.on_request(req)?,
             Self::ClientCerts(s) => s.on_request(req)?,
+            Self::CertKeyAuth => CertKeyAuth::on_request(req, cx).await?,
             Self::TokenAuth(s) => s.on_request(req, cx).await?,
             Self::BasicAuth(s) => s.on_request(req, cx).await?,
             Self::JwtAuth(s) => s.on_request(req, cx).await?,
@@ -148,6 +151,7 @@ impl Stage {
         matches!(
             self,
             Self::TokenAuth(_)
+                | Self::CertKeyAuth
                 | Self::BasicAuth(_)
                 | Self::JwtAuth(_)
                 | Self::HmacAuth(_)
@@ -214,6 +218,10 @@ impl Chain {
         let authenticated = match &spec.auth {
             // The certificate stage above is the whole authentication.
             AuthMode::Keyless | AuthMode::Certificate => false,
+            AuthMode::CertificateKey => {
+                stages.push(Stage::CertKeyAuth);
+                true
+            }
             AuthMode::Token(source) => {
                 stages.push(Stage::TokenAuth(TokenAuth {
                     credential: credential(source),

@@ -121,7 +121,10 @@ pub struct Gateway {
 /// (a browser would otherwise offer the user a certificate to pick for every site).
 fn ask_for_client_certs(tls: Option<&tollgate_tls::ServerTls>, routes: &Routes) {
     if let Some(tls) = tls {
-        tls.ask_for_client_certs(routes.apis().iter().any(|a| a.spec.client_certs.is_some()));
+        tls.ask_for_client_certs(routes.apis().iter().any(|a| {
+            a.spec.client_certs.is_some()
+                || matches!(a.spec.auth, tollgate_definitions::AuthMode::CertificateKey)
+        }));
     }
 }
 

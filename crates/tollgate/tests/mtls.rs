@@ -2,7 +2,8 @@
 //! that present one of its `client_certificates` (by SHA-256 id or PEM file) in the TLS
 //! handshake; no certificate, another one or an expired one is refused with Tyk's answers,
 //! while the other APIs on the same port need none. With `use_standard_auth` too, the key is
-//! still required.
+//! still required. Certificate-bound keys (`auth.use_certificate`) are found by the
+//! certificate alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -76,6 +77,11 @@ async fn only_allowed_client_certificates_get_in() {
             api_with("nobody", "/nobody/", &up.url(),
                 json!({"use_keyless": false, "use_mutual_tls_auth": true, "client_certificates": []})),
         )
+        .api(
+            "bound.json",
+            api_with("bound", "/bound/", &up.url(),
+                json!({"use_keyless": false, "auth": {"use_certificate": true}})),
+        )
         .with_api("open", "/open/", &up.url())
         .start()
         .await;
@@ -116,6 +122,39 @@ async fn only_allowed_client_certificates_get_in() {
     // The certificate and the key: an allowed certificate without a key is still refused.
     let got = fetch(&client(&ca, &gw, Some(&by_id)), &gw, "/both/x").await;
     assert_eq!(got, (401, json!({"error": "Authorization field missing"})));
+    // Certificate-bound keys: a key made for a certificate is found by it, without a token.
+    let admin = client(&ca, &gw, None);
+    let rights =
+        json!({"bound": {"api_id": "bound", "api_name": "bound", "versions": ["Default"]}});
+    for leaf in [&by_id, &expired] {
+        let made: Value = admin
+            .post(format!("https://a.test:{}/tyk/keys", gw.port()))
+            .header("x-tyk-authorization", gw.secret())
+            .json(&json!({"org_id": "default", "certificate": sha256_id(leaf),
+                          "access_rights": rights}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(made["action"], "added", "{made}");
+    }
+    let (status, body) = fetch(&client(&ca, &gw, Some(&by_id)), &gw, "/bound/x").await;
+    assert_eq!(status, 200, "{body}");
+    let bound_refusals = [
+        (None, 401, "Client certificate required"),
+        (
+            Some(&stranger),
+            403,
+            "Access to this API has been disallowed",
+        ),
+        (Some(&expired), 403, "Certificate has expired"),
+    ];
+    for (identity, status, message) in bound_refusals {
+        let got = fetch(&client(&ca, &gw, identity), &gw, "/bound/x").await;
+        assert_eq!(got, (status, json!({"error": message})));
+    }
     // A definition that allows no certificate is refused, the others load.
     let (status, _) = fetch(&client(&ca, &gw, Some(&by_id)), &gw, "/nobody/x").await;
     assert_eq!(status, 404);
