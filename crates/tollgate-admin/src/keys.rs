@@ -94,7 +94,8 @@ fn prepare(
         // policy's asks for signatures); the key's owner reads it from `GET /tyk/keys/{key}`.
         session.hmac_string = match created {
             Some(old) if !old.hmac_string.is_empty() => old.hmac_string.clone(),
-            _ => tollgate_auth::hmac::new_secret(),
+            _ => tollgate_auth::hmac::new_secret()
+                .map_err(|_| create_failed("the random source failed"))?,
         };
     }
     Ok(())

@@ -238,12 +238,13 @@ pub fn date_within(headers: &HeaderMap, now_ms: i64, skew_ms: f64) -> bool {
 }
 
 /// A new `hmac_string`: base64 of 16 random bytes in hex, the shape of Tyk's secrets.
-pub fn new_secret() -> String {
+///
+/// # Errors
+/// The system's random source failed: no secret rather than a guessable one.
+pub fn new_secret() -> Result<String, ring::error::Unspecified> {
     let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .unwrap_or_default();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    STANDARD.encode(hex)
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)?;
+    Ok(STANDARD.encode(tollgate_session::hex(&bytes)))
 }
 
 #[cfg(test)]
@@ -368,6 +369,6 @@ mod tests {
         assert!(date_within(&h, at + 10_000_000, 0.0));
         h.insert("date", HeaderValue::from_static("yesterday"));
         assert!(!date_within(&h, at, 0.0));
-        assert_eq!(STANDARD.decode(new_secret()).unwrap().len(), 32);
+        assert_eq!(STANDARD.decode(new_secret().unwrap()).unwrap().len(), 32);
     }
 }

@@ -515,13 +515,7 @@ fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 
 /// The key id Tyk gives the session of an identity: the MD5 of the identity, in hex.
 pub fn session_key_id(identity: &str) -> String {
-    let digest = md5::Md5::digest(identity.as_bytes());
-    let mut hex = String::with_capacity(32);
-    for b in digest {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    tollgate_session::hex(&md5::Md5::digest(identity.as_bytes()))
 }
 
 /// Seconds since the Unix epoch.

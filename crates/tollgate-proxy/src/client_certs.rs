@@ -34,11 +34,7 @@ impl CertKeyAuth {
         cx: &mut RequestCtx,
     ) -> Result<(), Refusal> {
         let cert = presented(req)?;
-        let hex: String = cert
-            .fingerprint
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = tollgate_session::hex(&cert.fingerprint);
         let hashing = req.sessions.hashing();
         let storage_id = hashing.storage_id(&custom_key(&req.api.org_id, &hex, hashing.algorithm));
         let entry = req

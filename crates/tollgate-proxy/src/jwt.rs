@@ -4,6 +4,7 @@
 //! (`jwt_policy_field_name`) or the API's `jwt_default_policies`, and moved to another policy
 //! when a later token names one. Rate limits and quotas then count per identity, like any key.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -85,7 +86,7 @@ impl JwtAuth {
             None => {
                 let mut session = SessionState {
                     org_id: req.api.org_id.to_string(),
-                    apply_policies: wanted,
+                    apply_policies: wanted.into_owned(),
                     alias: identity.to_owned(),
                     meta_data: Map::from_iter([(
                         "TykJWTSessionID".to_owned(),
@@ -176,12 +177,13 @@ impl JwtAuth {
         claims: &serde_json::Map<String, Value>,
         exists: bool,
         client_policy: Option<&str>,
-    ) -> Result<Vec<String>, Refusal> {
+    ) -> Result<Cow<'_, [String]>, Refusal> {
         let settings = &self.settings;
         let named = jwt::policy(claims, &settings.policy_field).or(client_policy);
-        let mut wanted: Vec<String> = match named {
-            Some(named) => vec![named.to_owned()],
-            None => settings.default_policies.clone(),
+        // The defaults are borrowed: most tokens of a default-policy API name none.
+        let mut wanted: Cow<'_, [String]> = match named {
+            Some(named) => Cow::Owned(vec![named.to_owned()]),
+            None => Cow::Borrowed(&settings.default_policies),
         };
         if !settings.scope_policies.is_empty() {
             let scopes = jwt::scopes(claims, &settings.scope_claim);
@@ -197,7 +199,7 @@ impl JwtAuth {
                 if ids.is_empty() {
                     return Err(RefusalKind::JwtNoScopePolicy.into());
                 }
-                wanted = ids;
+                wanted = Cow::Owned(ids);
             } else if wanted.is_empty() && exists {
                 // A token without scopes must not keep the rights an earlier one's gave.
                 return Err(RefusalKind::JwtNoScopeOrPolicy.into());

@@ -83,7 +83,8 @@ fn murmur128(data: &[u8]) -> (u64, u64) {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));

@@ -13,7 +13,7 @@ pub mod time;
 
 pub use access::{Access, ActiveKey, LimitPlan, Throttle};
 pub use hashing::{
-    HashAlgorithm, KeyHashing, KeyToken, custom_key, generate_key, hex_into, key_hash,
+    HashAlgorithm, KeyHashing, KeyToken, custom_key, generate_key, hex, hex_into, key_hash,
 };
 pub use password::{PasswordError, hash_password, is_slow, verify_password};
 pub use policy::{Policy, PolicyError, PolicySet};
